@@ -1,0 +1,200 @@
+"""Train and evaluate a prompt learner on CLIP, with KaiyangZhou/CoOp's command line.
+
+    python train.py --root DATA --seed 1 --trainer CoOp \
+        --dataset-config-file configs/datasets/eurosat.yaml \
+        --config-file configs/trainers/CoOp/vit_b16.yaml \
+        --output-dir output/eurosat/CoOp/seed1 DATASET.NUM_SHOTS 16
+
+Flags, config keys, output folders and log lines are CoOp's, so CoOp's and MaPLe's scripts,
+config files and parse_test_res.py work unchanged.
+"""
+import argparse
+import os
+import sys
+
+import torch
+from yacs.config import CfgNode as CN
+
+from dassl.config import get_cfg_default
+from dassl.engine import build_trainer
+from dassl.utils import collect_env_info, set_random_seed, setup_logger
+
+import datasets  # noqa: F401  (registers every dataset in DATASET_REGISTRY)
+import trainers  # noqa: F401  (registers every trainer in TRAINER_REGISTRY)
+
+
+def print_args(args, cfg):
+    print("***************")
+    print("** Arguments **")
+    print("***************")
+    for key in sorted(vars(args)):
+        print(f"{key}: {getattr(args, key)}")
+    print("************")
+    print("** Config **")
+    print("************")
+    print(cfg)
+
+
+def reset_cfg(cfg, args):
+    """Command-line flags override the config files (CoOp's precedence)."""
+    if args.root:
+        cfg.DATASET.ROOT = args.root
+    if args.output_dir:
+        cfg.OUTPUT_DIR = args.output_dir
+    if args.resume:
+        cfg.RESUME = args.resume
+    if args.seed:
+        cfg.SEED = args.seed
+    if args.source_domains:
+        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
+    if args.target_domains:
+        cfg.DATASET.TARGET_DOMAINS = args.target_domains
+    if args.transforms:
+        cfg.INPUT.TRANSFORMS = args.transforms
+    if args.trainer:
+        cfg.TRAINER.NAME = args.trainer
+    if args.backbone:
+        cfg.MODEL.BACKBONE.NAME = args.backbone
+    if args.head:
+        cfg.MODEL.HEAD.NAME = args.head
+
+
+def extend_cfg(cfg):
+    """Add the keys of the prompt learners to Dassl's defaults.
+
+    The TRAINER.COOP / COCOOP / MAPLE nodes and DATASET.SUBSAMPLE_CLASSES are CoOp's and
+    MaPLe's, with their defaults, so their config files merge unchanged.
+    """
+    cfg.TRAINER.COOP = CN()
+    cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
+    cfg.TRAINER.COOP.CSC = False  # class-specific context
+    cfg.TRAINER.COOP.CTX_INIT = ""  # initialization words
+    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp
+    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle or front
+
+    cfg.TRAINER.COCOOP = CN()
+    cfg.TRAINER.COCOOP.N_CTX = 16
+    cfg.TRAINER.COCOOP.CTX_INIT = ""
+    cfg.TRAINER.COCOOP.PREC = "fp16"
+
+    cfg.TRAINER.MAPLE = CN()
+    cfg.TRAINER.MAPLE.N_CTX = 2
+    cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"
+    cfg.TRAINER.MAPLE.PREC = "fp16"
+    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9  # 1 = shallow MaPLe
+
+    cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
+
+    # Not in CoOp: a local CLIP checkpoint file (JIT archive or state dict). Empty = the clip
+    # package's download cache for MODEL.BACKBONE.NAME.
+    cfg.MODEL.BACKBONE.CHECKPOINT = ""
+
+
+def setup_cfg(args):
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    if args.dataset_config_file:
+        _merge_file(cfg, args.dataset_config_file)
+    if args.config_file:
+        _merge_file(cfg, args.config_file)
+    reset_cfg(cfg, args)
+    try:
+        cfg.merge_from_list(args.opts)
+    except KeyError as err:
+        raise ConfigError(f"command-line option: {_key_error_text(err)}") from err
+    except AssertionError as err:  # yacs: odd number of opts or wrong value type
+        raise ConfigError(f"command-line options {args.opts}: {err}") from err
+    cfg.freeze()
+    return cfg
+
+
+class ConfigError(Exception):
+    """A config file or option the user has to fix."""
+
+
+def _key_error_text(err):
+    return err.args[0] if err.args else str(err)
+
+
+def _merge_file(cfg, path):
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        cfg.merge_from_file(path)
+    except KeyError as err:
+        raise ConfigError(
+            f"{path}: {_key_error_text(err)} (check the spelling; every valid key is "
+            "printed in the Config section of log.txt)"
+        ) from err
+    except (AssertionError, ValueError) as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def main(args):
+    cfg = setup_cfg(args)
+    if cfg.SEED >= 0:
+        print(f"Setting fixed seed: {cfg.SEED}")
+        set_random_seed(cfg.SEED)
+    setup_logger(cfg.OUTPUT_DIR)
+
+    if torch.cuda.is_available() and cfg.USE_CUDA:
+        torch.backends.cudnn.benchmark = True
+
+    print_args(args, cfg)
+    print("Collecting env info ...")
+    print(f"** System info **\n{collect_env_info()}\n")
+
+    trainer = build_trainer(cfg)
+
+    if args.eval_only:
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.test()
+        return
+
+    if not args.no_train:
+        trainer.train()
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", type=str, default="", help="path to dataset")
+    parser.add_argument("--output-dir", type=str, default="", help="output directory")
+    parser.add_argument(
+        "--resume", type=str, default="", help="checkpoint directory (from which the training resumes)"
+    )
+    parser.add_argument("--seed", type=int, default=-1, help="only positive value enables a fixed seed")
+    parser.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
+    parser.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
+    parser.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
+    parser.add_argument("--config-file", type=str, default="", help="path to config file")
+    parser.add_argument(
+        "--dataset-config-file", type=str, default="", help="path to config file for dataset setup"
+    )
+    parser.add_argument("--trainer", type=str, default="", help="name of trainer")
+    parser.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
+    parser.add_argument("--head", type=str, default="", help="name of head")
+    parser.add_argument("--eval-only", action="store_true", help="evaluation only")
+    parser.add_argument(
+        "--model-dir", type=str, default="", help="load model from this directory for eval-only mode"
+    )
+    parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
+    parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    parser.add_argument(
+        "opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line"
+    )
+    return parser
+
+
+# Errors that mean "fix your input": shown as one line instead of a traceback (set
+# TRAIN_DEBUG=1 to see the traceback anyway).
+USER_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError, PermissionError, KeyError, ValueError)
+
+if __name__ == "__main__":
+    try:
+        main(build_parser().parse_args())
+    except USER_ERRORS as err:
+        if os.environ.get("TRAIN_DEBUG"):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}\n(TRAIN_DEBUG=1 shows the traceback)", file=sys.stderr)
+        sys.exit(2)
