@@ -1,0 +1,86 @@
+"""Losses of the multi-prompt learners (ProDA, EMPL) as pure tensor functions.
+
+Kept apart from the trainers so each is unit-tested against an independent computation.
+Shapes: B images, C classes, K (or S) prompts, D feature width. Features are L2-normalised.
+"""
+import torch
+import torch.nn.functional as F
+
+
+def free_energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """-(1/|B|) sum_x logsumexp_c s_c(x) / T_E.  logits: [..., B, C] -> [...]."""
+    return -torch.logsumexp(logits.float(), dim=-1).mean(dim=-1) / temperature
+
+
+def mixture_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """L_in = -(1/|B|) sum_x log((1/S) sum_s softmax(logits_s(x))[y]).
+
+    logits: [S, B, C] (S prompts: the anchor and the SGLD samples); labels: [B].
+    """
+    log_probs = F.log_softmax(logits.float(), dim=-1)  # [S, B, C]
+    log_mixture = torch.logsumexp(log_probs, dim=0) - torch.log(
+        torch.tensor(float(logits.shape[0]), device=logits.device)
+    )
+    return F.nll_loss(log_mixture, labels)
+
+
+def mixture_log_probs(logits: torch.Tensor) -> torch.Tensor:
+    """log of the mean of the S softmaxes: [S, B, C] -> [B, C] (EMPL's prediction)."""
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    return torch.logsumexp(log_probs, dim=0) - torch.log(torch.tensor(float(logits.shape[0])))
+
+
+def open_vocabulary_loss(seen_logits: torch.Tensor, unseen_logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """L_out on the unseen words U_i.
+
+    seen_logits [B, |V|], unseen_logits [B, |U|].
+    - "entropy": (1/|B|) sum_x sum_u q_u log q_u with q = softmax over U (minimising it makes the
+      prediction over unseen words uncertain);
+    - "energy": (1/|B|) sum_x [logsumexp_U s_u - logsumexp_V s_c]_+ (unseen words must explain
+      an image less well than the seen classes do);
+    - "none": 0.
+    """
+    if kind == "none" or unseen_logits.shape[-1] == 0:
+        return seen_logits.new_zeros(())
+    if kind == "entropy":
+        log_q = F.log_softmax(unseen_logits.float(), dim=-1)
+        return (log_q.exp() * log_q).sum(-1).mean()
+    if kind == "energy":
+        gap = torch.logsumexp(unseen_logits.float(), -1) - torch.logsumexp(seen_logits.float(), -1)
+        return F.relu(gap).mean()
+    raise ValueError(f"TRAINER.EMPL.OPEN_LOSS must be 'entropy', 'energy' or 'none', got {kind!r}")
+
+
+def proda_gaussian_bound_loss(
+    image_features: torch.Tensor, text_features: torch.Tensor, labels: torch.Tensor, logit_scale: torch.Tensor
+) -> torch.Tensor:
+    """ProDA's upper bound of the expected cross-entropy under a Gaussian over text features.
+
+    image_features [B, D]; text_features [K, C, D] (K prompts' features of each class);
+    labels [B]. With mu_c the mean over K and Sigma the (biased, 1/K) covariance across prompts,
+
+        L = -log exp(tau z.mu_y) / sum_c exp(tau z.mu_c + tau^2/2 z^T (S_cc + S_yy - 2 S_cy) z)
+
+    z^T S_cy z = (1/K) sum_k (z.d_kc)(z.d_ky) with d_kc = t_kc - mu_c, so the quadratic term is
+    exactly (1/K) sum_k (z.d_kc - z.d_ky)^2: no D x D matrix is formed.
+    """
+    tau = logit_scale
+    mean = text_features.mean(0)  # [C, D]
+    centered = text_features - mean  # [K, C, D]
+    projections = torch.einsum("bd,kcd->bkc", image_features, centered)  # [B, K, C]
+    label_proj = projections.gather(2, labels.view(-1, 1, 1).expand(-1, projections.shape[1], 1))
+    variance = (projections - label_proj).pow(2).mean(1)  # [B, C]
+    logits = tau * image_features @ mean.t() + 0.5 * tau**2 * variance
+    # The label's own variance term is 0, so this is cross-entropy on the inflated logits.
+    return F.cross_entropy(logits.float(), labels)
+
+
+def prompt_orthogonality(text_features: torch.Tensor) -> torch.Tensor:
+    """Mean squared cosine between different prompts' features of a class. [K, C, D] -> scalar."""
+    k = text_features.shape[0]
+    if k < 2:
+        return text_features.new_zeros(())
+    per_class = text_features.permute(1, 0, 2)  # [C, K, D]
+    gram = per_class @ per_class.transpose(1, 2)  # [C, K, K]
+    off_diagonal = ~torch.eye(k, dtype=torch.bool, device=gram.device)
+    return gram[:, off_diagonal].pow(2).mean()
