@@ -1,0 +1,85 @@
+"""yacs ``CfgNode`` with short, explicit errors for unknown keys."""
+from __future__ import annotations
+
+from difflib import SequenceMatcher
+from typing import Optional
+
+from yacs.config import CfgNode as _YacsCfgNode
+
+__all__ = ["CfgNode", "ConfigKeyError"]
+
+
+class ConfigKeyError(KeyError):
+    """Unknown config key. Subclasses KeyError, which is what yacs raises."""
+
+    def __str__(self) -> str:  # KeyError would print the repr (with quotes)
+        return str(self.args[0]) if self.args else ""
+
+
+def _suggest(root: _YacsCfgNode, key: str) -> Optional[str]:
+    """Closest existing key: fix the first unknown component among its siblings."""
+    node, parts = root, key.split(".")
+    for i, part in enumerate(parts):
+        if isinstance(node, _YacsCfgNode) and part in node:
+            node = node[part]
+            continue
+        if not isinstance(node, _YacsCfgNode) or not node:
+            return None
+        best = max(node.keys(), key=lambda c: SequenceMatcher(None, part, c).ratio())
+        if SequenceMatcher(None, part, best).ratio() < 0.6:
+            return None
+        return ".".join(parts[:i] + [best] + parts[i + 1:])
+    return None
+
+
+class CfgNode(_YacsCfgNode):
+    """Drop-in yacs CfgNode for the *root* config; only error messages differ.
+
+    Only the root uses this class: yacs requires a YAML sub-node and the node
+    it replaces to have the exact same type, and YAMLs are loaded (and
+    extend_cfg adds nodes) as plain ``yacs.config.CfgNode``.
+
+    yacs reports a bad key in a YAML as ``KeyError('Non-existent config key: X')``
+    and in an override list as ``AssertionError('Non-existent key: X')``; both
+    become :class:`ConfigKeyError` with a suggestion and a hint to fix it.
+    """
+
+    @classmethod
+    def _decode_cfg_value(cls, value):
+        # yacs turns dict values into ``cls`` nodes; keep them plain yacs nodes.
+        return _YacsCfgNode._decode_cfg_value(value)
+
+    def _unknown_key(self, key: str, source: Optional[str]) -> ConfigKeyError:
+        msg = f"Non-existent config key: {key}"
+        msg += f" (in {source})." if source else "."
+        guess = _suggest(self, key)
+        if guess is not None:
+            msg += f" Did you mean {guess}?"
+        msg += " Fix the spelling, or declare the key (e.g. in train.py's extend_cfg) before merging."
+        return ConfigKeyError(msg)
+
+    def _merge(self, merge_fn, arg, source: Optional[str]) -> None:
+        prefixes = ("Non-existent config key: ", "Non-existent key: ")
+        try:
+            merge_fn(arg)
+        except (KeyError, AssertionError) as e:
+            text = str(e.args[0]) if e.args else ""
+            if isinstance(e, ConfigKeyError) or not text.startswith(prefixes):
+                raise
+            key = text.split(": ", 1)[1]
+            raise self._unknown_key(key, source) from None
+
+    def merge_from_file(self, cfg_filename: str) -> None:
+        with open(cfg_filename, "r") as f:
+            cfg = _YacsCfgNode.load_cfg(f)  # plain nodes, see class docstring
+        self._merge(super().merge_from_other_cfg, cfg, cfg_filename)
+
+    def merge_from_other_cfg(self, cfg_other) -> None:
+        self._merge(super().merge_from_other_cfg, cfg_other, None)
+
+    def merge_from_list(self, cfg_list: list) -> None:
+        if len(cfg_list) % 2 != 0:
+            raise ValueError(
+                f"Config overrides must be KEY VALUE pairs, got an odd number of items: {cfg_list}"
+            )
+        self._merge(super().merge_from_list, cfg_list, "command-line opts")

@@ -1,0 +1,166 @@
+"""DataManager, DatasetWrapper and build_data_loader (Dassl's ``dassl.data.data_manager``)."""
+import torch
+import torchvision.transforms as T
+from torch.utils.data import Dataset as TorchDataset
+
+from dassl.utils import read_image
+
+from .datasets import build_dataset
+from .samplers import build_sampler
+from .transforms import INTERPOLATION_MODES, build_transform
+
+
+def build_data_loader(cfg, sampler_type="SequentialSampler", data_source=None, batch_size=64,
+                      n_domain=0, n_ins=2, tfm=None, is_train=True, dataset_wrapper=None):
+    """A DataLoader over ``data_source`` (a list of Datum) wrapped by ``dataset_wrapper``
+    (default DatasetWrapper). Training loaders drop the last incomplete batch when the data
+    holds at least one full batch."""
+    if not data_source:
+        raise ValueError("build_data_loader: data_source is empty")
+    sampler = build_sampler(sampler_type, cfg=cfg, data_source=data_source, batch_size=batch_size,
+                            n_domain=n_domain, n_ins=n_ins)
+    wrapper = dataset_wrapper or DatasetWrapper
+    return torch.utils.data.DataLoader(
+        wrapper(cfg, data_source, transform=tfm, is_train=is_train),
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        drop_last=is_train and len(data_source) >= batch_size,
+        pin_memory=torch.cuda.is_available() and cfg.USE_CUDA,
+    )
+
+
+class DataManager:
+    """Build the dataset named by ``cfg.DATASET.NAME``, its transforms and its loaders.
+
+    Attributes: ``dataset``, ``train_loader_x``, ``train_loader_u`` (None without unlabelled
+    data), ``val_loader`` (None without a val split), ``test_loader``, and the properties
+    ``num_classes``, ``num_source_domains`` and ``lab2cname``.
+    """
+
+    def __init__(self, cfg, custom_tfm_train=None, custom_tfm_test=None, dataset_wrapper=None):
+        dataset = build_dataset(cfg)
+        if custom_tfm_train is None:
+            tfm_train = build_transform(cfg, is_train=True)
+        else:
+            print("* Using custom transform for training")
+            tfm_train = custom_tfm_train
+        if custom_tfm_test is None:
+            tfm_test = build_transform(cfg, is_train=False)
+        else:
+            print("* Using custom transform for testing")
+            tfm_test = custom_tfm_test
+
+        dl = cfg.DATALOADER
+
+        def loader(data, node, tfm, is_train):
+            return build_data_loader(
+                cfg, sampler_type=node.SAMPLER, data_source=data, batch_size=node.BATCH_SIZE,
+                n_domain=node.get("N_DOMAIN", 0), n_ins=node.get("N_INS", 2), tfm=tfm,
+                is_train=is_train, dataset_wrapper=dataset_wrapper,
+            )
+
+        self.dataset = dataset
+        self.train_loader_x = loader(dataset.train_x, dl.TRAIN_X, tfm_train, True)
+        self.train_loader_u = None
+        if dataset.train_u:
+            node_u = dl.TRAIN_X if dl.TRAIN_U.SAME_AS_X else dl.TRAIN_U
+            self.train_loader_u = loader(dataset.train_u, node_u, tfm_train, True)
+        self.val_loader = loader(dataset.val, dl.TEST, tfm_test, False) if dataset.val else None
+        self.test_loader = loader(dataset.test, dl.TEST, tfm_test, False)
+
+        self._num_classes = dataset.num_classes
+        self._num_source_domains = len(cfg.DATASET.SOURCE_DOMAINS)
+        self._lab2cname = dataset.lab2cname
+        if cfg.VERBOSE:
+            self.show_dataset_summary(cfg)
+
+    @property
+    def num_classes(self):
+        return self._num_classes
+
+    @property
+    def num_source_domains(self):
+        return self._num_source_domains
+
+    @property
+    def lab2cname(self):
+        return self._lab2cname
+
+    def show_dataset_summary(self, cfg):
+        """Print Dassl's dataset table (name, domains, number of classes and of items)."""
+        rows = [["Dataset", cfg.DATASET.NAME]]
+        if cfg.DATASET.SOURCE_DOMAINS:
+            rows.append(["Source", cfg.DATASET.SOURCE_DOMAINS])
+        if cfg.DATASET.TARGET_DOMAINS:
+            rows.append(["Target", cfg.DATASET.TARGET_DOMAINS])
+        rows.append(["# classes", f"{self.num_classes:,}"])
+        rows.append(["# train_x", f"{len(self.dataset.train_x):,}"])
+        if self.dataset.train_u:
+            rows.append(["# train_u", f"{len(self.dataset.train_u):,}"])
+        if self.dataset.val:
+            rows.append(["# val", f"{len(self.dataset.val):,}"])
+        rows.append(["# test", f"{len(self.dataset.test):,}"])
+        print(format_table(rows))
+
+
+def format_table(rows):
+    """Rows as a plain-text table in tabulate's default ("simple", no header) format."""
+    rows = [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    rule = "  ".join("-" * w for w in widths)
+    body = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join([rule, *body, rule])
+
+
+class DatasetWrapper(TorchDataset):
+    """Torch dataset over a list of Datum: reads each image and applies the transform(s).
+
+    An item is a dict with ``img`` (``img2``, ``img3``, ... for a list of transforms; a list of
+    ``DATALOADER.K_TRANSFORMS`` augmentations per transform when training), ``label``,
+    ``domain``, ``impath``, ``index`` and, with ``DATALOADER.RETURN_IMG0``, ``img0`` (the
+    image resized to INPUT.SIZE, to tensor, normalized if chosen, no augmentation).
+    """
+
+    def __init__(self, cfg, data_source, transform=None, is_train=False):
+        self.cfg = cfg
+        self.data_source = data_source
+        self.transform = transform  # a transform or a list/tuple of them
+        self.is_train = is_train
+        self.k_tfm = cfg.DATALOADER.K_TRANSFORMS if is_train else 1  # K>1 only for training
+        self.return_img0 = cfg.DATALOADER.RETURN_IMG0
+        if self.k_tfm > 1 and transform is None:
+            raise ValueError(f"Cannot augment the image {self.k_tfm} times because transform is None")
+        to_tensor = [T.Resize(cfg.INPUT.SIZE, interpolation=INTERPOLATION_MODES[cfg.INPUT.INTERPOLATION]),
+                     T.ToTensor()]
+        if "normalize" in cfg.INPUT.TRANSFORMS:
+            to_tensor.append(T.Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD))
+        self.to_tensor = T.Compose(to_tensor)
+
+    def __len__(self):
+        return len(self.data_source)
+
+    def __getitem__(self, idx):
+        item = self.data_source[idx]
+        output = {"label": item.label, "domain": item.domain, "impath": item.impath, "index": idx}
+        try:
+            img0 = read_image(item.impath)
+        except (OSError, ValueError, SyntaxError) as err:  # PIL raises these for bad files
+            if item.impath in str(err):
+                raise
+            raise OSError(f"cannot read image {item.impath}: {err}") from err
+
+        if self.transform is None:
+            output["img"] = img0
+        elif isinstance(self.transform, (list, tuple)):
+            for i, tfm in enumerate(self.transform):
+                output["img" if i == 0 else f"img{i + 1}"] = self._transform_image(tfm, img0)
+        else:
+            output["img"] = self._transform_image(self.transform, img0)
+        if self.return_img0:
+            output["img0"] = self.to_tensor(img0)
+        return output
+
+    def _transform_image(self, tfm, img0):
+        images = [tfm(img0) for _ in range(self.k_tfm)]
+        return images[0] if len(images) == 1 else images

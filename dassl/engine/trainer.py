@@ -1,0 +1,438 @@
+"""Trainer templates mirroring Dassl's ``dassl.engine.trainer``.
+
+Call order of ``train()``::
+
+    before_train()                      # resume, tensorboard writer, timer
+    for epoch in [start_epoch, max_epoch):
+        before_epoch(); run_epoch(); after_epoch()   # after_epoch: checkpoints
+    after_train()                       # final test, elapsed time
+
+Subclasses (e.g. CoOp) implement ``build_model`` (create the model(s),
+optimizer(s), scheduler(s) and ``register_model`` them) and
+``forward_backward(batch)`` (one optimization step returning a dict of scalars).
+"""
+from __future__ import annotations
+
+import datetime
+import os.path as osp
+import sys
+import time
+from collections import OrderedDict
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from dassl.evaluation import build_evaluator
+from dassl.utils import (
+    AverageMeter,
+    MetricMeter,
+    get_rng_state,
+    load_checkpoint,
+    mkdir_if_missing,
+    resume_from_checkpoint,
+    save_checkpoint,
+    tolist_if_not,
+)
+
+Names = Optional[Union[str, List[str]]]
+
+
+def _progress(iterable):
+    """tqdm bar on the real console: setup_logger tees stderr into log.txt and
+    progress bars would flood it. Plain iteration if tqdm is missing."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return iterable
+    return tqdm(iterable, file=getattr(sys.stderr, "console", sys.stderr))
+
+
+class TrainerBase:
+    """Model bookkeeping, checkpointing, tensorboard and the generic epoch loop."""
+
+    def __init__(self):
+        self._models: "OrderedDict[str, nn.Module]" = OrderedDict()
+        self._optims: "OrderedDict[str, Optional[torch.optim.Optimizer]]" = OrderedDict()
+        self._scheds: OrderedDict = OrderedDict()
+        self._writer = None
+
+    # ------------------------------------------------------------- models
+    def register_model(self, name: str = "model", model: Optional[nn.Module] = None, optim=None, sched=None):
+        """Track ``model`` (and its optimizer/scheduler) for mode switching,
+        LR updates and checkpointing; ``name`` is its checkpoint sub-folder."""
+        if self.__dict__.get("_models") is None:
+            raise AttributeError("Cannot register a model before super().__init__() is called")
+        if name in self._models:
+            raise KeyError(f'A model named "{name}" is already registered')
+        self._models[name] = model
+        self._optims[name] = optim
+        self._scheds[name] = sched
+
+    def get_model_names(self, names: Names = None) -> List[str]:
+        real = list(self._models.keys())
+        if names is None:
+            return real
+        names = tolist_if_not(names)
+        for name in names:
+            if name not in real:
+                raise KeyError(f'No registered model named "{name}" (registered: {real})')
+        return names
+
+    def set_model_mode(self, mode: str = "train", names: Names = None) -> None:
+        if mode not in ("train", "test", "eval"):
+            raise KeyError(f"mode must be 'train', 'test' or 'eval', got '{mode}'")
+        for name in self.get_model_names(names):
+            if mode == "train":
+                self._models[name].train()
+            else:
+                self._models[name].eval()
+
+    # ------------------------------------------------------------- checkpoints
+    def save_model(self, epoch: int, directory: str, is_best: bool = False,
+                   val_result: Optional[float] = None, model_name: str = "") -> None:
+        """Save every registered model to ``directory/<name>/model.pth.tar-<epoch+1>``
+        (or ``model_name``). The file also holds the optimizer and scheduler
+        states, ``val_result`` and the global RNG states (for exact resume)."""
+        rng_state = get_rng_state()
+        for name in self.get_model_names():
+            optim, sched = self._optims[name], self._scheds[name]
+            save_checkpoint(
+                {
+                    "state_dict": self._models[name].state_dict(),
+                    "epoch": epoch + 1,
+                    "optimizer": optim.state_dict() if optim is not None else None,
+                    "scheduler": sched.state_dict() if sched is not None else None,
+                    "val_result": val_result,
+                    "rng_state": rng_state,
+                },
+                osp.join(directory, name),
+                is_best=is_best,
+                model_name=model_name,
+            )
+
+    def resume_model_if_exist(self, directory: str) -> int:
+        """Resume every model from ``directory/<name>/checkpoint``; return the start epoch
+        (0 when there is nothing to resume from)."""
+        names = self.get_model_names()
+        if not names or not all(osp.isfile(osp.join(directory, n, "checkpoint")) for n in names):
+            print("No checkpoint found, train from scratch")
+            return 0
+        print(f"Found checkpoint at {directory} (will resume training)")
+        start_epoch = 0
+        for name in names:
+            start_epoch = resume_from_checkpoint(
+                osp.join(directory, name), self._models[name], self._optims[name],
+                self._scheds[name], restore_rng=True,
+            )
+        return start_epoch
+
+    def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
+        """Load weights from ``directory/<name>/model-best.pth.tar`` (or ``model.pth.tar-<epoch>``)."""
+        if not directory:
+            print("Note that load_model() is skipped as no pretrained model is given "
+                  "(ignore this if it's done on purpose)")
+            return
+        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        for name in self.get_model_names():
+            model_path = osp.join(directory, name, model_file)
+            if not osp.exists(model_path):
+                raise FileNotFoundError(f'No model at "{model_path}"')
+            checkpoint = load_checkpoint(model_path)
+            val = checkpoint.get("val_result")
+            val_str = f"{val:.1f}" if isinstance(val, (int, float)) else str(val)
+            print(f"Load {model_path} to {name} (epoch={checkpoint['epoch']}, val_result={val_str})")
+            self._models[name].load_state_dict(checkpoint["state_dict"])
+
+    # ------------------------------------------------------------- optimization
+    def update_lr(self, names: Names = None) -> None:
+        for name in self.get_model_names(names):
+            if self._scheds[name] is not None:
+                self._scheds[name].step()
+
+    def detect_anomaly(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss).all():
+            raise FloatingPointError("Loss is infinite or NaN!")
+
+    def model_zero_grad(self, names: Names = None) -> None:
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self._optims[name].zero_grad()
+
+    def model_backward(self, loss: torch.Tensor) -> None:
+        self.detect_anomaly(loss)
+        loss.backward()
+
+    def model_update(self, names: Names = None) -> None:
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self._optims[name].step()
+
+    def model_backward_and_update(self, loss: torch.Tensor, names: Names = None) -> None:
+        self.model_zero_grad(names)
+        self.model_backward(loss)
+        self.model_update(names)
+
+    # ------------------------------------------------------------- tensorboard
+    def init_writer(self, log_dir: str) -> None:
+        if self.__dict__.get("_writer") is not None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional: scalars are then dropped
+            print("tensorboard is not installed: training curves will not be logged")
+            self._writer = None
+            return
+        print(f"Initialize tensorboard (log_dir={log_dir})")
+        self._writer = SummaryWriter(log_dir=log_dir)
+
+    def close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def write_scalar(self, tag: str, scalar_value, global_step: Optional[int] = None) -> None:
+        # No-op until init_writer() (the writer only exists while training).
+        if self._writer is not None:
+            self._writer.add_scalar(tag, scalar_value, global_step)
+
+    # ------------------------------------------------------------- loop
+    def train(self, start_epoch: int, max_epoch: int) -> None:
+        """Generic training loop."""
+        self.start_epoch = start_epoch
+        self.max_epoch = max_epoch
+        self.before_train()
+        for self.epoch in range(self.start_epoch, self.max_epoch):
+            self.before_epoch()
+            self.run_epoch()
+            self.after_epoch()
+        self.after_train()
+
+    def before_train(self):
+        pass
+
+    def after_train(self):
+        pass
+
+    def before_epoch(self):
+        pass
+
+    def after_epoch(self):
+        pass
+
+    def run_epoch(self):
+        raise NotImplementedError
+
+    def test(self):
+        raise NotImplementedError
+
+    def parse_batch_train(self, batch):
+        raise NotImplementedError
+
+    def parse_batch_test(self, batch):
+        raise NotImplementedError
+
+    def forward_backward(self, batch):
+        raise NotImplementedError(f"{type(self).__name__} must implement forward_backward(batch)")
+
+    def model_inference(self, input):
+        raise NotImplementedError
+
+
+class SimpleTrainer(TrainerBase):
+    """Builds data, model and evaluator from ``cfg``; implements the epoch hooks and ``test``."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.check_cfg(cfg)
+        use_cuda = cfg.USE_CUDA and torch.cuda.is_available()
+        self.device = torch.device("cuda" if use_cuda else "cpu")
+        self.start_epoch = self.epoch = 0
+        self.max_epoch = cfg.OPTIM.MAX_EPOCH
+        self.output_dir = cfg.OUTPUT_DIR
+        self.cfg = cfg
+        self.build_data_loader()
+        self.build_model()
+        self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
+        self.best_result = -np.inf
+
+    def check_cfg(self, cfg) -> None:
+        """Optional hook to validate trainer-specific settings."""
+
+    def build_data_loader(self) -> None:
+        """Create the data attributes every trainer relies on (via DataManager)."""
+        from dassl.data import DataManager  # lazy: keeps the engine importable on its own
+
+        dm = DataManager(self.cfg)
+        self.train_loader_x = dm.train_loader_x
+        self.train_loader_u = dm.train_loader_u  # optional, can be None
+        self.val_loader = dm.val_loader  # optional, can be None
+        self.test_loader = dm.test_loader
+        self.num_classes = dm.num_classes
+        self.num_source_domains = dm.num_source_domains
+        self.lab2cname = dm.lab2cname  # {label: classname}
+        self.dm = dm
+
+    def build_model(self) -> None:
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement build_model(): create self.model, its "
+            "optimizer/scheduler (dassl.optim) and call self.register_model(name, model, optim, sched)"
+        )
+
+    def train(self, start_epoch: Optional[int] = None, max_epoch: Optional[int] = None) -> None:
+        super().train(
+            self.start_epoch if start_epoch is None else start_epoch,
+            self.max_epoch if max_epoch is None else max_epoch,
+        )
+
+    def before_train(self) -> None:
+        directory = self.cfg.RESUME or self.cfg.OUTPUT_DIR
+        self.start_epoch = self.resume_model_if_exist(directory)
+        writer_dir = osp.join(self.output_dir, "tensorboard")
+        mkdir_if_missing(writer_dir)
+        self.init_writer(writer_dir)
+        self.time_start = time.time()
+
+    def after_train(self) -> None:
+        print("Finish training")
+        if not self.cfg.TEST.NO_TEST:
+            if self.cfg.TEST.FINAL_MODEL == "best_val":
+                print("Deploy the model with the best val performance")
+                self.load_model(self.output_dir)
+            else:
+                print("Deploy the last-epoch model")
+            self.test()
+        elapsed = str(datetime.timedelta(seconds=round(time.time() - self.time_start)))
+        print(f"Elapsed: {elapsed}")
+        self.close_writer()
+
+    def after_epoch(self) -> None:
+        last_epoch = (self.epoch + 1) == self.max_epoch
+        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        meet_checkpoint_freq = freq > 0 and (self.epoch + 1) % freq == 0
+
+        if not self.cfg.TEST.NO_TEST and self.cfg.TEST.FINAL_MODEL == "best_val":
+            curr_result = self.test(split="val")
+            if curr_result > self.best_result:
+                self.best_result = curr_result
+                self.save_model(self.epoch, self.output_dir, val_result=curr_result,
+                                model_name="model-best.pth.tar")
+
+        if meet_checkpoint_freq or last_epoch:
+            self.save_model(self.epoch, self.output_dir)
+
+    @torch.no_grad()
+    def test(self, split: Optional[str] = None) -> float:
+        """Evaluate on ``split`` ('val' or 'test', default TEST.SPLIT; 'val' falls
+        back to test if there is no val set); return the first metric (accuracy)."""
+        self.set_model_mode("eval")
+        self.evaluator.reset()
+        split = split or self.cfg.TEST.SPLIT
+        if split == "val" and self.val_loader is not None:
+            data_loader = self.val_loader
+        else:
+            split, data_loader = "test", self.test_loader
+        print(f"Evaluate on the *{split}* set")
+        for batch in _progress(data_loader):
+            input, label = self.parse_batch_test(batch)
+            self.evaluator.process(self.model_inference(input), label)
+        results = self.evaluator.evaluate()
+        for k, v in results.items():
+            self.write_scalar(f"{split}/{k}", v, self.epoch)
+        return list(results.values())[0]
+
+    def model_inference(self, input):
+        return self.model(input)
+
+    def parse_batch_test(self, batch):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def get_current_lr(self, names: Names = None) -> float:
+        name = self.get_model_names(names)[0]
+        return self._optims[name].param_groups[0]["lr"]
+
+    def _after_train_step(self, losses: MetricMeter, batch_time: AverageMeter, data_time: AverageMeter) -> None:
+        """Print the progress line every PRINT_FREQ batches and log scalars."""
+        print_freq = self.cfg.TRAIN.PRINT_FREQ
+        meet_freq = (self.batch_idx + 1) % print_freq == 0
+        only_few_batches = self.num_batches < print_freq
+        if meet_freq or only_few_batches:
+            nb_remain = self.num_batches - self.batch_idx - 1
+            nb_remain += (self.max_epoch - self.epoch - 1) * self.num_batches
+            eta = str(datetime.timedelta(seconds=int(batch_time.avg * nb_remain)))
+            print(" ".join([
+                f"epoch [{self.epoch + 1}/{self.max_epoch}]",
+                f"batch [{self.batch_idx + 1}/{self.num_batches}]",
+                f"time {batch_time.val:.3f} ({batch_time.avg:.3f})",
+                f"data {data_time.val:.3f} ({data_time.avg:.3f})",
+                f"{losses}",
+                f"lr {self.get_current_lr():.4e}",
+                f"eta {eta}",
+            ]))
+        n_iter = self.epoch * self.num_batches + self.batch_idx
+        for name, meter in losses.meters.items():
+            self.write_scalar("train/" + name, meter.avg, n_iter)
+        self.write_scalar("train/lr", self.get_current_lr(), n_iter)
+
+
+class TrainerX(SimpleTrainer):
+    """Trainer using labeled data (``train_loader_x``) only."""
+
+    def run_epoch(self) -> None:
+        self.set_model_mode("train")
+        losses, batch_time, data_time = MetricMeter(), AverageMeter(), AverageMeter()
+        self.num_batches = len(self.train_loader_x)
+        end = time.time()
+        for self.batch_idx, batch in enumerate(self.train_loader_x):
+            data_time.update(time.time() - end)
+            loss_summary = self.forward_backward(batch)
+            batch_time.update(time.time() - end)
+            losses.update(loss_summary)
+            self._after_train_step(losses, batch_time, data_time)
+            end = time.time()
+
+    def parse_batch_train(self, batch: Dict[str, torch.Tensor]):
+        return batch["img"].to(self.device), batch["label"].to(self.device), batch["domain"].to(self.device)
+
+
+class TrainerXU(SimpleTrainer):
+    """Trainer using labeled (``train_loader_x``) and unlabeled (``train_loader_u``) data.
+
+    TRAIN.COUNT_ITER picks the epoch length: 'train_x', 'train_u' or
+    'smaller_one'; the shorter loader is restarted when exhausted.
+    """
+
+    def run_epoch(self) -> None:
+        self.set_model_mode("train")
+        losses, batch_time, data_time = MetricMeter(), AverageMeter(), AverageMeter()
+        len_x, len_u = len(self.train_loader_x), len(self.train_loader_u)
+        count_iter = self.cfg.TRAIN.COUNT_ITER
+        lengths = {"train_x": len_x, "train_u": len_u, "smaller_one": min(len_x, len_u)}
+        if count_iter not in lengths:
+            raise ValueError(f"TRAIN.COUNT_ITER must be one of {list(lengths)}, got '{count_iter}'")
+        self.num_batches = lengths[count_iter]
+
+        iter_x, iter_u = iter(self.train_loader_x), iter(self.train_loader_u)
+        end = time.time()
+        for self.batch_idx in range(self.num_batches):
+            try:
+                batch_x = next(iter_x)
+            except StopIteration:
+                iter_x = iter(self.train_loader_x)
+                batch_x = next(iter_x)
+            try:
+                batch_u = next(iter_u)
+            except StopIteration:
+                iter_u = iter(self.train_loader_u)
+                batch_u = next(iter_u)
+            data_time.update(time.time() - end)
+            loss_summary = self.forward_backward(batch_x, batch_u)
+            batch_time.update(time.time() - end)
+            losses.update(loss_summary)
+            self._after_train_step(losses, batch_time, data_time)
+            end = time.time()
+
+    def parse_batch_train(self, batch_x, batch_u):
+        return (batch_x["img"].to(self.device), batch_x["label"].to(self.device),
+                batch_u["img"].to(self.device))

@@ -1,0 +1,134 @@
+"""File-system, JSON, seeding and string helpers."""
+from __future__ import annotations
+
+import json
+import os
+import os.path as osp
+import random
+import tempfile
+import warnings
+from difflib import SequenceMatcher
+from typing import Any, Iterable, List
+
+import numpy as np
+import PIL
+import torch
+from PIL import Image
+
+__all__ = [
+    "mkdir_if_missing",
+    "check_isfile",
+    "read_json",
+    "write_json",
+    "atomic_write",
+    "set_random_seed",
+    "read_image",
+    "collect_env_info",
+    "listdir_nohidden",
+    "get_most_similar_str_to_a_from_b",
+    "check_availability",
+    "tolist_if_not",
+]
+
+
+def mkdir_if_missing(dirname: str) -> None:
+    """Create ``dirname`` (and parents) if it does not exist; '' is a no-op."""
+    if dirname:
+        os.makedirs(dirname, exist_ok=True)
+
+
+def check_isfile(fpath: str) -> bool:
+    """Return whether ``fpath`` is a file, warning if it is not."""
+    isfile = osp.isfile(fpath)
+    if not isfile:
+        warnings.warn(f'No file found at "{fpath}"')
+    return isfile
+
+
+def read_json(fpath: str) -> Any:
+    """Load a JSON file."""
+    with open(fpath, "r") as f:
+        return json.load(f)
+
+
+def atomic_write(fpath: str, write_fn, mode: str = "w") -> None:
+    """Call ``write_fn(fileobj)`` on a temp file next to ``fpath``, then rename it.
+
+    ``os.replace`` is atomic on POSIX within one file system, so a reader (or a
+    crash mid-write) never sees a half-written ``fpath``.
+    """
+    dirname = osp.dirname(osp.abspath(fpath))
+    mkdir_if_missing(dirname)
+    fd, tmp = tempfile.mkstemp(prefix=f".{osp.basename(fpath)}.", suffix=".tmp", dir=dirname)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; match a normally created file
+        os.replace(tmp, fpath)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json(obj: Any, fpath: str) -> None:
+    """Write ``obj`` to ``fpath`` as indented JSON (atomically)."""
+    atomic_write(fpath, lambda f: json.dump(obj, f, indent=4, separators=(",", ": ")))
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and all GPUs)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def read_image(path: str) -> Image.Image:
+    """Read an image with PIL and convert it to RGB."""
+    try:
+        return Image.open(path).convert("RGB")
+    except Exception as e:  # missing, truncated or non-image file
+        raise IOError(f'Cannot read image "{path}": {e}') from e
+
+
+def collect_env_info() -> str:
+    """Return a human-readable description of the software environment."""
+    from torch.utils.collect_env import get_pretty_env_info
+
+    return get_pretty_env_info() + f"\n        Pillow ({PIL.__version__})"
+
+
+def listdir_nohidden(path: str, sort: bool = False) -> List[str]:
+    """List the entries of ``path`` that do not start with '.'."""
+    items = [f for f in os.listdir(path) if not f.startswith(".")]
+    if sort:
+        items.sort()
+    return items
+
+
+def get_most_similar_str_to_a_from_b(a: str, b: Iterable[str]) -> str | None:
+    """Return the string in ``b`` most similar to ``a`` (last one wins ties, as Dassl)."""
+    best, chosen = 0.0, None
+    for cand in b:
+        sim = SequenceMatcher(None, a, cand).ratio()
+        if sim >= best:
+            best, chosen = sim, cand
+    return chosen
+
+
+def check_availability(requested: str, available: List[str]) -> None:
+    """Raise ``ValueError`` (with a suggestion) if ``requested`` is not in ``available``."""
+    if requested not in available:
+        guess = get_most_similar_str_to_a_from_b(requested, available)
+        raise ValueError(
+            f"The requested one is expected to belong to {available}, "
+            f"but got [{requested}] (do you mean [{guess}]?)"
+        )
+
+
+def tolist_if_not(x: Any) -> list:
+    """Wrap ``x`` in a list unless it already is one."""
+    return x if isinstance(x, list) else [x]

@@ -1,0 +1,209 @@
+"""Checkpoint I/O and small nn.Module helpers."""
+from __future__ import annotations
+
+import os.path as osp
+import pickle
+import random
+import shutil
+import warnings
+from collections import OrderedDict
+from functools import partial
+from typing import Iterable, List, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .tools import atomic_write, mkdir_if_missing
+
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "resume_from_checkpoint",
+    "open_all_layers",
+    "open_specified_layers",
+    "count_num_param",
+    "load_pretrained_weights",
+    "init_network_weights",
+    "get_rng_state",
+    "set_rng_state",
+]
+
+
+def get_rng_state() -> dict:
+    """Snapshot of the python, numpy, torch (and CUDA) global RNG states."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore a :func:`get_rng_state` snapshot (CUDA only if the device count matches)."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+
+
+def _strip_module(state_dict: dict) -> "OrderedDict[str, torch.Tensor]":
+    """Drop the 'module.' prefix that nn.DataParallel adds to parameter names."""
+    return OrderedDict((k[7:] if k.startswith("module.") else k, v) for k, v in state_dict.items())
+
+
+def save_checkpoint(state: dict, save_dir: str, is_best: bool = False,
+                    remove_module_from_keys: bool = True, model_name: str = "") -> str:
+    """Save ``state`` to ``save_dir/model_name`` (default ``model.pth.tar-<epoch>``).
+
+    Also records the file name in ``save_dir/checkpoint`` (read by
+    :func:`resume_from_checkpoint`) and, if ``is_best``, copies it to
+    ``model-best.pth.tar``. Every file is written to a temp file first and
+    renamed, so an interrupted run never leaves a truncated checkpoint.
+    """
+    mkdir_if_missing(save_dir)
+    if remove_module_from_keys:
+        state["state_dict"] = _strip_module(state["state_dict"])
+
+    fpath = osp.join(save_dir, model_name or f"model.pth.tar-{state['epoch']}")
+    atomic_write(fpath, lambda f: torch.save(state, f), mode="wb")
+    print(f"Checkpoint saved to {fpath}")
+
+    atomic_write(osp.join(save_dir, "checkpoint"), lambda f: f.write(osp.basename(fpath) + "\n"))
+
+    if is_best:
+        best_fpath = osp.join(save_dir, "model-best.pth.tar")
+        def _copy(f):
+            with open(fpath, "rb") as src:
+                shutil.copyfileobj(src, f)
+
+        atomic_write(best_fpath, _copy, mode="wb")
+        print(f'Best checkpoint saved to "{best_fpath}"')
+    return fpath
+
+
+def load_checkpoint(fpath: str) -> dict:
+    """Load a checkpoint onto CPU (or GPU when available), handling py2 pickles.
+
+    ``weights_only=False`` because our checkpoints hold optimizer/scheduler
+    states and RNG states (numpy arrays), which torch>=2.6 refuses by default.
+    """
+    if fpath is None:
+        raise ValueError("File path is None")
+    if not osp.exists(fpath):
+        raise FileNotFoundError(f'File is not found at "{fpath}"')
+    map_location = None if torch.cuda.is_available() else "cpu"
+    try:
+        return torch.load(fpath, map_location=map_location, weights_only=False)
+    except UnicodeDecodeError:
+        pickle.load = partial(pickle.load, encoding="latin1")
+        pickle.Unpickler = partial(pickle.Unpickler, encoding="latin1")
+        return torch.load(fpath, pickle_module=pickle, map_location=map_location, weights_only=False)
+    except Exception:
+        print(f'Unable to load checkpoint from "{fpath}"')
+        raise
+
+
+def resume_from_checkpoint(fdir: str, model: nn.Module, optimizer=None, scheduler=None,
+                           restore_rng: bool = False) -> int:
+    """Load the checkpoint named in ``fdir/checkpoint``; return its epoch.
+
+    The model's weights are always restored; optimizer and scheduler states
+    only when given and present in the file; the global RNG states only with
+    ``restore_rng`` (an extension over Dassl, for exact resume).
+    """
+    with open(osp.join(fdir, "checkpoint"), "r") as f:
+        fpath = osp.join(fdir, f.readline().strip())
+    print(f'Loading checkpoint from "{fpath}"')
+    checkpoint = load_checkpoint(fpath)
+    model.load_state_dict(checkpoint["state_dict"])
+    print("Loaded model weights")
+    if optimizer is not None and "optimizer" in checkpoint:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        print("Loaded optimizer")
+    if scheduler is not None and "scheduler" in checkpoint:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        print("Loaded scheduler")
+    if restore_rng and checkpoint.get("rng_state") is not None:
+        set_rng_state(checkpoint["rng_state"])
+        print("Loaded RNG states")
+    start_epoch = checkpoint["epoch"]
+    print(f"Previous epoch: {start_epoch}")
+    return start_epoch
+
+
+def open_all_layers(model: nn.Module) -> None:
+    """Put ``model`` in train mode and make every parameter trainable."""
+    model.train()
+    for p in model.parameters():
+        p.requires_grad = True
+
+
+def open_specified_layers(model: nn.Module, open_layers: Union[str, List[str]]) -> None:
+    """Train only the named direct children of ``model``; freeze (and eval) the rest."""
+    if isinstance(model, nn.DataParallel):
+        model = model.module
+    if isinstance(open_layers, str):
+        open_layers = [open_layers]
+    for layer in open_layers:
+        if not hasattr(model, layer):
+            raise AttributeError(f'"{layer}" is not an attribute of {type(model).__name__}')
+    for name, module in model.named_children():
+        is_open = name in open_layers
+        module.train(is_open)
+        for p in module.parameters():
+            p.requires_grad = is_open
+
+
+def count_num_param(model: Optional[nn.Module] = None, params: Optional[Iterable] = None) -> int:
+    """Number of parameters of ``model``, or of ``params`` (tensors or param-group dicts)."""
+    if model is not None:
+        return sum(p.numel() for p in model.parameters())
+    if params is not None:
+        return sum(p["params"].numel() if isinstance(p, dict) else p.numel() for p in params)
+    raise ValueError("model and params must provide at least one.")
+
+
+def load_pretrained_weights(model: nn.Module, weight_path: str) -> None:
+    """Load weights whose names and shapes match; report (not fail on) the rest."""
+    checkpoint = load_checkpoint(weight_path)
+    state_dict = _strip_module(checkpoint.get("state_dict", checkpoint))
+    model_dict = model.state_dict()
+    matched = {k: v for k, v in state_dict.items() if k in model_dict and model_dict[k].size() == v.size()}
+    discarded = [k for k in state_dict if k not in matched]
+    model_dict.update(matched)
+    model.load_state_dict(model_dict)
+    if not matched:
+        warnings.warn(f"Cannot load {weight_path} (check the key names manually)")
+    else:
+        print(f"Successfully loaded pretrained weights from {weight_path}")
+        if discarded:
+            print(f"Layers discarded due to unmatched keys or size: {discarded}")
+
+
+def init_network_weights(model: nn.Module, init_type: str = "normal", gain: float = 0.02) -> None:
+    """Initialise Conv/Linear weights (normal/xavier/kaiming/orthogonal) and norm layers."""
+    inits = {
+        "normal": lambda w: nn.init.normal_(w, 0.0, gain),
+        "xavier": lambda w: nn.init.xavier_normal_(w, gain=gain),
+        "kaiming": lambda w: nn.init.kaiming_normal_(w, a=0, mode="fan_in"),
+        "orthogonal": lambda w: nn.init.orthogonal_(w, gain=gain),
+    }
+    if init_type not in inits:
+        raise NotImplementedError(f"Unknown init_type '{init_type}', choose from {list(inits)}")
+
+    def _init(m: nn.Module) -> None:
+        cls = m.__class__.__name__
+        if hasattr(m, "weight") and ("Conv" in cls or "Linear" in cls):
+            inits[init_type](m.weight.data)
+            if getattr(m, "bias", None) is not None:
+                nn.init.constant_(m.bias.data, 0.0)
+        elif "BatchNorm" in cls or "InstanceNorm" in cls:
+            if getattr(m, "weight", None) is not None and getattr(m, "bias", None) is not None:
+                nn.init.constant_(m.weight.data, 1.0)
+                nn.init.constant_(m.bias.data, 0.0)
+
+    model.apply(_init)

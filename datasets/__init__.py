@@ -1,0 +1,20 @@
+"""CoOp's datasets, registered in dassl's DATASET_REGISTRY under CoOp's names (import this
+package to register them). Shared machinery: datasets/common.py; layouts: docs/DATASETS.md."""
+from . import (  # noqa: F401
+    caltech101,
+    dtd,
+    eurosat,
+    fgvc_aircraft,
+    food101,
+    imagenet,
+    imagenet_a,
+    imagenet_r,
+    imagenet_sketch,
+    imagenetv2,
+    oxford_flowers,
+    oxford_pets,
+    stanford_cars,
+    sun397,
+    synthetic_shapes,
+    ucf101,
+)

@@ -1,0 +1,389 @@
+"""Machinery shared by the CoOp-family datasets, written once.
+
+``CoOpDataset`` is the pipeline every split dataset of CoOp runs, with hooks for what differs:
+
+    1. check that ``DATASET.ROOT/<dataset_dir>`` exists;
+    2. ``load_splits()``: read ``split_zhou_<Name>.json`` (paths relative to ``image_dir``), or,
+       when it is missing, ``build_split()`` from the raw files and save it (as CoOp does);
+    3. ``DATASET.NUM_SHOTS >= 1``: a few-shot train set (and val with min(NUM_SHOTS, 4) shots),
+       cached in ``split_fewshot/shot_{N}-seed_{SEED}.pkl``;
+    4. ``DATASET.SUBSAMPLE_CLASSES``: all, base (first ceil(n/2) labels) or new (the rest,
+       relabelled from 0).
+
+A dataset file sets ``dataset_dir``, ``image_subdir`` and ``new_cnames`` and implements
+``build_split()`` (or overrides ``load_splits()``). CoOp's static helpers (``read_split``,
+``save_split``, ``split_trainval``, ``subsample_classes``, ``read_and_split_data``) live on the
+base class, so ``OxfordPets.read_split(...)``, ``DescribableTextures.read_and_split_data(...)``
+etc. keep working. Caches and split files are written atomically (temporary file +
+``os.replace``), so an interrupted run never leaves a truncated file behind.
+"""
+import json
+import math
+import os
+import pickle
+import random
+from collections import Counter, OrderedDict, defaultdict
+
+from dassl.data.datasets import Datum, DatasetBase
+from dassl.utils import atomic_write, listdir_nohidden, write_json  # write_json is atomic
+
+DOCS = "docs/DATASETS.md"
+SUBSAMPLE_CHOICES = ("all", "base", "new")
+
+
+# ----------------------------------------------------------------------------- file helpers
+def write_pickle_atomic(obj, path):
+    atomic_write(path, lambda f: pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL), mode="wb")
+
+
+def read_json_file(path, what="file"):
+    """json.load with an error naming the file when it is not valid JSON."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"malformed {what} {path}: {err}. Delete it and fetch it again "
+            "(python -m datasets.fetch_splits) or let it be rebuilt."
+        ) from err
+
+
+def read_lines(path):
+    """Non-empty stripped lines of a text file."""
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def read_classnames(text_file):
+    """CoOp's ``classnames.txt`` ("<folder> <class name>" per line) as an OrderedDict
+    {folder: class name}, in file order."""
+    if not os.path.isfile(text_file):
+        raise FileNotFoundError(
+            f"class-name file not found: {text_file} (download ImageNet's classnames.txt as "
+            f"described in {DOCS}, or run python -m datasets.fetch_splits)"
+        )
+    classnames = OrderedDict()
+    for line in read_lines(text_file):
+        folder, _, name = line.partition(" ")
+        classnames[folder] = name
+    return classnames
+
+
+def try_cache_write(write, path, what):
+    """``write(path)``; on a read-only dataset folder warn and go on without the file."""
+    try:
+        write(path)
+    except OSError as err:
+        print(f"Warning: could not save {what} to {path} ({err}); continuing without the cache")
+
+
+def _subdirs(path):
+    return sorted(d for d in listdir_nohidden(path) if os.path.isdir(os.path.join(path, d)))
+
+
+# ----------------------------------------------------------------------------- base class
+class CoOpDataset(DatasetBase):
+    """A CoOp dataset: train/val/test from a split file, few-shot sampling, base/new classes.
+
+    Class attributes for subclasses:
+        dataset_dir: folder under DATASET.ROOT.
+        image_subdir: folder under dataset_dir that split paths are relative to ("" = dataset_dir).
+        split_name: split file name; default ``split_zhou_<ClassName>.json``.
+        new_cnames: {raw class name: class name} fixes, applied when building a split and
+            (idempotently) when reading one.
+        generated: True when the dataset creates its own folder (no "missing folder" error).
+        val_is_test: no val split; few-shot samples train only and val is the test set.
+    """
+
+    dataset_dir = ""
+    image_subdir = "images"
+    split_name = None
+    new_cnames = None
+    generated = False
+    val_is_test = False
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.subsample = check_subsample(cfg)
+        self.root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
+        self.dataset_dir = os.path.join(self.root, type(self).dataset_dir)
+        if not self.generated:
+            check_dataset_dir(self.dataset_dir, cfg, type(self).__name__, type(self).dataset_dir)
+        self.image_dir = os.path.join(self.dataset_dir, self.image_subdir) if self.image_subdir else self.dataset_dir
+        self.split_path = os.path.join(self.dataset_dir, self.split_name or f"split_zhou_{type(self).__name__}.json")
+        self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
+
+        train, val, test = self.load_splits()
+        if self.val_is_test:  # ImageNet: no val split; the test set doubles as val
+            train, _ = self.fewshot(train)
+            train, test = self.subsample_classes(train, test, subsample=self.subsample)
+            val = test
+        else:
+            train, val = self.fewshot(train, val)
+            train, val, test = self.subsample_classes(train, val, test, subsample=self.subsample)
+        super().__init__(train_x=train, val=val, test=test)
+
+    # -- hooks ---------------------------------------------------------------------------
+    def load_splits(self):
+        """(train, val, test) from the split file, building and saving it when missing."""
+        if os.path.exists(self.split_path):
+            return self.rename_classes(*self.read_split(self.split_path, self.image_dir))
+        print(
+            f"Note: {self.split_path} not found; building a new random split from the raw files. "
+            "Results will not match CoOp's published splits; fetch those with "
+            f"`python -m datasets.fetch_splits --root {self.root} --datasets {type(self).__name__}`."
+        )
+        train, val, test = self.build_split()
+        try_cache_write(lambda p: self.save_split(train, val, test, p, self.image_dir), self.split_path, "split")
+        return train, val, test
+
+    def build_split(self):
+        """(train, val, test) from the raw files; datasets that can build a split override it."""
+        raise FileNotFoundError(
+            f"split file not found: {self.split_path}. Run `python -m datasets.fetch_splits "
+            f"--root {self.root} --datasets {type(self).__name__}` (see {DOCS})."
+        )
+
+    def require(self, *paths):
+        """Raise a clear error when a raw file needed to build the split is missing."""
+        for path in paths:
+            if not os.path.exists(path):
+                raise FileNotFoundError(
+                    f"{self.split_path} is missing and building it needs {path}, which is missing "
+                    f"too. Fetch CoOp's split with `python -m datasets.fetch_splits --root {self.root} "
+                    f"--datasets {type(self).__name__}`, or complete the layout in {DOCS}."
+                )
+
+    def rename_classes(self, *data_sources):
+        """Apply ``new_cnames`` to the class names of each data source (no-op without it)."""
+        if not self.new_cnames:
+            return data_sources
+        return tuple(
+            [Datum(x.impath, x.label, x.domain, self.new_cnames.get(x.classname, x.classname)) for x in data]
+            if any(x.classname in self.new_cnames for x in data) else data
+            for data in data_sources
+        )
+
+    # -- few-shot --------------------------------------------------------------------------
+    def fewshot(self, train, val=None):
+        """Few-shot train (NUM_SHOTS per class) and val (min(NUM_SHOTS, 4) per class; None
+        stays None), cached per (NUM_SHOTS, SEED). Sampling uses the global ``random`` state
+        (seeded by train.py with SEED), exactly as CoOp."""
+        num_shots = self.cfg.DATASET.NUM_SHOTS
+        if num_shots < 1:
+            return train, val
+        path = os.path.join(self.split_fewshot_dir, f"shot_{num_shots}-seed_{self.cfg.SEED}.pkl")
+        keys = ("train",) if val is None else ("train", "val")
+        if os.path.exists(path):
+            print(f"Loading preprocessed few-shot data from {path}")
+            data = load_fewshot_cache(path, keys)
+            return data["train"], data.get("val")
+        check_enough_shots(train, num_shots, f"the {type(self).__name__} train split")
+        data = {"train": self.generate_fewshot_dataset(train, num_shots=num_shots)}
+        if val is not None:
+            data["val"] = self.generate_fewshot_dataset(val, num_shots=min(num_shots, 4))
+        print(f"Saving preprocessed few-shot data to {path}")
+        try_cache_write(lambda p: write_pickle_atomic(data, p), path, "preprocessed few-shot data")
+        return data["train"], data.get("val")
+
+    # -- CoOp's static helpers (OxfordPets.* / DescribableTextures.* in CoOp) --------------
+    @staticmethod
+    def read_split(filepath, path_prefix):
+        """(train, val, test) lists of Datum from a CoOp split json whose entries are
+        [path relative to path_prefix, label, classname]."""
+        print(f"Reading split from {filepath}")
+        split = read_json_file(filepath, "split file")
+        if not isinstance(split, dict) or not all(isinstance(split.get(k), list) for k in ("train", "val", "test")):
+            raise ValueError(
+                f"malformed split file {filepath}: expected a JSON object with lists 'train', 'val' and 'test'"
+            )
+        if not os.path.isdir(path_prefix):
+            raise FileNotFoundError(
+                f"image folder not found: {path_prefix} (needed by {filepath}); extract the images "
+                f"as described in {DOCS}"
+            )
+
+        def convert(items, key):
+            out = []
+            for entry in items:
+                try:
+                    impath, label, classname = entry
+                    impath = os.path.join(path_prefix, impath)
+                    out.append(Datum(impath=impath, label=int(label), classname=classname))
+                except FileNotFoundError:
+                    raise FileNotFoundError(
+                        f"{filepath} lists {impath}, which does not exist: is DATASET.ROOT right and "
+                        f"the dataset complete? (layout: {DOCS})"
+                    ) from None
+                except (TypeError, ValueError) as err:
+                    raise ValueError(
+                        f"malformed split file {filepath}: bad '{key}' entry {entry!r} (expected "
+                        f"[relative path, label, classname]): {err}"
+                    ) from None
+            return out
+
+        return tuple(convert(split[k], k) for k in ("train", "val", "test"))
+
+    @staticmethod
+    def save_split(train, val, test, filepath, path_prefix):
+        """Write a CoOp split json (paths relative to path_prefix), atomically."""
+
+        def extract(items):
+            return [(os.path.relpath(x.impath, path_prefix), x.label, x.classname) for x in items]
+
+        write_json({"train": extract(train), "val": extract(val), "test": extract(test)}, filepath)
+        print(f"Saved split to {filepath}")
+
+    @staticmethod
+    def split_trainval(trainval, p_val=0.2):
+        """Split per class: round(n * p_val) random items (at least 1) to val, the rest to train."""
+        print(f"Splitting trainval into {1 - p_val:.0%} train and {p_val:.0%} val")
+        tracker = defaultdict(list)
+        for idx, item in enumerate(trainval):
+            tracker[item.label].append(idx)
+        train, val = [], []
+        for label, idxs in tracker.items():
+            n_val = round(len(idxs) * p_val)
+            if n_val < 1:
+                raise ValueError(f"class {label} has {len(idxs)} trainval images: too few to split off a val set")
+            random.shuffle(idxs)
+            for n, idx in enumerate(idxs):
+                (val if n < n_val else train).append(trainval[idx])
+        return train, val
+
+    @staticmethod
+    def subsample_classes(*args, subsample="all"):
+        """Keep the base (first ceil(n/2) labels of args[0]) or new (the rest, relabelled from
+        0) classes of each data source; "all" returns them unchanged."""
+        if subsample not in SUBSAMPLE_CHOICES:
+            raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be one of {SUBSAMPLE_CHOICES}, got {subsample!r}")
+        if subsample == "all":
+            return args
+        labels = sorted({item.label for item in args[0]})
+        m = math.ceil(len(labels) / 2)
+        print(f"SUBSAMPLE {subsample.upper()} CLASSES!")
+        selected = labels[:m] if subsample == "base" else labels[m:]
+        relabeler = {y: y_new for y_new, y in enumerate(selected)}
+        return [
+            [Datum(impath=x.impath, label=relabeler[x.label], classname=x.classname)
+             for x in data if x.label in relabeler]
+            for data in args
+        ]
+
+    @staticmethod
+    def read_and_split_data(image_dir, p_trn=0.5, p_val=0.2, ignored=(), new_cnames=None):
+        """Split a folder-per-class image tree (sorted class folders = labels) into p_trn train,
+        p_val val and the rest test per class, after a random shuffle (CoOp's DTD helper)."""
+        if not os.path.isdir(image_dir):
+            raise FileNotFoundError(f"image folder not found: {image_dir} (layout: {DOCS})")
+        categories = [c for c in _subdirs(image_dir) if c not in ignored]
+        print(f"Splitting into {p_trn:.0%} train, {p_val:.0%} val, and {1 - p_trn - p_val:.0%} test")
+        train, val, test = [], [], []
+        for label, category in enumerate(categories):
+            category_dir = os.path.join(image_dir, category)
+            images = [os.path.join(category_dir, im) for im in listdir_nohidden(category_dir)]
+            random.shuffle(images)
+            n_train, n_val = round(len(images) * p_trn), round(len(images) * p_val)
+            if min(n_train, n_val, len(images) - n_train - n_val) < 1:
+                raise ValueError(f"{category_dir} has {len(images)} images: too few for a train/val/test split")
+            name = (new_cnames or {}).get(category, category)
+            for part, ims in ((train, images[:n_train]), (val, images[n_train:n_train + n_val]),
+                              (test, images[n_train + n_val:])):
+                part.extend(Datum(impath=im, label=label, classname=name) for im in ims)
+        return train, val, test
+
+
+# ----------------------------------------------------------------------------- checks
+def check_subsample(cfg):
+    subsample = cfg.DATASET.get("SUBSAMPLE_CLASSES", "all")
+    if subsample not in SUBSAMPLE_CHOICES:
+        raise ValueError(
+            f"DATASET.SUBSAMPLE_CLASSES must be one of {', '.join(SUBSAMPLE_CHOICES)}, got {subsample!r}"
+        )
+    return subsample
+
+
+def check_dataset_dir(path, cfg, name, dirname):
+    if os.path.isdir(path):
+        return
+    hint = " (DATASET.ROOT is empty: pass --root DIR)" if not cfg.DATASET.ROOT else ""
+    raise FileNotFoundError(
+        f"{name}: dataset folder not found: {path}{hint}; expected DATASET.ROOT/{dirname}; "
+        f"see {DOCS} for the layout"
+    )
+
+
+def check_enough_shots(data_source, num_shots, source):
+    """CoOp samples without repetition: every class needs at least num_shots items."""
+    counts = Counter(item.label for item in data_source)
+    names = {item.label: item.classname for item in data_source}
+    short = sorted((n, label) for label, n in counts.items() if n < num_shots)
+    if short:
+        listed = ", ".join(f"'{names[label]}' (label {label}) has {n}" for n, label in short[:5])
+        more = f" and {len(short) - 5} more classes" if len(short) > 5 else ""
+        raise ValueError(
+            f"DATASET.NUM_SHOTS={num_shots} but some classes have fewer training images: {listed}"
+            f"{more} in {source}. Lower DATASET.NUM_SHOTS to at most {short[0][0]}."
+        )
+
+
+def load_fewshot_cache(path, keys, what="few-shot cache"):
+    """Read a pickled {key: [Datum]} cache, with an error naming the file when it is unreadable
+    or holds something else."""
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f)
+    except Exception as err:  # truncated, not a pickle, or from an incompatible codebase
+        raise ValueError(f"malformed {what} {path}: {err!r}. Delete it to regenerate it.") from err
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), list) and all(isinstance(x, Datum) for x in data[k]) for k in keys
+    ):
+        raise ValueError(
+            f"malformed {what} {path}: expected lists of Datum under {list(keys)}. Delete it to regenerate it."
+        )
+    if data["train"] and not os.path.isfile(data["train"][0].impath):
+        raise FileNotFoundError(
+            f"{what} {path} refers to {data['train'][0].impath}, which does not exist (was the "
+            "dataset moved?). Delete it (and the split_fewshot folder) to regenerate the caches."
+        )
+    return data
+
+
+# ----------------------------------------------------------------------------- ImageNet variants
+class ImageNetVariant(DatasetBase):
+    """A test-only ImageNet variant: class folders named by WordNet id, class names from
+    ``classnames.txt`` in its own folder (as CoOp) or, failing that, ImageNet's. The data
+    serve as both train_x (for the class list) and test."""
+
+    dataset_dir = ""
+    image_subdir = ""
+
+    def __init__(self, cfg):
+        root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
+        self.dataset_dir = os.path.join(root, type(self).dataset_dir)
+        check_dataset_dir(self.dataset_dir, cfg, type(self).__name__, type(self).dataset_dir)
+        self.image_dir = os.path.join(self.dataset_dir, self.image_subdir)
+        if not os.path.isdir(self.image_dir):
+            raise FileNotFoundError(f"image folder not found: {self.image_dir} (layout: {DOCS})")
+        text_file = os.path.join(self.dataset_dir, "classnames.txt")
+        fallback = os.path.join(root, "imagenet", "classnames.txt")
+        if not os.path.isfile(text_file) and os.path.isfile(fallback):
+            text_file = fallback
+        data = self.read_data(read_classnames(text_file))
+        super().__init__(train_x=data, test=data)
+
+    def class_folders(self, classnames):
+        """[(folder, class name)] in label order."""
+        folders = _subdirs(self.image_dir)  # skips README.txt and other files
+        missing = [f for f in folders if f not in classnames]
+        if missing:
+            raise KeyError(f"{self.image_dir}: folders {missing[:5]} are not in classnames.txt (ImageNet's is needed)")
+        return [(f, classnames[f]) for f in folders]
+
+    def read_data(self, classnames):
+        items = []
+        for label, (folder, classname) in enumerate(self.class_folders(classnames)):
+            folder_dir = os.path.join(self.image_dir, folder)
+            for imname in listdir_nohidden(folder_dir):
+                items.append(Datum(impath=os.path.join(folder_dir, imname), label=label, classname=classname))
+        return items

@@ -1,0 +1,14 @@
+"""Describable Textures (47 classes): images/<texture>/*.jpg."""
+from dassl.data.datasets import DATASET_REGISTRY
+
+from .common import CoOpDataset
+
+
+@DATASET_REGISTRY.register()
+class DescribableTextures(CoOpDataset):
+
+    dataset_dir = "dtd"
+    image_subdir = "images"
+
+    def build_split(self):
+        return self.read_and_split_data(self.image_dir)

@@ -1,0 +1,14 @@
+"""Food-101 (101 dishes): images/<dish>/*.jpg."""
+from dassl.data.datasets import DATASET_REGISTRY
+
+from .common import CoOpDataset
+
+
+@DATASET_REGISTRY.register()
+class Food101(CoOpDataset):
+
+    dataset_dir = "food-101"
+    image_subdir = "images"
+
+    def build_split(self):
+        return self.read_and_split_data(self.image_dir)

@@ -1,0 +1,49 @@
+"""ImageNet-1k: images/train/<wnid>/*, images/val/<wnid>/* and CoOp's classnames.txt
+("<wnid> <class name>" per line). The official val images are the test set, which also serves
+as the val set (as CoOp). The parsed lists are cached in preprocessed.pkl; few-shot caches
+hold the train set only."""
+import os
+
+from dassl.data.datasets import DATASET_REGISTRY, Datum
+from dassl.utils import listdir_nohidden
+
+from .common import CoOpDataset, load_fewshot_cache, read_classnames, try_cache_write, write_pickle_atomic
+
+
+@DATASET_REGISTRY.register()
+class ImageNet(CoOpDataset):
+
+    dataset_dir = "imagenet"
+    image_subdir = "images"
+    val_is_test = True
+
+    read_classnames = staticmethod(read_classnames)
+
+    def load_splits(self):
+        self.preprocessed = os.path.join(self.dataset_dir, "preprocessed.pkl")
+        if os.path.exists(self.preprocessed):
+            data = load_fewshot_cache(self.preprocessed, ("train", "test"), "ImageNet cache")
+            return data["train"], None, data["test"]
+        classnames = self.read_classnames(os.path.join(self.dataset_dir, "classnames.txt"))
+        train = self.read_data(classnames, "train")
+        test = self.read_data(classnames, "val")  # standard practice: evaluate on val
+        try_cache_write(lambda p: write_pickle_atomic({"train": train, "test": test}, p),
+                        self.preprocessed, "preprocessed ImageNet lists")
+        return train, None, test
+
+    def read_data(self, classnames, split_dir):
+        split_dir = os.path.join(self.image_dir, split_dir)
+        if not os.path.isdir(split_dir):
+            raise FileNotFoundError(
+                f"ImageNet: {split_dir} not found (extract train/ and val/ under imagenet/images; "
+                "see docs/DATASETS.md)"
+            )
+        folders = sorted(f.name for f in os.scandir(split_dir) if f.is_dir())
+        items = []
+        for label, folder in enumerate(folders):
+            if folder not in classnames:
+                raise KeyError(f"ImageNet: folder {folder} of {split_dir} is not in classnames.txt")
+            for imname in listdir_nohidden(os.path.join(split_dir, folder)):
+                impath = os.path.join(split_dir, folder, imname)
+                items.append(Datum(impath=impath, label=label, classname=classnames[folder]))
+        return items

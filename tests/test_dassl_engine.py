@@ -1,0 +1,175 @@
+"""End-to-end tests of dassl.engine with a tiny linear model on synthetic tensors.
+
+The data loaders are built in ``build_data_loader`` (no DataManager), so these
+tests only exercise the engine: training loop, logging, checkpoints, resume, test.
+"""
+import os
+import re
+import shutil
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from dassl.config import get_cfg_default
+from dassl.engine import TRAINER_REGISTRY, TrainerX, build_trainer
+from dassl.metrics import compute_accuracy
+from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.utils import load_checkpoint, set_random_seed
+
+
+class _Blobs(Dataset):
+    """Three Gaussian blobs in 4-D; items are dicts like DatasetWrapper's."""
+
+    def __init__(self, n, seed):
+        g = torch.Generator().manual_seed(seed)
+        self.y = torch.arange(n) % 3
+        centers = torch.tensor([[3.0, 0, 0, 0], [0, 3.0, 0, 0], [0, 0, 3.0, 0]])
+        self.x = centers[self.y] + torch.randn(n, 4, generator=g)
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return {"img": self.x[i], "label": self.y[i], "domain": 0, "impath": ""}
+
+
+@TRAINER_REGISTRY.register(force=True)
+class ToyTrainer(TrainerX):
+    def build_data_loader(self):
+        self.train_loader_x = DataLoader(_Blobs(48, 0), batch_size=8, shuffle=True)
+        self.train_loader_u = None
+        self.val_loader = DataLoader(_Blobs(30, 1), batch_size=16)
+        self.test_loader = DataLoader(_Blobs(60, 2), batch_size=16)
+        self.num_classes, self.num_source_domains = 3, 1
+        self.lab2cname = {0: "a", 1: "b", 2: "c"}
+        self.dm = None
+
+    def build_model(self):
+        self.model = nn.Linear(4, 3).to(self.device)
+        self.optim = build_optimizer(self.model, self.cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
+        self.register_model("model", self.model, self.optim, self.sched)
+
+    def forward_backward(self, batch):  # same structure as CoOp's
+        image, label, _ = self.parse_batch_train(batch)
+        output = self.model(image)
+        loss = F.cross_entropy(output, label)
+        self.model_backward_and_update(loss)
+        summary = {"loss": loss.item(), "acc": compute_accuracy(output, label)[0].item()}
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return summary
+
+
+def _cfg(out, **opts):
+    cfg = get_cfg_default()
+    cfg.TRAINER.NAME = "ToyTrainer"
+    cfg.OUTPUT_DIR = str(out)
+    cfg.USE_CUDA = False
+    cfg.OPTIM.update(NAME="sgd", LR=0.5, MAX_EPOCH=4, LR_SCHEDULER="cosine",
+                     WARMUP_EPOCH=1, WARMUP_TYPE="constant", WARMUP_CONS_LR=1e-5)
+    cfg.TRAIN.CHECKPOINT_FREQ = 1
+    cfg.TRAIN.PRINT_FREQ = 2
+    for k, v in opts.items():
+        node, key = k.split("__")
+        cfg[node][key] = v
+    return cfg
+
+
+def _run(cfg, seed=1):
+    set_random_seed(seed)
+    trainer = build_trainer(cfg)
+    trainer.train()
+    return trainer
+
+
+def test_train_writes_dassl_layout_and_logs(tmp_path, capsys):
+    trainer = _run(_cfg(tmp_path / "out"))
+    out = capsys.readouterr().out
+    model_dir = tmp_path / "out" / "model"
+    assert sorted(os.listdir(model_dir)) == ["checkpoint"] + [f"model.pth.tar-{e}" for e in range(1, 5)]
+    assert (model_dir / "checkpoint").read_text() == "model.pth.tar-4\n"
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "out" / "tensorboard"))
+    assert not [f for _, _, fs in os.walk(tmp_path) for f in fs if f.endswith(".tmp")]
+
+    ckpt = load_checkpoint(str(model_dir / "model.pth.tar-4"))
+    assert ckpt["epoch"] == 4 and ckpt["val_result"] is None
+    assert set(ckpt) >= {"state_dict", "optimizer", "scheduler", "rng_state"}
+    assert torch.equal(ckpt["state_dict"]["weight"], trainer.model.weight)
+
+    line = re.compile(r"epoch \[1/4\] batch \[2/6\] time \d+\.\d{3} \(\d+\.\d{3}\) data \d+\.\d{3} \(\d+\.\d{3}\) "
+                      r"loss \d+\.\d{4} \(\d+\.\d{4}\) acc \d+\.\d{4} \(\d+\.\d{4}\) lr 1\.0000e-05 eta \d+:\d\d:\d\d")
+    assert line.search(out), out
+    assert "epoch [2/4] batch [6/6]" in out and "lr 5.0000e-01" in out
+    assert "Deploy the last-epoch model" in out and "* accuracy:" in out
+    assert re.search(r"Elapsed: \d+:\d\d:\d\d", out)
+    acc = trainer.test()
+    assert acc > 90.0  # separable blobs
+    assert trainer.test(split="val") == pytest.approx(
+        100.0 * sum(int(trainer.model(b["img"]).argmax(1).eq(b["label"]).sum()) for b in trainer.val_loader) / 30
+    )
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path, capsys):
+    full = _run(_cfg(tmp_path / "a"), seed=1)
+    # Simulate a run killed after epoch 2: keep only that checkpoint.
+    ckpt_dir = tmp_path / "killed" / "model"
+    ckpt_dir.mkdir(parents=True)
+    shutil.copy(tmp_path / "a" / "model" / "model.pth.tar-2", ckpt_dir)
+    (ckpt_dir / "checkpoint").write_text("model.pth.tar-2\n")
+    capsys.readouterr()
+    cfg = _cfg(tmp_path / "b")
+    cfg.RESUME = str(tmp_path / "killed")
+    resumed = _run(cfg, seed=123)  # different seed: RNG state must come from the checkpoint
+    out = capsys.readouterr().out
+    assert "Previous epoch: 2" in out and "epoch [1/4]" not in out and "epoch [3/4] batch [1/6]" not in out
+    assert "epoch [3/4] batch [2/6]" in out
+    assert torch.equal(resumed.model.weight, full.model.weight)
+    assert torch.equal(resumed.model.bias, full.model.bias)
+    assert sorted(os.listdir(tmp_path / "b" / "model")) == ["checkpoint", "model.pth.tar-3", "model.pth.tar-4"]
+    # Resuming into the same OUTPUT_DIR (no RESUME set) after training finished: nothing left to do.
+    again = _run(_cfg(tmp_path / "b"))
+    assert torch.equal(again.model.weight, full.model.weight)
+
+
+def test_best_val_and_load_model(tmp_path, capsys):
+    cfg = _cfg(tmp_path / "out", TEST__FINAL_MODEL="best_val", TRAIN__CHECKPOINT_FREQ=0)
+    trainer = _run(cfg)
+    out = capsys.readouterr().out
+    model_dir = tmp_path / "out" / "model"
+    assert set(os.listdir(model_dir)) == {"checkpoint", "model-best.pth.tar", "model.pth.tar-4"}
+    assert "Evaluate on the *val* set" in out and "Deploy the model with the best val performance" in out
+    best = load_checkpoint(str(model_dir / "model-best.pth.tar"))
+    assert best["val_result"] == pytest.approx(trainer.best_result)
+
+    fresh = build_trainer(_cfg(tmp_path / "other"))
+    fresh.load_model(str(tmp_path / "out"))
+    assert torch.equal(fresh.model.weight, best["state_dict"]["weight"])
+    fresh.load_model(str(tmp_path / "out"), epoch=4)
+    assert torch.equal(fresh.model.weight, trainer.model.weight)  # last epoch == final weights
+    assert "val_result=None" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="model.pth.tar-9"):
+        fresh.load_model(str(tmp_path / "out"), epoch=9)
+
+
+def test_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"Trainer \"ToyTrainr\" is not registered.*ToyTrainer"):
+        build_trainer(_cfg(tmp_path, TRAINER__NAME="ToyTrainr"))
+
+    class NoModel(ToyTrainer):
+        build_model = TrainerX.build_model
+
+    with pytest.raises(NotImplementedError, match="must implement build_model"):
+        NoModel(_cfg(tmp_path))
+
+    trainer = build_trainer(_cfg(tmp_path))
+    with pytest.raises(FloatingPointError):
+        trainer.model_backward(torch.tensor(float("nan"), requires_grad=True))
+    with pytest.raises(KeyError, match="already registered"):
+        trainer.register_model("model", trainer.model)
+    with pytest.raises(KeyError, match="No registered model"):
+        trainer.get_model_names("head")
+    assert trainer.get_current_lr() == pytest.approx(1e-5) and trainer.device.type == "cpu"
