@@ -149,7 +149,9 @@ def test_best_val_and_load_model(tmp_path, capsys):
     fresh.load_model(str(tmp_path / "out"))
     assert torch.equal(fresh.model.weight, best["state_dict"]["weight"])
     fresh.load_model(str(tmp_path / "out"), epoch=4)
-    assert torch.equal(fresh.model.weight, trainer.model.weight)  # last epoch == final weights
+    last = load_checkpoint(str(model_dir / "model.pth.tar-4"))
+    assert torch.equal(fresh.model.weight, last["state_dict"]["weight"])
+    assert torch.equal(trainer.model.weight, best["state_dict"]["weight"])  # best deployed after training
     assert "val_result=None" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="model.pth.tar-9"):
         fresh.load_model(str(tmp_path / "out"), epoch=9)
@@ -173,3 +175,32 @@ def test_errors(tmp_path):
     with pytest.raises(KeyError, match="No registered model"):
         trainer.get_model_names("head")
     assert trainer.get_current_lr() == pytest.approx(1e-5) and trainer.device.type == "cpu"
+
+
+def test_trainer_on_datamanager(tmp_path, capsys):
+    """Default build_data_loader(): DataManager on the generated SyntheticShapes dataset."""
+    pytest.importorskip("datasets.synthetic_shapes")
+
+    @TRAINER_REGISTRY.register(force=True)
+    class ToyImageTrainer(ToyTrainer):
+        build_data_loader = TrainerX.build_data_loader
+
+        def build_model(self):
+            self.model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, self.num_classes))
+            self.optim = build_optimizer(self.model, self.cfg.OPTIM)
+            self.sched = build_lr_scheduler(self.optim, self.cfg.OPTIM)
+            self.register_model("model", self.model, self.optim, self.sched)
+
+    cfg = _cfg(tmp_path / "out", TRAINER__NAME="ToyImageTrainer")
+    cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # train.py's extend_cfg adds this key
+    cfg.DATASET.update(ROOT=str(tmp_path / "data"), NAME="SyntheticShapes", NUM_SHOTS=2)
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.DATALOADER.TRAIN_X.BATCH_SIZE = 4
+    cfg.INPUT.SIZE = (32, 32)
+    cfg.OPTIM.MAX_EPOCH = 2
+    trainer = _run(cfg)
+    assert trainer.num_classes == 10 and trainer.lab2cname[0] == "circle"
+    assert len(trainer.train_loader_x) == 5 and trainer.dm is not None
+    assert "epoch [2/2] batch [4/5]" in capsys.readouterr().out
+    assert 0.0 <= trainer.test() <= 100.0
+    assert os.path.isfile(tmp_path / "out" / "model" / "model.pth.tar-2")

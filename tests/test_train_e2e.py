@@ -1,0 +1,101 @@
+"""train.py end to end, as a user runs it: subprocesses, the tiny CLIP, generated data."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+import parse_test_res
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_train(*args, home=None, expect_ok=True):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    if home:  # an empty home: no CLIP download cache
+        env["HOME"] = str(home)
+        env["XDG_CACHE_HOME"] = str(home / ".cache")
+    proc = subprocess.run(
+        [sys.executable, "train.py", *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    if expect_ok and proc.returncode != 0:
+        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+TINY = ["--config-file", "configs/trainers/CoOp/tiny.yaml", "--dataset-config-file", "configs/datasets/synthetic_shapes.yaml"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="module")
+def base_run(data_root, tmp_path_factory):
+    """CoOp base-to-new step 1: train on the base classes for 2 epochs."""
+    out = tmp_path_factory.mktemp("out") / "train_base" / "seed1"
+    run_train(
+        "--root", data_root, "--seed", 1, "--trainer", "CoOp", *TINY, "--output-dir", out,
+        "DATASET.NUM_SHOTS", 4, "DATASET.SUBSAMPLE_CLASSES", "base", "OPTIM.MAX_EPOCH", 2,
+    )
+    return out
+
+
+def test_training_writes_log_checkpoints_and_result_block(base_run):
+    log = (base_run / "log.txt").read_text()
+    assert "epoch [2/2]" in log and "Finish training" in log
+    assert (base_run / "prompt_learner" / "model.pth.tar-2").is_file()
+    assert (base_run / "tensorboard").is_dir()
+    accuracy = parse_test_res.read_metric(str(base_run / "log.txt"))
+    assert accuracy is not None and 0.0 <= accuracy <= 100.0
+    # 5 base classes of SyntheticShapes' 10, 20 test images each.
+    assert "* total: 100" in log
+
+
+def test_eval_only_on_new_classes_loads_the_trained_prompt(base_run, data_root, tmp_path):
+    out = tmp_path / "test_new" / "seed1"
+    run_train(
+        "--root", data_root, "--seed", 1, "--trainer", "CoOp", *TINY, "--output-dir", out,
+        "--model-dir", base_run, "--load-epoch", 2, "--eval-only",
+        "DATASET.NUM_SHOTS", 4, "DATASET.SUBSAMPLE_CLASSES", "new",
+    )
+    log = (out / "log.txt").read_text()
+    assert "Loading weights to prompt_learner" in log and "model.pth.tar-2" in log
+    assert parse_test_res.read_metric(str(out / "log.txt"), end_signal="=> result") is not None
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--trainer", "CoOP", *TINY], "CoOp"),  # unknown trainer: names the close match
+        (["--trainer", "CoOp", *TINY, "OPTIM.LRR", "0.1"], "OPTIM.LRR"),
+        (["--trainer", "CoOp", *TINY, "DATASET.SUBSAMPLE_CLASSES", "old"], "SUBSAMPLE_CLASSES"),
+        (["--trainer", "CoOp", "--config-file", "configs/trainers/CoOp/tiny.yaml",
+          "--dataset-config-file", "configs/datasets/eurosat.yaml"], "eurosat"),  # no dataset folder
+    ],
+)
+def test_bad_input_is_one_clear_line(args, message, tmp_path):
+    proc = run_train("--root", tmp_path, "--output-dir", tmp_path / "out", *args, expect_ok=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_real_clip_without_weights_stops_with_instructions(tmp_path):
+    """ViT-B/16 config on a EuroSAT-layout folder: gets as far as loading CLIP, then says what to place."""
+    eurosat = tmp_path / "data" / "eurosat"
+    from PIL import Image
+
+    for cls in ("AnnualCrop", "Forest"):
+        (eurosat / "2750" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (8, 8), (i * 40, 90, 30)).save(eurosat / "2750" / cls / f"{cls}_{i}.jpg")
+    proc = run_train(
+        "--root", tmp_path / "data", "--trainer", "CoOp", "--output-dir", tmp_path / "out",
+        "--config-file", "configs/trainers/CoOp/vit_b16.yaml", "--dataset-config-file", "configs/datasets/eurosat.yaml",
+        home=tmp_path / "home", expect_ok=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "ViT-B-16.pt" in proc.stderr and "MODEL.BACKBONE.CHECKPOINT" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "Loading CLIP" in proc.stdout  # the dataset loaded; it stopped at the weights

@@ -1,0 +1,305 @@
+"""The CLIP plumbing every trainer shares, written once.
+
+- `load_clip(cfg)`: a CLIP by name from the clip package's download cache, from a local file
+  (MODEL.BACKBONE.CHECKPOINT), or a tiny CLIP from TINY_CLIP_CONFIGS (tests, bundled runs).
+- `resolve_precision`: CoOp's PREC (fp16 / fp32 / amp) on the device at hand.
+- `TextEncoder`: CLIP's text transformer run block by block from our code, on prompt
+  embeddings, cut to the longest prompt; it can stop or start at any block (EMPL) and replace
+  the context tokens' hidden states at chosen blocks (deep prompts, MaPLe).
+- `ClassPrompts`: token ids and frozen token embeddings of "X .. X <class name>." prompts, and
+  their assembly with learned context for CoOp's class-token positions.
+"""
+import os
+import warnings
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from clip import clip
+from clip.model import CLIP
+from clip.simple_tokenizer import SimpleTokenizer
+
+_tokenizer = SimpleTokenizer()
+
+# Small CLIPs of the real architecture (clip.model.CLIP). Random init from a fixed seed unless
+# MODEL.BACKBONE.CHECKPOINT holds weights for them (the bundled benchmark pretrains one).
+TINY_CLIP_CONFIGS = {
+    "tiny-vit": dict(
+        embed_dim=64, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
+        context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=2, transformer_layers=4,
+    ),
+}
+TINY_CLIP_SEED = 0
+PRECISIONS = ("fp16", "fp32", "amp")
+
+
+# --------------------------------------------------------------------------- loading
+def build_tiny_clip(name: str) -> CLIP:
+    """A tiny CLIP in fp32, initialised deterministically (same weights on every machine)."""
+    if name not in TINY_CLIP_CONFIGS:
+        raise ValueError(f"unknown tiny CLIP {name!r}; choose from {sorted(TINY_CLIP_CONFIGS)}")
+    devices_state = torch.random.get_rng_state()
+    torch.manual_seed(TINY_CLIP_SEED)
+    try:
+        model = CLIP(**TINY_CLIP_CONFIGS[name])
+    finally:
+        torch.random.set_rng_state(devices_state)
+    return model.eval()
+
+
+def read_clip_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """State dict of an OpenAI JIT archive or of a saved state dict; clear error otherwise."""
+    try:
+        return torch.jit.load(path, map_location="cpu").eval().state_dict()
+    except RuntimeError:
+        pass
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # truncated zip, pickle garbage, ...
+        raise ValueError(
+            f"cannot read CLIP weights from {path} ({type(err).__name__}: {err}); the file is "
+            "corrupt or not a CLIP checkpoint: delete it and download it again"
+        ) from err
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or "text_projection" not in state:
+        raise ValueError(f"{path} is not a CLIP checkpoint (no 'text_projection' weight)")
+    return state
+
+
+def clip_cache_path(name: str) -> str:
+    """Where the clip package keeps (or would download) the weights of a named CLIP."""
+    url = clip._MODELS[name]
+    return os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))
+
+
+def load_clip(cfg) -> CLIP:
+    """The CLIP of cfg.MODEL.BACKBONE, on CPU, in the precision clip.build_model gives
+    (fp16 for OpenAI weights, fp32 for tiny CLIPs); `resolve_precision` decides the rest."""
+    name = cfg.MODEL.BACKBONE.NAME
+    checkpoint = cfg.MODEL.BACKBONE.get("CHECKPOINT", "")
+    if checkpoint and not os.path.isfile(checkpoint):
+        raise FileNotFoundError(f"MODEL.BACKBONE.CHECKPOINT={checkpoint}: no such file")
+
+    if name in TINY_CLIP_CONFIGS:
+        model = build_tiny_clip(name)
+        if checkpoint:
+            model.load_state_dict(read_clip_state_dict(checkpoint))
+        return model
+
+    if not checkpoint:
+        if name not in clip._MODELS:
+            raise ValueError(
+                f"unknown MODEL.BACKBONE.NAME {name!r}: use one of {sorted(clip._MODELS)} or "
+                f"{sorted(TINY_CLIP_CONFIGS)}, or set MODEL.BACKBONE.CHECKPOINT to a local file"
+            )
+        checkpoint = clip_cache_path(name)
+        if not os.path.isfile(checkpoint):
+            try:
+                checkpoint = clip._download(clip._MODELS[name], os.path.dirname(checkpoint))
+            except Exception as err:
+                raise FileNotFoundError(
+                    f"CLIP weights for {name} are not on this machine and could not be downloaded "
+                    f"({type(err).__name__}). Place {os.path.basename(checkpoint)} at {checkpoint}, "
+                    f"or put it anywhere and set MODEL.BACKBONE.CHECKPOINT to its path "
+                    f"(download: {clip._MODELS[name]})"
+                ) from None
+    return clip.build_model(read_clip_state_dict(checkpoint)).eval()
+
+
+def resolve_precision(prec: str, device: torch.device) -> str:
+    """CoOp's PREC, except that fp16 on CPU runs in fp32 (CPU half kernels are slow or missing)."""
+    if prec not in PRECISIONS:
+        raise ValueError(f"PREC must be one of {PRECISIONS}, got {prec!r}")
+    if prec == "fp16" and device.type == "cpu":
+        warnings.warn("PREC fp16 on CPU: running in fp32 instead", stacklevel=2)
+        return "fp32"
+    if prec == "amp" and device.type == "cpu":
+        return "fp32"
+    return prec
+
+
+def set_clip_precision(clip_model: CLIP, prec: str) -> CLIP:
+    """fp16 -> half weights (as OpenAI ships them), fp32/amp -> float weights."""
+    if prec == "fp16":
+        from clip.model import convert_weights
+
+        convert_weights(clip_model)
+    else:
+        clip_model.float()
+    return clip_model
+
+
+# --------------------------------------------------------------------------- text encoder
+def self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, causal: bool) -> torch.Tensor:
+    """nn.MultiheadAttention's self-attention with its own weights, through fused SDPA.
+
+    x: [batch, tokens, width] -> [batch, tokens, width].
+    """
+    batch, tokens, width = x.shape
+    heads = attn.num_heads
+    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
+    q, k, v = qkv.view(batch, tokens, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    out = out.transpose(1, 2).reshape(batch, tokens, width)
+    return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
+
+
+def residual_block(block: nn.Module, x: torch.Tensor, causal: bool) -> torch.Tensor:
+    """One CLIP ResidualAttentionBlock on batch-first x: [batch, tokens, width]."""
+    x = x + self_attention(block.attn, block.ln_1(x), causal)
+    return x + block.mlp(block.ln_2(x))
+
+
+def eot_positions(tokenized: torch.Tensor) -> torch.Tensor:
+    """Index of the EOT token (the largest id) of each tokenized prompt: [P, 77] -> [P]."""
+    return tokenized.argmax(dim=-1)
+
+
+class TextEncoder(nn.Module):
+    """CLIP's text side on prompt embeddings, block by block.
+
+    The causal mask means no position before EOT sees anything after it, so sequences are cut
+    to the longest prompt (max EOT + 1): same features as the full 77-token run, fewer FLOPs.
+    """
+
+    def __init__(self, clip_model: CLIP):
+        super().__init__()
+        self.blocks = clip_model.transformer.resblocks
+        self.positional_embedding = clip_model.positional_embedding
+        self.ln_final = clip_model.ln_final
+        self.text_projection = clip_model.text_projection
+        self.dtype = clip_model.dtype
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.blocks)
+
+    def embed(self, prompts: torch.Tensor) -> torch.Tensor:
+        """Add positional embeddings: [P, T, d] (T <= 77) -> [P, T, d]."""
+        return prompts.type(self.dtype) + self.positional_embedding[: prompts.shape[1]].type(self.dtype)
+
+    def run_blocks(
+        self,
+        x: torch.Tensor,
+        start: int = 0,
+        end: Optional[int] = None,
+        deep_prompts: Optional[Dict[int, torch.Tensor]] = None,
+        ctx_start: int = 1,
+    ) -> torch.Tensor:
+        """Blocks [start, end) on x: [P, T, d].
+
+        deep_prompts {block index: [n_ctx, d]}: the hidden states at positions
+        ctx_start .. ctx_start + n_ctx are replaced by these at the input of that block (MaPLe).
+        """
+        end = self.num_layers if end is None else end
+        for i in range(start, end):
+            if deep_prompts and i in deep_prompts:
+                ctx = deep_prompts[i].type(x.dtype)
+                ctx = ctx.expand(x.shape[0], -1, -1) if ctx.dim() == 2 else ctx
+                x = torch.cat([x[:, :ctx_start], ctx, x[:, ctx_start + ctx.shape[1] :]], dim=1)
+            x = residual_block(self.blocks[i], x, causal=True)
+        return x
+
+    def final_features(self, x: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+        """Final LayerNorm at the EOT token, then projection: x [..., T, d], eot [...] -> [..., D]."""
+        gathered = x.gather(-2, eot[..., None, None].expand(*eot.shape, 1, x.shape[-1])).squeeze(-2)
+        return self.ln_final(gathered).type(self.dtype) @ self.text_projection
+
+    def forward(
+        self, prompts: torch.Tensor, tokenized: torch.Tensor, deep_prompts: Optional[Dict[int, torch.Tensor]] = None
+    ) -> torch.Tensor:
+        """prompts [P, 77, d] (or already cut), tokenized [P, 77] -> unnormalised features [P, D]."""
+        eot = eot_positions(tokenized)
+        length = int(eot.max()) + 1
+        x = self.run_blocks(self.embed(prompts[:, :length]), deep_prompts=deep_prompts)
+        return self.final_features(x, eot)
+
+
+def l2_normalize(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+# --------------------------------------------------------------------------- prompts
+def clean_classname(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def tokenize(texts: Sequence[str]) -> torch.Tensor:
+    """[P, 77] token ids."""
+    return torch.cat([clip.tokenize(t) for t in texts])
+
+
+@torch.no_grad()
+def word_embeddings(clip_model: CLIP, words: str) -> torch.Tensor:
+    """Token embeddings of `words` (no SOS/EOS): [n_tokens, d]."""
+    ids = clip.tokenize(words)
+    n_tokens = len(_tokenizer.encode(words))
+    return clip_model.token_embedding(ids).type(clip_model.dtype)[0, 1 : 1 + n_tokens]
+
+
+def init_context(clip_model: CLIP, n_ctx: int, ctx_init: str = "", n_sets: Optional[int] = None):
+    """CoOp's context initialisation.
+
+    ctx_init words -> their embeddings (n_ctx becomes their token count); else N(0, 0.02).
+    Returns (ctx [n_ctx, d] or [n_sets, n_ctx, d], prompt_prefix string used for tokenizing).
+    """
+    width = clip_model.ln_final.weight.shape[0]
+    if ctx_init:
+        ctx_init = ctx_init.replace("_", " ")
+        ctx = word_embeddings(clip_model, ctx_init)
+        if n_sets is not None:
+            ctx = ctx.unsqueeze(0).repeat(n_sets, 1, 1)
+        return ctx.clone(), ctx_init
+    shape = (n_ctx, width) if n_sets is None else (n_sets, n_ctx, width)
+    ctx = torch.empty(shape, dtype=clip_model.dtype)
+    nn.init.normal_(ctx, std=0.02)
+    return ctx, " ".join(["X"] * n_ctx)
+
+
+class ClassPrompts(nn.Module):
+    """Frozen token pieces of the prompts "<prefix words> <class name>." for a class list.
+
+    Buffers (saved in checkpoints as CoOp saves them, and dropped again at load):
+        token_prefix [C, 1, d]      the SOS embedding
+        token_suffix [C, 77-1-M, d] class name, ".", EOS and padding
+    tokenized_prompts [C, 77], name_lens [C].
+    """
+
+    def __init__(self, clip_model: CLIP, classnames: Sequence[str], prompt_prefix: str, n_ctx: int):
+        super().__init__()
+        names = [clean_classname(c) for c in classnames]
+        self.name_lens: List[int] = [len(_tokenizer.encode(n)) for n in names]
+        self.tokenized_prompts = tokenize([f"{prompt_prefix} {n}." for n in names])
+        with torch.no_grad():
+            embedding = clip_model.token_embedding(self.tokenized_prompts).type(clip_model.dtype)
+        self.register_buffer("token_prefix", embedding[:, :1, :])
+        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx :, :])
+        self.n_cls = len(names)
+        self.n_ctx = n_ctx
+
+    def assemble(self, ctx: torch.Tensor, position: str = "end") -> torch.Tensor:
+        """Prompt embeddings [C, 77, d] from context [M, d] (shared) or [C, M, d] (per class).
+
+        position: where the class name goes: "end" (after the context), "middle" (between
+        its two halves) or "front" (before it), as CoOp's CLASS_TOKEN_POSITION.
+        """
+        if ctx.dim() == 2:
+            ctx = ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
+        prefix, suffix = self.token_prefix, self.token_suffix
+        if position == "end":
+            return torch.cat([prefix, ctx, suffix], dim=1)
+        if position not in ("middle", "front"):
+            raise ValueError(f"CLASS_TOKEN_POSITION must be end, middle or front, got {position!r}")
+        half = self.n_ctx // 2
+        prompts = []
+        for i, name_len in enumerate(self.name_lens):
+            name, rest = suffix[i : i + 1, :name_len], suffix[i : i + 1, name_len:]
+            ctx_i = ctx[i : i + 1]
+            if position == "middle":
+                pieces = [prefix[i : i + 1], ctx_i[:, :half], name, ctx_i[:, half:], rest]
+            else:
+                pieces = [prefix[i : i + 1], name, ctx_i, rest]
+            prompts.append(torch.cat(pieces, dim=1))
+        return torch.cat(prompts, dim=0)

@@ -1,0 +1,97 @@
+"""CoCoOp: Conditional Prompt Learning for Vision-Language Models (Zhou et al., CVPR 2022).
+
+A meta-net turns each image's feature into a bias added to every context vector, so each image
+gets its own prompts. Keys: TRAINER.COCOOP.N_CTX, CTX_INIT, PREC.
+"""
+from collections import OrderedDict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dassl.engine import TRAINER_REGISTRY
+
+from .clip_backbone import ClassPrompts, TextEncoder, init_context, l2_normalize
+from .prompt_trainer import ClipPromptTrainer
+
+
+class PromptLearner(nn.Module):
+    def __init__(self, cfg, classnames, clip_model):
+        super().__init__()
+        cocoop = cfg.TRAINER.COCOOP
+        ctx, prompt_prefix = init_context(clip_model, cocoop.N_CTX, cocoop.CTX_INIT)
+        n_ctx = ctx.shape[0]
+        print(f'Initial context: "{prompt_prefix}"')
+        print(f"Number of context words (tokens): {n_ctx}")
+        self.ctx = nn.Parameter(ctx)
+
+        vis_dim = clip_model.visual.output_dim
+        ctx_dim = clip_model.ln_final.weight.shape[0]
+        # Layer names as in the reference, so its checkpoints load.
+        self.meta_net = nn.Sequential(OrderedDict([
+            ("linear1", nn.Linear(vis_dim, vis_dim // 16)),
+            ("relu", nn.ReLU(inplace=True)),
+            ("linear2", nn.Linear(vis_dim // 16, ctx_dim)),
+        ]))
+        if clip_model.dtype == torch.float16:
+            self.meta_net.half()
+        self.classes = ClassPrompts(clip_model, classnames, prompt_prefix, n_ctx)
+        self.n_cls, self.n_ctx = len(classnames), n_ctx
+
+    @property
+    def tokenized_prompts(self):
+        return self.classes.tokenized_prompts
+
+    def forward(self, image_features):
+        """image_features [B, D] -> per-image prompts [B, C, 77, d]."""
+        bias = self.meta_net(image_features).unsqueeze(1)  # [B, 1, d]
+        ctx_shifted = self.ctx.unsqueeze(0) + bias  # [B, M, d]
+        return torch.stack([self.classes.assemble(ctx_i) for ctx_i in ctx_shifted])
+
+
+class CustomCLIP(nn.Module):
+    def __init__(self, cfg, classnames, clip_model):
+        super().__init__()
+        self.prompt_learner = PromptLearner(cfg, classnames, clip_model)
+        self.image_encoder = clip_model.visual
+        self.text_encoder = TextEncoder(clip_model)
+        self.logit_scale = clip_model.logit_scale
+        self.dtype = clip_model.dtype
+
+    # Text sequences per text-encoder pass: all images' prompts go through together (the
+    # reference loops over images), in chunks so a 1000-class evaluation batch fits in memory.
+    max_sequences_per_pass = 8192
+
+    def image_text_logits(self, image_features):
+        """Normalised image_features [B, D] -> logits [B, C] with each image's own prompts."""
+        n_cls = self.prompt_learner.n_cls
+        tokenized = self.prompt_learner.tokenized_prompts.to(image_features.device)
+        chunk = max(1, self.max_sequences_per_pass // n_cls)
+        logits = []
+        for feats in image_features.split(chunk):
+            prompts = self.prompt_learner(feats)  # [b, C, 77, d]
+            text = self.text_encoder(prompts.flatten(0, 1), tokenized.repeat(len(feats), 1))
+            text = l2_normalize(text).view(len(feats), n_cls, -1)
+            logits.append(torch.einsum("bd,bcd->bc", feats, text))
+        return self.logit_scale.exp() * torch.cat(logits)
+
+    def forward(self, image, label=None):
+        """Logits [B, C]; in training mode with labels, the cross-entropy loss instead."""
+        image_features = l2_normalize(self.image_encoder(image.type(self.dtype)))
+        logits = self.image_text_logits(image_features)
+        if self.prompt_learner.training and label is not None:
+            return F.cross_entropy(logits, label)
+        return logits
+
+
+@TRAINER_REGISTRY.register()
+class CoCoOp(ClipPromptTrainer):
+    """Conditional Context Optimization (CoCoOp). https://arxiv.org/abs/2203.05557"""
+
+    cfg_node = "COCOOP"
+
+    def build_custom_clip(self, cfg, classnames, clip_model):
+        return CustomCLIP(cfg, classnames, clip_model)
+
+    def compute_loss(self, image, label):
+        return self.model(image, label), None

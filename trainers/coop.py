@@ -1,0 +1,87 @@
+"""CoOp: Learning to Prompt for Vision-Language Models (Zhou et al., IJCV 2022).
+
+Learned context vectors replace the hand-written template: "[ctx_1 .. ctx_M] <class>.", shared
+by all classes or one set per class (CSC), with the class token at the end, in the middle or in
+front. Keys: TRAINER.COOP.N_CTX, CSC, CTX_INIT, PREC, CLASS_TOKEN_POSITION.
+"""
+import torch
+import torch.nn as nn
+
+from dassl.engine import TRAINER_REGISTRY
+
+from .clip_backbone import ClassPrompts, TextEncoder, init_context, l2_normalize
+from .prompt_trainer import ClipPromptTrainer
+
+
+class PromptLearner(nn.Module):
+    """ctx: [M, d] shared or [C, M, d] class-specific; forward() -> prompts [C, 77, d]."""
+
+    def __init__(self, cfg, classnames, clip_model):
+        super().__init__()
+        coop = cfg.TRAINER.COOP
+        n_cls = len(classnames)
+        ctx_init = coop.CTX_INIT
+        if ctx_init:
+            # As in CoOp, words give one shared context even with CSC (checkpoints stay compatible).
+            if coop.CSC:
+                print("Note: TRAINER.COOP.CSC is ignored when CTX_INIT is set (as in CoOp)")
+            ctx, prompt_prefix = init_context(clip_model, coop.N_CTX, ctx_init)
+        else:
+            print("Initializing class-specific contexts" if coop.CSC else "Initializing a generic context")
+            ctx, prompt_prefix = init_context(clip_model, coop.N_CTX, n_sets=n_cls if coop.CSC else None)
+        n_ctx = ctx.shape[-2]
+        print(f'Initial context: "{prompt_prefix}"')
+        print(f"Number of context words (tokens): {n_ctx}")
+
+        self.ctx = nn.Parameter(ctx)
+        self.classes = ClassPrompts(clip_model, classnames, prompt_prefix, n_ctx)
+        self.n_cls, self.n_ctx = n_cls, n_ctx
+        self.class_token_position = coop.CLASS_TOKEN_POSITION
+
+    @property
+    def tokenized_prompts(self):
+        return self.classes.tokenized_prompts
+
+    def forward(self):
+        return self.classes.assemble(self.ctx, self.class_token_position)
+
+
+class CustomCLIP(nn.Module):
+    def __init__(self, cfg, classnames, clip_model):
+        super().__init__()
+        self.prompt_learner = PromptLearner(cfg, classnames, clip_model)
+        self.image_encoder = clip_model.visual
+        self.text_encoder = TextEncoder(clip_model)
+        self.logit_scale = clip_model.logit_scale
+        self.dtype = clip_model.dtype
+
+    def encode_image(self, image):
+        """[B, 3, H, W] -> normalised [B, D]."""
+        return l2_normalize(self.image_encoder(image.type(self.dtype)))
+
+    def class_text_features(self):
+        """Normalised [C, D] text features of the current prompts."""
+        prompts = self.prompt_learner()
+        return l2_normalize(self.text_encoder(prompts, self.prompt_learner.tokenized_prompts.to(prompts.device)))
+
+    def logits_from_features(self, image, text_features):
+        return self.logit_scale.exp() * self.encode_image(image) @ text_features.t()
+
+    def forward(self, image):
+        return self.logits_from_features(image, self.class_text_features())
+
+
+@TRAINER_REGISTRY.register()
+class CoOp(ClipPromptTrainer):
+    """Context Optimization (CoOp). https://arxiv.org/abs/2109.01134"""
+
+    cfg_node = "COOP"
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        position = cfg.TRAINER.COOP.CLASS_TOKEN_POSITION
+        if position not in ("end", "middle", "front"):
+            raise ValueError(f"TRAINER.COOP.CLASS_TOKEN_POSITION must be end, middle or front, got {position!r}")
+
+    def build_custom_clip(self, cfg, classnames, clip_model):
+        return CustomCLIP(cfg, classnames, clip_model)

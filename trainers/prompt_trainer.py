@@ -1,0 +1,141 @@
+"""What every CLIP prompt-learning trainer shares, once (CoOp's repo copies it per trainer).
+
+A trainer subclasses `ClipPromptTrainer`, names its config node (`cfg_node = "COOP"`) and
+implements `build_custom_clip(cfg, classnames, clip_model)` returning a module with a
+`prompt_learner` submodule (the only trained part). It may override `compute_loss` (training
+loss and logits of a batch) and `model_inference`.
+"""
+import os.path as osp
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+
+from dassl.engine import TrainerX
+from dassl.metrics import compute_accuracy
+from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.utils import load_checkpoint, load_pretrained_weights
+
+from .clip_backbone import load_clip, resolve_precision, set_clip_precision
+
+# Buffers that depend on the current class names: saved with the prompt learner (as CoOp
+# does) but never loaded back, so a model trained on base classes evaluates on new ones.
+CLASS_DEPENDENT_BUFFERS = ("token_prefix", "token_suffix")
+
+
+class ClipPromptTrainer(TrainerX):
+    cfg_node: str = ""  # TRAINER.<cfg_node> holds PREC and the method's keys
+
+    @property
+    def method_cfg(self):
+        return self.cfg.TRAINER[self.cfg_node]
+
+    def check_cfg(self, cfg):
+        prec = cfg.TRAINER[self.cfg_node].PREC
+        if prec not in ("fp16", "fp32", "amp"):
+            raise ValueError(f"TRAINER.{self.cfg_node}.PREC must be fp16, fp32 or amp, got {prec!r}")
+
+    def build_custom_clip(self, cfg, classnames, clip_model):
+        raise NotImplementedError
+
+    def build_model(self):
+        cfg = self.cfg
+        classnames = self.dm.dataset.classnames
+
+        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
+        clip_model = load_clip(cfg)
+        if cfg.INPUT.SIZE[0] != clip_model.visual.input_resolution:
+            raise ValueError(
+                f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match the input resolution of "
+                f"{cfg.MODEL.BACKBONE.NAME} ({clip_model.visual.input_resolution}): set INPUT.SIZE"
+            )
+        self.prec = resolve_precision(self.method_cfg.PREC, self.device)
+        set_clip_precision(clip_model, self.prec)
+
+        print("Building custom CLIP")
+        self.model = self.build_custom_clip(cfg, classnames, clip_model)
+
+        print("Turning off gradients in both the image and the text encoder")
+        for name, param in self.model.named_parameters():
+            param.requires_grad_("prompt_learner" in name)
+        if cfg.MODEL.INIT_WEIGHTS:
+            load_pretrained_weights(self.model.prompt_learner, cfg.MODEL.INIT_WEIGHTS)
+
+        self.model.to(self.device)
+        self.optim = build_optimizer(self.model.prompt_learner, cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        self.register_model("prompt_learner", self.model.prompt_learner, self.optim, self.sched)
+        self.scaler = torch.amp.GradScaler("cuda") if self.prec == "amp" else None
+        self._eval_text_features = None
+
+    # ------------------------------------------------------------------ training
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.float16) if self.prec == "amp" else nullcontext()
+
+    def compute_loss(self, image, label):
+        """(loss, logits) of a training batch; cross-entropy by default."""
+        output = self.model(image)
+        return F.cross_entropy(output, label), output
+
+    def forward_backward(self, batch):
+        image, label = self.parse_batch_train(batch)
+        with self.autocast():
+            loss, output = self.compute_loss(image, label)
+        if self.scaler is not None:
+            self.optim.zero_grad()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        else:
+            self.model_backward_and_update(loss)
+
+        summary = {"loss": loss.item()}
+        if output is not None:
+            summary["acc"] = compute_accuracy(output, label)[0].item()
+        summary.update(getattr(self, "extra_loss_summary", {}))
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return summary
+
+    def parse_batch_train(self, batch):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def test(self, split=None):
+        # Class text features do not depend on the test image for CoOp-like models: compute
+        # them once per evaluation instead of once per batch (the reference recomputes them).
+        self._eval_text_features = None
+        try:
+            return super().test(split)
+        finally:
+            self._eval_text_features = None
+
+    def model_inference(self, image):
+        model = self.model
+        if hasattr(model, "class_text_features") and hasattr(model, "logits_from_features"):
+            if self._eval_text_features is None:
+                with self.autocast():
+                    self._eval_text_features = model.class_text_features()
+            with self.autocast():
+                return model.logits_from_features(image, self._eval_text_features)
+        with self.autocast():
+            return model(image)
+
+    # ------------------------------------------------------------------ checkpoints
+    def load_model(self, directory, epoch=None):
+        """CoOp's load_model: model-best.pth.tar, or model.pth.tar-<epoch>, of each model."""
+        if not directory:
+            print("Note that load_model() is skipped as no pretrained model is given")
+            return
+        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        for name in self.get_model_names():
+            model_path = osp.join(directory, name, model_file)
+            if not osp.exists(model_path):
+                raise FileNotFoundError(f'Model not found at "{model_path}"')
+            checkpoint = load_checkpoint(model_path)
+            state_dict = checkpoint["state_dict"]
+            for key in [k for k in state_dict if k.split(".")[-1] in CLASS_DEPENDENT_BUFFERS]:
+                del state_dict[key]
+            print(f'Loading weights to {name} from "{model_path}" (epoch = {checkpoint["epoch"]})')
+            self._models[name].load_state_dict(state_dict, strict=False)
