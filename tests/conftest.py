@@ -1,7 +1,58 @@
+"""Shared fixtures: the project root on sys.path, a tiny CLIP, and trainers built the way
+train.py builds them (tiny config, generated SyntheticShapes data)."""
 import os
 import sys
 
-# Tests import the project's packages (dassl, datasets, trainers, train.py) from the root.
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+
+def make_cfg(root, trainer, config_file, output_dir, opts=()):
+    """A frozen cfg as train.py's setup_cfg makes it (dataset: SyntheticShapes)."""
+    from dassl.config import get_cfg_default
+    from train import extend_cfg
+
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    cfg.merge_from_file(os.path.join(ROOT, "configs/datasets/synthetic_shapes.yaml"))
+    cfg.merge_from_file(os.path.join(ROOT, config_file))
+    cfg.DATASET.ROOT = str(root)
+    cfg.OUTPUT_DIR = str(output_dir)
+    cfg.TRAINER.NAME = trainer
+    cfg.SEED = 1
+    cfg.merge_from_list(list(opts))
+    cfg.freeze()
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """One generated SyntheticShapes folder for every test of the session."""
+    return tmp_path_factory.mktemp("synthetic_data")
+
+
+@pytest.fixture(scope="session")
+def build_tiny_trainer(synthetic_root, tmp_path_factory):
+    """build_tiny_trainer(name, config_file, *opts) -> a dassl trainer on the tiny CLIP."""
+    import datasets  # noqa: F401  (registers the datasets)
+    import trainers  # noqa: F401  (registers the trainers)
+    from dassl.engine import build_trainer
+    from dassl.utils import set_random_seed
+
+    def build(name, config_file, *opts, output_dir=None):
+        set_random_seed(1)
+        out = output_dir or tmp_path_factory.mktemp(f"out_{name}")
+        return build_trainer(make_cfg(synthetic_root, name, config_file, out, opts))
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def tiny_clip():
+    """The deterministic tiny CLIP in fp32, eval mode."""
+    from trainers.clip_backbone import build_tiny_clip
+
+    return build_tiny_clip("tiny-vit")
