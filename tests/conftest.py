@@ -53,6 +53,6 @@ def build_tiny_trainer(synthetic_root, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_clip():
     """The deterministic tiny CLIP in fp32, eval mode."""
-    from trainers.clip_backbone import build_tiny_clip
+    from trainers.clip_backbone import build_local_clip
 
-    return build_tiny_clip("tiny-vit")
+    return build_local_clip("tiny-vit")

@@ -116,7 +116,7 @@ def test_unknown_name_missing_or_corrupt_checkpoint(tmp_path):
 
 
 def test_checkpoint_round_trip_for_tiny_clip(tiny_clip, tmp_path):
-    trained = cb.build_tiny_clip("tiny-vit")
+    trained = cb.build_local_clip("tiny-vit")
     with torch.no_grad():
         trained.text_projection.mul_(2.0)
     path = tmp_path / "tiny.pt"

@@ -1,7 +1,8 @@
 """The CLIP plumbing every trainer shares, written once.
 
 - `load_clip(cfg)`: a CLIP by name from the clip package's download cache, from a local file
-  (MODEL.BACKBONE.CHECKPOINT), or a tiny CLIP from TINY_CLIP_CONFIGS (tests, bundled runs).
+  (MODEL.BACKBONE.CHECKPOINT), or one built from LOCAL_CLIP_CONFIGS (tiny ones for tests and
+  the bundled runs, random-init ones with OpenAI shapes for benchmarks).
 - `resolve_precision`: CoOp's PREC (fp16 / fp32 / amp) on the device at hand.
 - `TextEncoder`: CLIP's text transformer run block by block from our code, on prompt
   embeddings, cut to the longest prompt; it can stop or start at any block (EMPL) and replace
@@ -22,29 +23,36 @@ from clip.simple_tokenizer import SimpleTokenizer
 
 _tokenizer = SimpleTokenizer()
 
-# Small CLIPs of the real architecture (clip.model.CLIP). Random init from a fixed seed unless
-# MODEL.BACKBONE.CHECKPOINT holds weights for them (the bundled benchmark pretrains one).
-TINY_CLIP_CONFIGS = {
+# CLIPs of the real architecture (clip.model.CLIP) built here from a configuration: random init
+# from a fixed seed unless MODEL.BACKBONE.CHECKPOINT holds weights for them. "tiny-*" run on a
+# CPU in seconds (tests, the bundled benchmark pretrains one); "random-*" have the shapes of the
+# OpenAI models (speed and memory benchmarks, parity checks without the weights).
+LOCAL_CLIP_CONFIGS = {
     "tiny-vit": dict(
         embed_dim=64, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
         context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=2, transformer_layers=4,
     ),
+    "random-vit-b16": dict(
+        embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=16,
+        context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8, transformer_layers=12,
+    ),
 }
-TINY_CLIP_SEED = 0
+LOCAL_CLIP_SEED = 0
 PRECISIONS = ("fp16", "fp32", "amp")
 
 
 # --------------------------------------------------------------------------- loading
-def build_tiny_clip(name: str) -> CLIP:
-    """A tiny CLIP in fp32, initialised deterministically (same weights on every machine)."""
-    if name not in TINY_CLIP_CONFIGS:
-        raise ValueError(f"unknown tiny CLIP {name!r}; choose from {sorted(TINY_CLIP_CONFIGS)}")
-    devices_state = torch.random.get_rng_state()
-    torch.manual_seed(TINY_CLIP_SEED)
+def build_local_clip(name: str) -> CLIP:
+    """A CLIP of LOCAL_CLIP_CONFIGS in fp32, initialised deterministically (same weights on
+    every machine)."""
+    if name not in LOCAL_CLIP_CONFIGS:
+        raise ValueError(f"unknown local CLIP {name!r}; choose from {sorted(LOCAL_CLIP_CONFIGS)}")
+    cpu_rng_state = torch.random.get_rng_state()
+    torch.manual_seed(LOCAL_CLIP_SEED)
     try:
-        model = CLIP(**TINY_CLIP_CONFIGS[name])
+        model = CLIP(**LOCAL_CLIP_CONFIGS[name])
     finally:
-        torch.random.set_rng_state(devices_state)
+        torch.random.set_rng_state(cpu_rng_state)
     return model.eval()
 
 
@@ -82,8 +90,8 @@ def load_clip(cfg) -> CLIP:
     if checkpoint and not os.path.isfile(checkpoint):
         raise FileNotFoundError(f"MODEL.BACKBONE.CHECKPOINT={checkpoint}: no such file")
 
-    if name in TINY_CLIP_CONFIGS:
-        model = build_tiny_clip(name)
+    if name in LOCAL_CLIP_CONFIGS:
+        model = build_local_clip(name)
         if checkpoint:
             model.load_state_dict(read_clip_state_dict(checkpoint))
         return model
@@ -92,7 +100,7 @@ def load_clip(cfg) -> CLIP:
         if name not in clip._MODELS:
             raise ValueError(
                 f"unknown MODEL.BACKBONE.NAME {name!r}: use one of {sorted(clip._MODELS)} or "
-                f"{sorted(TINY_CLIP_CONFIGS)}, or set MODEL.BACKBONE.CHECKPOINT to a local file"
+                f"{sorted(LOCAL_CLIP_CONFIGS)}, or set MODEL.BACKBONE.CHECKPOINT to a local file"
             )
         checkpoint = clip_cache_path(name)
         if not os.path.isfile(checkpoint):
