@@ -83,6 +83,21 @@ def extend_cfg(cfg):
     cfg.TRAINER.MAPLE.PREC = "fp16"
     cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9  # 1 = shallow MaPLe
 
+    # MaPLe's repo also ships configs for its IVLP and VPT baselines; their keys are declared
+    # so those files merge, although those two trainers are not implemented here.
+    cfg.TRAINER.IVLP = CN()
+    cfg.TRAINER.IVLP.N_CTX_VISION = 2
+    cfg.TRAINER.IVLP.N_CTX_TEXT = 2
+    cfg.TRAINER.IVLP.CTX_INIT = "a photo of a"
+    cfg.TRAINER.IVLP.PREC = "fp16"
+    cfg.TRAINER.IVLP.PROMPT_DEPTH_VISION = 9
+    cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT = 9
+    cfg.TRAINER.VPT = CN()
+    cfg.TRAINER.VPT.N_CTX_VISION = 2
+    cfg.TRAINER.VPT.CTX_INIT = "a photo of a"
+    cfg.TRAINER.VPT.PREC = "fp16"
+    cfg.TRAINER.VPT.PROMPT_DEPTH_VISION = 1
+
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
 
     # Not in CoOp: a local CLIP checkpoint file (JIT archive or state dict). Empty = the clip
