@@ -38,7 +38,7 @@ def test_proda_bound_matches_explicit_covariances():
             terms.append(tau * z @ mu[c] + 0.5 * tau**2 * quad)
         expected += -(tau * z @ mu[y] - torch.logsumexp(torch.stack(terms), 0))
     expected /= B
-    got = proda_gaussian_bound_loss(images, text, labels, tau)
+    got = proda_gaussian_bound_loss(tau * torch.einsum("bd,kcd->kbc", images, text), labels)
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
@@ -46,7 +46,8 @@ def test_proda_bound_is_cross_entropy_when_prompts_agree():
     text = normalized(1, 4, 6, seed=3).expand(3, 4, 6)  # K identical prompts: zero covariance
     images, labels, tau = normalized(5, 6, seed=4), torch.tensor([0, 1, 2, 3, 0]), torch.tensor(10.0)
     expected = F.cross_entropy(tau * images @ text[0].t(), labels)
-    assert proda_gaussian_bound_loss(images, text, labels, tau).item() == pytest.approx(expected.item())
+    logits = tau * torch.einsum("bd,kcd->kbc", images, text)
+    assert proda_gaussian_bound_loss(logits, labels).item() == pytest.approx(expected.item())
 
 
 def test_mixture_nll_equals_log_of_mean_probability():

@@ -99,3 +99,45 @@ def test_real_clip_without_weights_stops_with_instructions(tmp_path):
     assert "ViT-B-16.pt" in proc.stderr and "MODEL.BACKBONE.CHECKPOINT" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "Loading CLIP" in proc.stdout  # the dataset loaded; it stopped at the weights
+
+
+@pytest.fixture(scope="module")
+def multi_prompt_runs(data_root, tmp_path_factory):
+    """EMPL_CoOp, ProDA and EMPL_ProDA: train on base classes (evaluated with the config's
+    inference mode, sample), one epoch each."""
+    runs = {}
+    for trainer in ("EMPL_CoOp", "ProDA", "EMPL_ProDA"):
+        out = tmp_path_factory.mktemp(trainer) / "seed1"
+        run_train(
+            "--root", data_root, "--seed", 1, "--trainer", trainer,
+            "--config-file", f"configs/trainers/{trainer}/tiny.yaml",
+            "--dataset-config-file", "configs/datasets/synthetic_shapes.yaml", "--output-dir", out,
+            "DATASET.NUM_SHOTS", 4, "DATASET.SUBSAMPLE_CLASSES", "base", "OPTIM.MAX_EPOCH", 1,
+        )
+        runs[trainer] = out
+    return runs
+
+
+@pytest.mark.parametrize("trainer", ["EMPL_CoOp", "ProDA", "EMPL_ProDA"])
+def test_multi_prompt_trainers_train_and_evaluate(multi_prompt_runs, trainer):
+    log = (multi_prompt_runs[trainer] / "log.txt").read_text()
+    assert "Finish training" in log and parse_test_res.read_metric(str(multi_prompt_runs[trainer] / "log.txt")) is not None
+    if trainer.startswith("EMPL"):  # the SGLD diagnostics are logged
+        for key in ("loss_in", "loss_out", "sgld_energy_before", "sgld_energy_after", "sgld_diversity", "sgld_rejected_steps"):
+            assert key in log
+
+
+@pytest.mark.parametrize("trainer", ["EMPL_CoOp", "EMPL_ProDA"])
+@pytest.mark.parametrize("mode", ["amortized", "anchor"])
+def test_empl_inference_modes_on_new_classes(multi_prompt_runs, data_root, tmp_path, trainer, mode):
+    out = tmp_path / "test_new"
+    run_train(
+        "--root", data_root, "--seed", 1, "--trainer", trainer,
+        "--config-file", f"configs/trainers/{trainer}/tiny.yaml",
+        "--dataset-config-file", "configs/datasets/synthetic_shapes.yaml", "--output-dir", out,
+        "--model-dir", multi_prompt_runs[trainer], "--load-epoch", 1, "--eval-only",
+        "DATASET.NUM_SHOTS", 4, "DATASET.SUBSAMPLE_CLASSES", "new", "TRAINER.EMPL.INFERENCE", mode,
+    )
+    log = (out / "log.txt").read_text()
+    assert "model.pth.tar-1" in log and "* total: 100" in log
+    assert parse_test_res.read_metric(str(out / "log.txt"), end_signal="=> result") is not None

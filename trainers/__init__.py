@@ -1,5 +1,6 @@
 """Prompt learners on CLIP, registered in dassl's TRAINER_REGISTRY (import this package).
 
 Shared plumbing: clip_backbone.py (CLIP loading, text encoder, prompt pieces) and
-prompt_trainer.py (the trainer base); one file per method."""
-from . import cocoop, coop, zsclip  # noqa: F401
+prompt_trainer.py (the trainer base); EMPL's sampler and objective: sgld.py, empl.py,
+multi_prompt_losses.py, open_vocab.py; one file per method."""
+from . import cocoop, coop, empl_coop, empl_proda, proda, zsclip  # noqa: F401

@@ -229,6 +229,26 @@ def l2_normalize(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True)
 
 
+class PromptedCLIP(nn.Module):
+    """A frozen CLIP with a prompt learner: the parts every method's CustomCLIP shares.
+
+    Only `prompt_learner` is trained and checkpointed; the method defines the forward.
+    """
+
+    def __init__(self, prompt_learner: nn.Module, clip_model: CLIP):
+        super().__init__()
+        self.prompt_learner = prompt_learner
+        self.image_encoder = clip_model.visual
+        self.text_encoder = TextEncoder(clip_model)
+        self.token_embedding = clip_model.token_embedding  # prompt pieces for new words (EMPL)
+        self.logit_scale = clip_model.logit_scale
+        self.dtype = clip_model.dtype
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] -> normalised [B, D]."""
+        return l2_normalize(self.image_encoder(image.type(self.dtype)))
+
+
 # --------------------------------------------------------------------------- prompts
 def clean_classname(name: str) -> str:
     return name.replace("_", " ")
@@ -273,6 +293,7 @@ class ClassPrompts(nn.Module):
         token_prefix [C, 1, d]      the SOS embedding
         token_suffix [C, 77-1-M, d] class name, ".", EOS and padding
     tokenized_prompts [C, 77], name_lens [C].
+    `clip_model` may be any module with CLIP's `token_embedding` and `dtype`.
     """
 
     def __init__(self, clip_model: CLIP, classnames: Sequence[str], prompt_prefix: str, n_ctx: int):

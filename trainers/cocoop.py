@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from dassl.engine import TRAINER_REGISTRY
 
-from .clip_backbone import ClassPrompts, TextEncoder, init_context, l2_normalize
+from .clip_backbone import ClassPrompts, PromptedCLIP, init_context, l2_normalize
 from .prompt_trainer import ClipPromptTrainer
 
 
@@ -49,14 +49,9 @@ class PromptLearner(nn.Module):
         return torch.stack([self.classes.assemble(ctx_i) for ctx_i in ctx_shifted])
 
 
-class CustomCLIP(nn.Module):
+class CustomCLIP(PromptedCLIP):
     def __init__(self, cfg, classnames, clip_model):
-        super().__init__()
-        self.prompt_learner = PromptLearner(cfg, classnames, clip_model)
-        self.image_encoder = clip_model.visual
-        self.text_encoder = TextEncoder(clip_model)
-        self.logit_scale = clip_model.logit_scale
-        self.dtype = clip_model.dtype
+        super().__init__(PromptLearner(cfg, classnames, clip_model), clip_model)
 
     # Text sequences per text-encoder pass: all images' prompts go through together (the
     # reference loops over images), in chunks so a 1000-class evaluation batch fits in memory.
@@ -77,8 +72,7 @@ class CustomCLIP(nn.Module):
 
     def forward(self, image, label=None):
         """Logits [B, C]; in training mode with labels, the cross-entropy loss instead."""
-        image_features = l2_normalize(self.image_encoder(image.type(self.dtype)))
-        logits = self.image_text_logits(image_features)
+        logits = self.image_text_logits(self.encode_image(image))
         if self.prompt_learner.training and label is not None:
             return F.cross_entropy(logits, label)
         return logits

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from dassl.engine import TRAINER_REGISTRY
 
-from .clip_backbone import ClassPrompts, TextEncoder, init_context, l2_normalize
+from .clip_backbone import ClassPrompts, PromptedCLIP, init_context, l2_normalize
 from .prompt_trainer import ClipPromptTrainer
 
 
@@ -36,6 +36,7 @@ class PromptLearner(nn.Module):
         self.ctx = nn.Parameter(ctx)
         self.classes = ClassPrompts(clip_model, classnames, prompt_prefix, n_ctx)
         self.n_cls, self.n_ctx = n_cls, n_ctx
+        self.prompt_prefix = prompt_prefix
         self.class_token_position = coop.CLASS_TOKEN_POSITION
 
     @property
@@ -46,18 +47,9 @@ class PromptLearner(nn.Module):
         return self.classes.assemble(self.ctx, self.class_token_position)
 
 
-class CustomCLIP(nn.Module):
-    def __init__(self, cfg, classnames, clip_model):
-        super().__init__()
-        self.prompt_learner = PromptLearner(cfg, classnames, clip_model)
-        self.image_encoder = clip_model.visual
-        self.text_encoder = TextEncoder(clip_model)
-        self.logit_scale = clip_model.logit_scale
-        self.dtype = clip_model.dtype
-
-    def encode_image(self, image):
-        """[B, 3, H, W] -> normalised [B, D]."""
-        return l2_normalize(self.image_encoder(image.type(self.dtype)))
+class CustomCLIP(PromptedCLIP):
+    def __init__(self, cfg, classnames, clip_model, prompt_learner_cls=PromptLearner):
+        super().__init__(prompt_learner_cls(cfg, classnames, clip_model), clip_model)
 
     def class_text_features(self):
         """Normalised [C, D] text features of the current prompts."""

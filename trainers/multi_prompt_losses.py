@@ -51,26 +51,22 @@ def open_vocabulary_loss(seen_logits: torch.Tensor, unseen_logits: torch.Tensor,
     raise ValueError(f"TRAINER.EMPL.OPEN_LOSS must be 'entropy', 'energy' or 'none', got {kind!r}")
 
 
-def proda_gaussian_bound_loss(
-    image_features: torch.Tensor, text_features: torch.Tensor, labels: torch.Tensor, logit_scale: torch.Tensor
-) -> torch.Tensor:
+def proda_gaussian_bound_loss(prompt_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """ProDA's upper bound of the expected cross-entropy under a Gaussian over text features.
 
-    image_features [B, D]; text_features [K, C, D] (K prompts' features of each class);
+    prompt_logits [K, B, C]: l_kc = tau z.t_kc for each of K prompts' text features t_kc;
     labels [B]. With mu_c the mean over K and Sigma the (biased, 1/K) covariance across prompts,
 
         L = -log exp(tau z.mu_y) / sum_c exp(tau z.mu_c + tau^2/2 z^T (S_cc + S_yy - 2 S_cy) z)
 
-    z^T S_cy z = (1/K) sum_k (z.d_kc)(z.d_ky) with d_kc = t_kc - mu_c, so the quadratic term is
-    exactly (1/K) sum_k (z.d_kc - z.d_ky)^2: no D x D matrix is formed.
+    z^T S_cy z = (1/K) sum_k (z.d_kc)(z.d_ky) with d_kc = t_kc - mu_c, and tau z.d_kc = l_kc - mean_k l_kc,
+    so the bound needs only the per-prompt logits: no D x D matrix, and each image may have its
+    own prompts (EMPL's per-image chains).
     """
-    tau = logit_scale
-    mean = text_features.mean(0)  # [C, D]
-    centered = text_features - mean  # [K, C, D]
-    projections = torch.einsum("bd,kcd->bkc", image_features, centered)  # [B, K, C]
-    label_proj = projections.gather(2, labels.view(-1, 1, 1).expand(-1, projections.shape[1], 1))
-    variance = (projections - label_proj).pow(2).mean(1)  # [B, C]
-    logits = tau * image_features @ mean.t() + 0.5 * tau**2 * variance
+    centered = prompt_logits - prompt_logits.mean(0, keepdim=True)  # [K, B, C]
+    label_centered = centered.gather(2, labels.view(1, -1, 1).expand(centered.shape[0], -1, 1))
+    variance = (centered - label_centered).pow(2).mean(0)  # [B, C]
+    logits = prompt_logits.mean(0) + 0.5 * variance
     # The label's own variance term is 0, so this is cross-entropy on the inflated logits.
     return F.cross_entropy(logits.float(), labels)
 

@@ -1,28 +1,4 @@
 #!/bin/bash
-# Cross-dataset / domain generalization, step 2: evaluate the ImageNet model on a target dataset.
-# usage: DATA=/path/to/datasets bash scripts/cocoop/xd_test.sh DATASET SEED
-source "$(dirname "$0")/../common.sh"
-TRAINER=${TRAINER:-CoCoOp}
-CFG=${CFG:-vit_b16_c4_ep10_batch1_ctxv1}
-SHOTS=${SHOTS:-16}
-LOADEP=${LOADEP:-10}
-SOURCE=${SOURCE:-imagenet}
-
-DATASET=$1
-SEED=$2
-
-DIR=output/evaluation/${TRAINER}/${CFG}_${SHOTS}shots/${DATASET}/seed${SEED}
-if [ -d "$DIR" ]; then
-    echo "Oops! The results exist at ${DIR} (so skip this job)"
-else
-    $PYTHON train.py \
-        --root "${DATA}" \
-        --seed ${SEED} \
-        --trainer ${TRAINER} \
-        --dataset-config-file configs/datasets/${DATASET}.yaml \
-        --config-file configs/trainers/${TRAINER}/${CFG}.yaml \
-        --output-dir ${DIR} \
-        --model-dir output/${SOURCE}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED} \
-        --load-epoch ${LOADEP} \
-        --eval-only
-fi
+# CoCoOp, protocol step xd_test (scripts/protocols/xd_test.sh with this method's defaults).
+# usage: DATA=/path/to/datasets bash scripts/cocoop/xd_test.sh DATASET SEED   (TRAINER, CFG, SHOTS, ... may be overridden)
+TRAINER=${TRAINER:-CoCoOp} CFG=${CFG:-vit_b16_c4_ep10_batch1_ctxv1} exec bash "$(dirname "$0")/../protocols/xd_test.sh" "$@"

@@ -1,24 +1,4 @@
 #!/bin/bash
-# Cross-dataset / domain generalization, step 1: train on ImageNet, all classes, 16 shots.
-# usage: DATA=/path/to/datasets bash scripts/cocoop/xd_train.sh SEED
-source "$(dirname "$0")/../common.sh"
-TRAINER=${TRAINER:-CoCoOp}
-CFG=${CFG:-vit_b16_c4_ep10_batch1_ctxv1}
-SHOTS=${SHOTS:-16}
-DATASET=${SOURCE:-imagenet}
-
-SEED=$1
-
-DIR=output/${DATASET}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
-if [ -d "$DIR" ]; then
-    echo "Oops! The results exist at ${DIR} (so skip this job)"
-else
-    $PYTHON train.py \
-        --root "${DATA}" \
-        --seed ${SEED} \
-        --trainer ${TRAINER} \
-        --dataset-config-file configs/datasets/${DATASET}.yaml \
-        --config-file configs/trainers/${TRAINER}/${CFG}.yaml \
-        --output-dir ${DIR} \
-        DATASET.NUM_SHOTS ${SHOTS}
-fi
+# CoCoOp, protocol step xd_train (scripts/protocols/xd_train.sh with this method's defaults).
+# usage: DATA=/path/to/datasets bash scripts/cocoop/xd_train.sh SEED   (TRAINER, CFG, SHOTS, ... may be overridden)
+TRAINER=${TRAINER:-CoCoOp} CFG=${CFG:-vit_b16_c4_ep10_batch1_ctxv1} exec bash "$(dirname "$0")/../protocols/xd_train.sh" "$@"

@@ -1,0 +1,157 @@
+"""EMPL_CoOp, ProDA and EMPL_ProDA on the tiny CLIP: equivalences, gradients, sampling, inference."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trainers.open_vocab import name_words
+
+EMPL_COOP = "configs/trainers/EMPL_CoOp/tiny.yaml"
+EMPL_PRODA = "configs/trainers/EMPL_ProDA/tiny.yaml"
+PRODA = "configs/trainers/ProDA/tiny.yaml"
+COOP = "configs/trainers/CoOp/tiny_ctxv1.yaml"
+
+
+def fixed_batch(trainer, n=8):
+    batch = next(iter(trainer.train_loader_x))
+    return batch["img"][:n].to(trainer.device), batch["label"][:n].to(trainer.device)
+
+
+@pytest.fixture(scope="module")
+def empl_coop(build_tiny_trainer):
+    return build_tiny_trainer("EMPL_CoOp", EMPL_COOP)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 4])
+def test_split_encoder_with_anchor_states_equals_plain_text_encoder(build_tiny_trainer, layers):
+    trainer = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.SGLD_LAYERS", layers)
+    with torch.no_grad():
+        hidden, eot = trainer.prefix_states([trainer.model.prompt_learner.classes])
+        feats, _, _ = trainer.sampled_features(hidden, eot, None, sample=False)
+        assert feats.shape[:2] == (1, 1)
+        assert torch.allclose(feats[0, 0], trainer.model.class_text_features(), atol=1e-5)
+
+
+def test_sampling_off_and_lambda_zero_gives_coops_loss(build_tiny_trainer):
+    empl = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.N_PROMPTS", 0, "TRAINER.EMPL.LAMBDA", 0.0)
+    coop = build_tiny_trainer("CoOp", COOP)
+    with torch.no_grad():
+        coop.model.prompt_learner.ctx.copy_(empl.model.prompt_learner.ctx + 0.05)
+        empl.model.prompt_learner.ctx.copy_(coop.model.prompt_learner.ctx)
+    images, labels = fixed_batch(empl)
+    loss_empl, _ = empl.compute_loss(images, labels)
+    loss_coop, _ = coop.compute_loss(images, labels)
+    assert loss_empl.item() == pytest.approx(loss_coop.item(), abs=1e-5)
+
+
+def test_empl_proda_without_sampling_is_proda(build_tiny_trainer):
+    empl = build_tiny_trainer("EMPL_ProDA", EMPL_PRODA, "TRAINER.EMPL.N_PROMPTS", 0, "TRAINER.EMPL.LAMBDA", 0.0)
+    proda = build_tiny_trainer("ProDA", PRODA)
+    with torch.no_grad():
+        proda.model.prompt_learner.ctx.copy_(empl.model.prompt_learner.ctx)
+    images, labels = fixed_batch(empl)
+    assert empl.compute_loss(images, labels)[0].item() == pytest.approx(proda.compute_loss(images, labels)[0].item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("name, config", [("EMPL_CoOp", EMPL_COOP), ("EMPL_ProDA", EMPL_PRODA), ("ProDA", PRODA)])
+def test_gradient_reaches_the_context_and_nothing_frozen(build_tiny_trainer, name, config):
+    trainer = build_tiny_trainer(name, config)
+    trainer.set_model_mode("train")
+    images, labels = fixed_batch(trainer)
+    trainer.model_zero_grad()
+    loss, output = trainer.compute_loss(images, labels)
+    loss.backward()
+    assert output.shape == (len(labels), trainer.dm.num_classes)
+    ctx = trainer.model.prompt_learner.ctx
+    assert ctx.grad is not None and ctx.grad.abs().sum() > 0
+    frozen_with_grad = [n for n, p in trainer.model.named_parameters() if p.grad is not None and n != "prompt_learner.ctx"]
+    assert frozen_with_grad == []
+
+
+def test_samples_differ_from_each_other_and_from_the_anchor(empl_coop):
+    images, _ = fixed_batch(empl_coop)
+    with torch.no_grad():
+        image_features = empl_coop.model.encode_image(images)
+    hidden, eot = empl_coop.prefix_states([empl_coop.model.prompt_learner.classes])
+    feats, per_image, result = empl_coop.sampled_features(hidden, eot, image_features)
+    n = empl_coop.cfg.TRAINER.EMPL.N_PROMPTS
+    assert feats.shape[:2] == (1, n + 1) and not per_image
+    samples = result.samples[0].detach().flatten(1)  # [N, M*d]
+    anchor = empl_coop.split_text.context_states(hidden[0, 0]).detach().flatten()
+    assert torch.cdist(samples, samples)[~torch.eye(n, dtype=torch.bool)].min() > 0
+    assert (samples - anchor).norm(dim=1).min() > 0
+    assert result.rejected_steps == 0 and result.diversity > 0
+    # Different prompts give different class features.
+    assert (feats[0, 1:] - feats[0, :1]).abs().max() > 1e-4
+
+
+def test_unseen_words_never_hold_a_class_name(empl_coop):
+    dataset = empl_coop.dm.dataset
+    forbidden = name_words(dataset.all_classnames)
+    assert forbidden >= {"circle", "heart", "crescent"}
+    drawn = [w for _ in range(200) for w in empl_coop.open_vocab.draw(8)]
+    assert len(set(drawn)) > 100 and not forbidden & set(drawn)
+
+
+def test_condition_image_gives_each_image_its_chains(build_tiny_trainer):
+    trainer = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.CONDITION", "image", "TRAINER.EMPL.N_PROMPTS", 2)
+    images, labels = fixed_batch(trainer, 3)
+    with torch.no_grad():
+        image_features = trainer.model.encode_image(images)
+    hidden, eot = trainer.prefix_states([trainer.model.prompt_learner.classes])
+    feats, per_image, result = trainer.sampled_features(hidden, eot, image_features)
+    assert per_image and feats.shape[:3] == (1, 3, 3) and result.samples.shape[:2] == (3, 2)
+    loss, output = trainer.compute_loss(images, labels)
+    assert torch.isfinite(loss) and output.shape == (3, trainer.dm.num_classes)
+
+
+def test_inference_modes(build_tiny_trainer):
+    trainer = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.INFERENCE", "anchor")
+    with torch.no_grad():
+        trainer.model.prompt_learner.ctx.add_(0.1 * torch.randn_like(trainer.model.prompt_learner.ctx))
+    trainer.set_model_mode("eval")
+    images, _ = fixed_batch(trainer)
+    coop_logits = trainer.model(images)  # CoOp's forward on the anchor
+    predictions = {}
+    for mode in ("anchor", "amortized", "sample"):
+        trainer.cfg.defrost()
+        trainer.cfg.TRAINER.EMPL.INFERENCE = mode
+        trainer._eval_cache = None
+        with torch.no_grad():
+            first, second = trainer.model_inference(images), trainer.model_inference(images)
+        assert first.shape == coop_logits.shape and torch.isfinite(first).all()
+        # anchor and amortized reuse one cached feature set per evaluation; sample redraws per batch.
+        assert torch.equal(first, second) == (mode != "sample")
+        predictions[mode] = first
+    # anchor mode is CoOp's prediction: one softmax.
+    assert torch.allclose(predictions["anchor"], F.log_softmax(coop_logits, -1), atol=1e-5)
+    assert not torch.allclose(predictions["amortized"], predictions["anchor"])
+    # Each mode's output is the log of a mixture of softmaxes: a distribution.
+    assert torch.allclose(predictions["sample"].exp().sum(-1), torch.ones(len(images)), atol=1e-5)
+
+
+def test_save_then_load_reproduces_anchor_mode_logits(build_tiny_trainer, tmp_path):
+    trainer = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.INFERENCE", "anchor", output_dir=tmp_path / "a")
+    with torch.no_grad():
+        trainer.model.prompt_learner.ctx.add_(torch.randn_like(trainer.model.prompt_learner.ctx))
+    trainer.save_model(0, str(tmp_path / "a"))
+    images, _ = fixed_batch(trainer)
+    trainer.set_model_mode("eval")
+    expected = trainer.model_inference(images)
+    fresh = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.INFERENCE", "anchor", output_dir=tmp_path / "b")
+    fresh.load_model(str(tmp_path / "a"), epoch=1)
+    fresh.set_model_mode("eval")
+    assert torch.allclose(fresh.model_inference(images), expected)
+
+
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (("TRAINER.COOP.CSC", True), "CSC False"),
+        (("TRAINER.EMPL.INFERENCE", "mcmc"), "INFERENCE"),
+        (("TRAINER.EMPL.SGLD_LAYERS", 9), "SGLD_LAYERS"),
+        (("TRAINER.EMPL.CONDITION", "class"), "CONDITION"),
+    ],
+)
+def test_bad_empl_config_is_a_clear_error(build_tiny_trainer, opts, message):
+    with pytest.raises(ValueError, match=message):
+        build_tiny_trainer("EMPL_CoOp", EMPL_COOP, *opts)

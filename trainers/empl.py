@@ -1,0 +1,232 @@
+"""EMPL's machinery, shared by EMPL_CoOp and EMPL_ProDA (formulation: docs/EMPL.md).
+
+- `LayerSplitText`: the text encoder split at block L - l. The context positions' hidden states
+  there (H) are what SGLD samples; the last l blocks turn any H into class text features.
+- `EMPLMixin`: mixed into a prompt trainer (with `SGLDPromptSampler`), it builds each training
+  task (seen classes + unseen words), samples prompts, forms L_in + LAMBDA * L_out, and runs the
+  three inference modes. How K prompt sets x S samples of logits become a loss and a prediction
+  is the host method's business: `multi_prompt_loss` / `multi_prompt_prediction`.
+"""
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+from .clip_backbone import ClassPrompts, eot_positions, l2_normalize
+from .multi_prompt_losses import free_energy, open_vocabulary_loss
+from .open_vocab import OpenVocabulary
+from .sgld import SGLDPromptSampler, SGLDResult
+
+CONDITIONS = ("batch", "image")
+INFERENCE_MODES = ("sample", "amortized", "anchor")
+
+
+class LayerSplitText:
+    """The text encoder split at block L - l for prompts "[SOS] ctx_1..ctx_M <name> . [EOS]"."""
+
+    def __init__(self, text_encoder, sgld_layers: int, n_ctx: int):
+        depth = text_encoder.num_layers
+        if not 1 <= sgld_layers <= depth:
+            raise ValueError(f"TRAINER.EMPL.SGLD_LAYERS must be in 1..{depth} for this CLIP, got {sgld_layers}")
+        self.encoder = text_encoder
+        self.split = depth - sgld_layers
+        self.n_ctx = n_ctx
+
+    def prefix(self, prompts: torch.Tensor, tokenized: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states at the input of block L - l, sequences cut at the longest prompt.
+
+        prompts [P, 77, d], tokenized [P, 77] -> (hidden [P, T, d], eot [P]).
+        """
+        eot = eot_positions(tokenized)
+        x = self.encoder.embed(prompts[:, : int(eot.max()) + 1])
+        return self.encoder.run_blocks(x, 0, self.split), eot
+
+    def context_states(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The context positions' states: [..., T, d] -> [..., M, d]."""
+        return hidden[..., 1 : 1 + self.n_ctx, :]
+
+    def features(self, hidden: torch.Tensor, eot: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """Normalised text features with the context states replaced.
+
+        hidden [A, P, T, d] (A prompt sets or chain groups), eot [P], states [A, S, M, d]
+        -> [A, S, P, D]: prompt s of group a on every one of the P sequences.
+        """
+        groups, samples = states.shape[:2]
+        n_seq, length, width = hidden.shape[1:]
+        x = hidden.unsqueeze(1).expand(groups, samples, n_seq, length, width)
+        ctx = states.unsqueeze(2).expand(groups, samples, n_seq, self.n_ctx, width).type(x.dtype)
+        x = torch.cat([x[..., :1, :], ctx, x[..., 1 + self.n_ctx :, :]], dim=-2)
+        x = self.encoder.run_blocks(x.reshape(-1, length, width), self.split)
+        feats = self.encoder.final_features(x, eot.repeat(groups * samples))
+        return l2_normalize(feats).view(groups, samples, n_seq, -1)
+
+
+def check_empl_cfg(empl) -> None:
+    """Clear errors for TRAINER.EMPL values the code cannot run with."""
+    if empl.CONDITION not in CONDITIONS:
+        raise ValueError(f"TRAINER.EMPL.CONDITION must be one of {CONDITIONS}, got {empl.CONDITION!r}")
+    if empl.INFERENCE not in INFERENCE_MODES:
+        raise ValueError(f"TRAINER.EMPL.INFERENCE must be one of {INFERENCE_MODES}, got {empl.INFERENCE!r}")
+    if empl.OPEN_LOSS not in ("entropy", "energy", "none"):
+        raise ValueError(f"TRAINER.EMPL.OPEN_LOSS must be entropy, energy or none, got {empl.OPEN_LOSS!r}")
+    if empl.BACKPROP not in ("detach", "full"):
+        raise ValueError(f"TRAINER.EMPL.BACKPROP must be detach or full, got {empl.BACKPROP!r}")
+    for key in ("N_PROMPTS", "SGLD_STEPS", "N_UNSEEN"):
+        if empl[key] < 0:
+            raise ValueError(f"TRAINER.EMPL.{key} must be >= 0, got {empl[key]}")
+    if empl.SGLD_STEP_SIZE <= 0 or empl.ENERGY_TEMP <= 0:
+        raise ValueError("TRAINER.EMPL.SGLD_STEP_SIZE and ENERGY_TEMP must be > 0")
+
+
+class EMPLMixin(SGLDPromptSampler):
+    """Energy-based multi-prompt learning on a host prompt trainer.
+
+    The host's model provides: prompt_learner.context_sets() -> [K, M, d] (K prompt sets),
+    prompt_learner.classes (ClassPrompts of the training classes), prompt_learner.prompt_prefix,
+    prompt_learner.n_ctx, text_encoder, token_embedding, dtype, logit_scale, encode_image(x).
+    The host implements multi_prompt_loss(logits [K, S, B, C], labels, anchor_features [K, C, D]) ->
+    (loss, logits for accuracy) and multi_prompt_prediction(logits [K, S, B, C]) -> [B, C].
+    """
+
+    def build_empl(self) -> None:
+        """Call at the end of build_model."""
+        empl = self.cfg.TRAINER.EMPL
+        check_empl_cfg(empl)
+        learner = self.model.prompt_learner
+        self.split_text = LayerSplitText(self.model.text_encoder, empl.SGLD_LAYERS, learner.n_ctx)
+        dataset = self.dm.dataset
+        names = list(getattr(dataset, "all_classnames", dataset.classnames)) + list(dataset.classnames)
+        self.open_vocab = OpenVocabulary(names, empl.VOCAB_FILE, seed=max(self.cfg.SEED, 0))
+        print(f"Open vocabulary: {len(self.open_vocab)} words, {empl.N_UNSEEN} unseen words per batch")
+        self._eval_cache = None
+
+    # ------------------------------------------------------------------ building blocks
+    @property
+    def empl_cfg(self):
+        return self.cfg.TRAINER.EMPL
+
+    def word_prompts(self, words: Sequence[str]) -> ClassPrompts:
+        """Prompt pieces "ctx <word>." for unseen words, on the model's device."""
+        learner = self.model.prompt_learner
+        pieces = ClassPrompts(self.model, words, learner.prompt_prefix, learner.n_ctx)
+        return pieces.to(learner.classes.token_prefix.device)
+
+    def prefix_states(self, pieces: List[ClassPrompts]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states at block L - l of every prompt set on the classes of `pieces`.
+
+        -> (hidden [K, P, T, d] with P = total classes, eot [P]). Gradient flows to the context.
+        """
+        ctx_sets = self.model.prompt_learner.context_sets()  # [K, M, d]
+        prompts = torch.cat([torch.cat([p.assemble(ctx) for p in pieces]) for ctx in ctx_sets])
+        tokenized = torch.cat([p.tokenized_prompts for p in pieces]).to(prompts.device)
+        hidden, eot = self.split_text.prefix(prompts, tokenized.repeat(len(ctx_sets), 1))
+        return hidden.view(len(ctx_sets), -1, *hidden.shape[1:]), eot[: tokenized.shape[0]]
+
+    def image_logits(self, image_features: torch.Tensor, text_features: torch.Tensor, per_image: bool) -> torch.Tensor:
+        """image_features [B, D]; text_features [K, S, P, D] (shared by the batch) or
+        [K, B, S, P, D] (per image) -> logits [K, S, B, P]."""
+        tau = self.model.logit_scale.exp()
+        if per_image:
+            return tau * torch.einsum("kbspd,bd->ksbp", text_features, image_features)
+        return tau * torch.einsum("kspd,bd->ksbp", text_features, image_features)
+
+    def sampled_features(
+        self, hidden: torch.Tensor, eot: torch.Tensor, image_features: Optional[torch.Tensor],
+        sample: bool = True, allow_per_image: bool = True,
+    ) -> Tuple[torch.Tensor, bool, Optional[SGLDResult]]:
+        """Text features of the anchors and their SGLD samples on the classes of `hidden`.
+
+        hidden [K, P, T, d]; image_features [B, D] condition the energy.
+        -> (features [K, S, P, D] or, with CONDITION image, [K, B, S, P, D]; per_image flag;
+        the sampler's result). S = 1 + N_PROMPTS (anchor first); S = 1 without sampling.
+        allow_per_image=False conditions on the whole batch whatever CONDITION says (amortized).
+        """
+        empl = self.empl_cfg
+        anchors = self.split_text.context_states(hidden[:, 0])  # [K, M, d]: class-independent
+        per_image = allow_per_image and empl.CONDITION == "image" and sample and empl.N_PROMPTS > 0
+        if not sample or empl.N_PROMPTS == 0:
+            return self.split_text.features(hidden, eot, anchors.unsqueeze(1)), False, None
+
+        n_sets, batch = anchors.shape[0], image_features.shape[0]
+        groups = batch if per_image else 1
+        # Chain groups: every prompt set (x every image with CONDITION image), k-major.
+        group_hidden = hidden.repeat_interleave(groups, dim=0) if per_image else hidden
+        group_images = image_features.unsqueeze(1) if per_image else image_features.unsqueeze(0)  # [G, B', D]
+        frozen_hidden = group_hidden.detach()
+        tau = self.model.logit_scale.exp().detach()
+
+        def energy(states):  # states [K*G, N, M, d] -> data energy [K*G, N]
+            feats = self.split_text.features(frozen_hidden, eot, states)  # [K*G, N, P, D]
+            images = group_images.repeat(n_sets, 1, 1)  # [K*G, B', D]
+            logits = tau * torch.einsum("anpd,abd->anbp", feats, images)
+            return free_energy(logits, empl.ENERGY_TEMP)
+
+        result = self.sample_prompts(anchors.repeat_interleave(groups, dim=0), energy)
+        group_anchors = anchors.repeat_interleave(groups, dim=0).unsqueeze(1)
+        states = torch.cat([group_anchors, result.samples.type(group_anchors.dtype)], dim=1)
+        feats = self.split_text.features(group_hidden, eot, states)  # [K*G, S, P, D]
+        if per_image:
+            feats = feats.view(n_sets, groups, *feats.shape[1:])
+        return feats, per_image, result
+
+    # ------------------------------------------------------------------ training
+    def compute_loss(self, image, label):
+        """L = L_in + LAMBDA * L_out on one task: seen classes V and N_UNSEEN unseen words."""
+        empl = self.empl_cfg
+        with torch.no_grad():
+            image_features = self.model.encode_image(image)
+        seen = self.model.prompt_learner.classes
+        pieces = [seen]
+        if empl.N_UNSEEN > 0 and (empl.LAMBDA > 0 or empl.OPEN_LOSS != "none"):
+            pieces.append(self.word_prompts(self.open_vocab.draw(empl.N_UNSEEN)))
+        hidden, eot = self.prefix_states(pieces)
+        feats, per_image, result = self.sampled_features(hidden, eot, image_features)
+        logits = self.image_logits(image_features, feats, per_image)  # [K, S, B, V+U]
+        n_seen = seen.n_cls
+        anchor_features = (feats[:, 0, 0] if per_image else feats[:, 0])[:, :n_seen]  # [K, V, D]
+        loss_in, output = self.multi_prompt_loss(logits[..., :n_seen], label, anchor_features)
+        loss_out = logits.new_zeros(())
+        if len(pieces) > 1 and empl.LAMBDA > 0:
+            anchor_logits = logits[:, 0].mean(0)  # the mean prompt's logits, [B, V+U]
+            loss_out = open_vocabulary_loss(anchor_logits[:, :n_seen], anchor_logits[:, n_seen:], empl.OPEN_LOSS)
+        self.extra_loss_summary = {"loss_in": loss_in.item(), "loss_out": loss_out.item()}
+        if result is not None:
+            self.extra_loss_summary.update(result.as_dict(prefix="sgld_"))
+        return loss_in + empl.LAMBDA * loss_out, output
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def test(self, split=None):
+        self._eval_cache = None
+        try:
+            return super().test(split)
+        finally:
+            self._eval_cache = None
+
+    def calibration_features(self) -> torch.Tensor:
+        """Image features of the first training batch: amortized mode's fixed condition."""
+        batch = next(iter(self.train_loader_x))
+        return self.model.encode_image(batch["img"].to(self.device))
+
+    def model_inference(self, image):
+        with self.autocast():
+            return self._empl_inference(image)
+
+    def _empl_inference(self, image):
+        mode = self.empl_cfg.INFERENCE
+        image_features = self.model.encode_image(image)
+        if self._eval_cache is None:
+            hidden, eot = self.prefix_states([self.model.prompt_learner.classes])
+            if mode == "sample":
+                self._eval_cache = (hidden, eot)
+            else:  # anchor or amortized: the text features of the whole evaluation, once
+                condition = self.calibration_features() if mode == "amortized" else None
+                feats, _, _ = self.sampled_features(
+                    hidden, eot, condition, sample=mode == "amortized", allow_per_image=False
+                )
+                self._eval_cache = feats
+        if mode == "sample":
+            hidden, eot = self._eval_cache
+            feats, per_image, _ = self.sampled_features(hidden, eot, image_features)
+        else:
+            feats, per_image = self._eval_cache, False
+        return self.multi_prompt_prediction(self.image_logits(image_features, feats, per_image))
