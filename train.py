@@ -21,6 +21,7 @@ from dassl.utils import collect_env_info, set_random_seed, setup_logger
 
 import datasets  # noqa: F401  (registers every dataset in DATASET_REGISTRY)
 import trainers  # noqa: F401  (registers every trainer in TRAINER_REGISTRY)
+from trainers.config import add_method_config
 
 
 def print_args(args, cfg):
@@ -63,7 +64,8 @@ def extend_cfg(cfg):
     """Add the keys of the prompt learners to Dassl's defaults.
 
     The TRAINER.COOP / COCOOP / MAPLE nodes and DATASET.SUBSAMPLE_CLASSES are CoOp's and
-    MaPLe's, with their defaults, so their config files merge unchanged.
+    MaPLe's, with their defaults, so their config files merge unchanged; the keys this project
+    adds come from trainers/config.py, which a CoOp checkout can call the same way.
     """
     cfg.TRAINER.COOP = CN()
     cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
@@ -83,32 +85,6 @@ def extend_cfg(cfg):
     cfg.TRAINER.MAPLE.PREC = "fp16"
     cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9  # 1 = shallow MaPLe
 
-    # ProDA (Lu et al., CVPR 2022): K prompt sets, Gaussian-bound loss (docs/EMPL.md).
-    cfg.TRAINER.PRODA = CN()
-    cfg.TRAINER.PRODA.N_PROMPTS = 4  # K, "ProDA(x4)"; the ProDA paper used 32
-    cfg.TRAINER.PRODA.N_CTX = 16
-    cfg.TRAINER.PRODA.CTX_INIT = ""
-    cfg.TRAINER.PRODA.PREC = "fp16"
-    cfg.TRAINER.PRODA.ORTHO_WEIGHT = 0.1  # weight of the prompts' orthogonality penalty
-
-    # EMPL (docs/EMPL.md; README "EMPL configuration"). Host keys stay in TRAINER.COOP/PRODA.
-    cfg.TRAINER.EMPL = CN()
-    cfg.TRAINER.EMPL.N_PROMPTS = 4  # N chains (samples) per anchor; 0 turns sampling off
-    cfg.TRAINER.EMPL.SGLD_STEPS = 5  # T
-    cfg.TRAINER.EMPL.SGLD_STEP_SIZE = 0.01  # alpha, in units of rms(anchor)
-    cfg.TRAINER.EMPL.NOISE_STD = 1.0  # 1 = exact Langevin noise
-    cfg.TRAINER.EMPL.INIT_STD = 0.1  # chain starts: anchor + INIT_STD * r * eps
-    cfg.TRAINER.EMPL.PRIOR_STD = 0.1  # sigma / rms(anchor) of the anchoring prior; <= 0: no prior
-    cfg.TRAINER.EMPL.SGLD_LAYERS = 2  # l: sample at the input of text block L - l
-    cfg.TRAINER.EMPL.ENERGY_TEMP = 1.0  # T_E
-    cfg.TRAINER.EMPL.CONDITION = "batch"  # batch or image
-    cfg.TRAINER.EMPL.BACKPROP = "detach"  # detach or full (through the chain)
-    cfg.TRAINER.EMPL.N_UNSEEN = 4  # unseen words per batch
-    cfg.TRAINER.EMPL.VOCAB_FILE = ""  # word list; empty = CLIP's BPE whole words
-    cfg.TRAINER.EMPL.LAMBDA = 0.1  # weight of L_out
-    cfg.TRAINER.EMPL.OPEN_LOSS = "entropy"  # entropy, energy or none
-    cfg.TRAINER.EMPL.INFERENCE = "sample"  # sample, amortized or anchor
-
     # MaPLe's repo also ships configs for its IVLP and VPT baselines; their keys are declared
     # so those files merge, although those two trainers are not implemented here.
     cfg.TRAINER.IVLP = CN()
@@ -126,9 +102,8 @@ def extend_cfg(cfg):
 
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
 
-    # Not in CoOp: a local CLIP checkpoint file (JIT archive or state dict). Empty = the clip
-    # package's download cache for MODEL.BACKBONE.NAME.
-    cfg.MODEL.BACKBONE.CHECKPOINT = ""
+    # Ours: MODEL.BACKBONE.CHECKPOINT, TRAINER.PRODA, TRAINER.EMPL (trainers/config.py).
+    add_method_config(cfg)
 
 
 def setup_cfg(args):

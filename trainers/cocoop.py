@@ -9,10 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dassl.engine import TRAINER_REGISTRY
-
 from .clip_backbone import ClassPrompts, PromptedCLIP, init_context, l2_normalize
-from .prompt_trainer import ClipPromptTrainer
+from .prompt_trainer import ClipPromptTrainer, register_trainer
 
 
 class PromptLearner(nn.Module):
@@ -78,7 +76,7 @@ class CustomCLIP(PromptedCLIP):
         return logits
 
 
-@TRAINER_REGISTRY.register()
+@register_trainer
 class CoCoOp(ClipPromptTrainer):
     """Conditional Context Optimization (CoCoOp). https://arxiv.org/abs/2203.05557"""
 

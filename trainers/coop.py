@@ -7,10 +7,8 @@ front. Keys: TRAINER.COOP.N_CTX, CSC, CTX_INIT, PREC, CLASS_TOKEN_POSITION.
 import torch
 import torch.nn as nn
 
-from dassl.engine import TRAINER_REGISTRY
-
 from .clip_backbone import ClassPrompts, PromptedCLIP, init_context, l2_normalize
-from .prompt_trainer import ClipPromptTrainer
+from .prompt_trainer import ClipPromptTrainer, register_trainer
 
 
 class PromptLearner(nn.Module):
@@ -63,7 +61,7 @@ class CustomCLIP(PromptedCLIP):
         return self.logits_from_features(image, self.class_text_features())
 
 
-@TRAINER_REGISTRY.register()
+@register_trainer
 class CoOp(ClipPromptTrainer):
     """Context Optimization (CoOp). https://arxiv.org/abs/2109.01134"""
 

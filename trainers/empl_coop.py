@@ -4,11 +4,10 @@ phi = CoOp's context (TRAINER.COOP.N_CTX, CTX_INIT, PREC; CSC False, class token
 N prompts are drawn by SGLD around it at text block L - l; L_in is the NLL of the mean of the
 N+1 softmaxes. Keys: TRAINER.EMPL.* (README, "EMPL configuration").
 """
-from dassl.engine import TRAINER_REGISTRY
-
 from . import coop
 from .empl import EMPLMixin
 from .multi_prompt_losses import mixture_log_probs, mixture_nll
+from .prompt_trainer import register_trainer
 
 
 class PromptLearner(coop.PromptLearner):
@@ -16,7 +15,7 @@ class PromptLearner(coop.PromptLearner):
         return self.ctx.unsqueeze(0)  # one prompt set: [1, M, d]
 
 
-@TRAINER_REGISTRY.register()
+@register_trainer
 class EMPL_CoOp(EMPLMixin, coop.CoOp):
     """Energy-based Multi-prompt Learning with CoOp's context as the anchor."""
 

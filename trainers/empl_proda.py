@@ -4,13 +4,12 @@ The K prompt sets are the chain starts (N chains each); ProDA's Gaussian-bound l
 over the K anchors and their K x N samples together; L_out uses the mean prompt's logits; the
 prediction uses the mean text feature. Keys: TRAINER.PRODA.*, TRAINER.EMPL.*.
 """
-from dassl.engine import TRAINER_REGISTRY
-
 from . import proda
 from .empl import EMPLMixin
+from .prompt_trainer import register_trainer
 
 
-@TRAINER_REGISTRY.register()
+@register_trainer
 class EMPL_ProDA(EMPLMixin, proda.ProDA):
     """Energy-based Multi-prompt Learning with ProDA's prompt sets as anchors."""
 

@@ -8,11 +8,9 @@ Keys: TRAINER.PRODA.N_PROMPTS, N_CTX, CTX_INIT, PREC, ORTHO_WEIGHT.
 import torch
 import torch.nn as nn
 
-from dassl.engine import TRAINER_REGISTRY
-
 from .clip_backbone import ClassPrompts, PromptedCLIP, init_context, l2_normalize
 from .multi_prompt_losses import proda_gaussian_bound_loss, prompt_orthogonality
-from .prompt_trainer import ClipPromptTrainer
+from .prompt_trainer import ClipPromptTrainer, register_trainer
 
 
 class PromptLearner(nn.Module):
@@ -75,7 +73,7 @@ def proda_loss(prompt_logits, labels, anchor_features, ortho_weight):
     return loss
 
 
-@TRAINER_REGISTRY.register()
+@register_trainer
 class ProDA(ClipPromptTrainer):
     """Prompt Distribution Learning. https://arxiv.org/abs/2205.03340"""
 

@@ -11,12 +11,23 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
-from dassl.engine import TrainerX
+from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_checkpoint, load_pretrained_weights
 
 from .clip_backbone import load_clip, resolve_precision, set_clip_precision
+
+def register_trainer(cls):
+    """TRAINER_REGISTRY.register(), except that a name already registered by another module
+    keeps its class. Dropped into a CoOp checkout (README), our CoOp, CoCoOp and ZeroshotCLIP
+    then leave the checkout's own trainers of those names in place instead of failing."""
+    existing = TRAINER_REGISTRY._obj_map.get(cls.__name__)
+    if existing is not None and existing.__module__ != cls.__module__:
+        print(f"Note: trainer {cls.__name__} is already registered by {existing.__module__}; keeping it")
+        return cls
+    return TRAINER_REGISTRY.register(force=existing is not None)(cls)
+
 
 # Buffers that depend on the current class names: saved with the prompt learner (as CoOp
 # does) but never loaded back, so a model trained on base classes evaluates on new ones.

@@ -2,10 +2,11 @@
 ImageNet template ensemble (ZeroshotCLIP2). Nothing is trained: use --eval-only."""
 import torch
 
-from dassl.engine import TRAINER_REGISTRY, TrainerX
+from dassl.engine import TrainerX
 
 from .clip_backbone import clean_classname, l2_normalize, load_clip, resolve_precision, set_clip_precision, tokenize
 from .imagenet_templates import IMAGENET_TEMPLATES_SELECT
+from .prompt_trainer import register_trainer
 
 CUSTOM_TEMPLATES = {
     "OxfordPets": "a photo of a {}, a type of pet.",
@@ -31,7 +32,7 @@ def dataset_template(dataset_name: str) -> str:
     return CUSTOM_TEMPLATES.get(dataset_name, DEFAULT_TEMPLATE)
 
 
-@TRAINER_REGISTRY.register()
+@register_trainer
 class ZeroshotCLIP(TrainerX):
     """CLIP with one template per dataset."""
 
@@ -62,7 +63,7 @@ class ZeroshotCLIP(TrainerX):
         return self.clip_model.logit_scale.exp() * image_features @ self.text_features.t()
 
 
-@TRAINER_REGISTRY.register()
+@register_trainer
 class ZeroshotCLIP2(ZeroshotCLIP):
     """CLIP's 7 selected ImageNet templates, plus the dataset's own template off ImageNet."""
 

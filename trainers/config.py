@@ -1,0 +1,39 @@
+"""Config keys this project adds to Dassl's defaults and CoOp's extend_cfg.
+
+train.py's extend_cfg calls `add_method_config(cfg)`; so does a CoOp checkout that these
+trainers are dropped into (README, "Using these trainers in an existing CoOp checkout").
+Every key is explained in the README ("EMPL configuration") and docs/EMPL.md.
+"""
+from yacs.config import CfgNode as CN
+
+
+def add_method_config(cfg):
+    # A local CLIP checkpoint file (JIT archive or state dict). Empty = the clip package's
+    # download cache for MODEL.BACKBONE.NAME.
+    cfg.MODEL.BACKBONE.CHECKPOINT = ""
+
+    # ProDA (Lu et al., CVPR 2022): K prompt sets, Gaussian-bound loss (docs/EMPL.md).
+    cfg.TRAINER.PRODA = CN()
+    cfg.TRAINER.PRODA.N_PROMPTS = 4  # K, "ProDA(x4)"; the ProDA paper used 32
+    cfg.TRAINER.PRODA.N_CTX = 16
+    cfg.TRAINER.PRODA.CTX_INIT = ""
+    cfg.TRAINER.PRODA.PREC = "fp16"
+    cfg.TRAINER.PRODA.ORTHO_WEIGHT = 0.1  # weight of the prompts' orthogonality penalty
+
+    # EMPL (docs/EMPL.md; README "EMPL configuration"). Host keys stay in TRAINER.COOP/PRODA.
+    cfg.TRAINER.EMPL = CN()
+    cfg.TRAINER.EMPL.N_PROMPTS = 4  # N chains (samples) per anchor; 0 turns sampling off
+    cfg.TRAINER.EMPL.SGLD_STEPS = 5  # T
+    cfg.TRAINER.EMPL.SGLD_STEP_SIZE = 0.01  # alpha, in units of rms(anchor)
+    cfg.TRAINER.EMPL.NOISE_STD = 1.0  # 1 = exact Langevin noise
+    cfg.TRAINER.EMPL.INIT_STD = 0.1  # chain starts: anchor + INIT_STD * r * eps
+    cfg.TRAINER.EMPL.PRIOR_STD = 0.1  # sigma / rms(anchor) of the anchoring prior; <= 0: no prior
+    cfg.TRAINER.EMPL.SGLD_LAYERS = 2  # l: sample at the input of text block L - l
+    cfg.TRAINER.EMPL.ENERGY_TEMP = 1.0  # T_E
+    cfg.TRAINER.EMPL.CONDITION = "batch"  # batch or image
+    cfg.TRAINER.EMPL.BACKPROP = "detach"  # detach or full (through the chain)
+    cfg.TRAINER.EMPL.N_UNSEEN = 4  # unseen words per batch
+    cfg.TRAINER.EMPL.VOCAB_FILE = ""  # word list; empty = CLIP's BPE whole words
+    cfg.TRAINER.EMPL.LAMBDA = 0.1  # weight of L_out
+    cfg.TRAINER.EMPL.OPEN_LOSS = "entropy"  # entropy, energy or none
+    cfg.TRAINER.EMPL.INFERENCE = "sample"  # sample, amortized or anchor
