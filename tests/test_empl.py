@@ -115,7 +115,7 @@ def test_inference_modes(build_tiny_trainer):
     for mode in ("anchor", "amortized", "sample"):
         trainer.cfg.defrost()
         trainer.cfg.TRAINER.EMPL.INFERENCE = mode
-        trainer._eval_cache = None
+        trainer.clear_eval_cache()
         with torch.no_grad():
             first, second = trainer.model_inference(images), trainer.model_inference(images)
         assert first.shape == coop_logits.shape and torch.isfinite(first).all()

@@ -97,7 +97,6 @@ class EMPLMixin(SGLDPromptSampler):
         names = list(getattr(dataset, "all_classnames", dataset.classnames)) + list(dataset.classnames)
         self.open_vocab = OpenVocabulary(names, empl.VOCAB_FILE, seed=max(self.cfg.SEED, 0))
         print(f"Open vocabulary: {len(self.open_vocab)} words, {empl.N_UNSEEN} unseen words per batch")
-        self._eval_cache = None
 
     # ------------------------------------------------------------------ building blocks
     @property
@@ -194,14 +193,6 @@ class EMPLMixin(SGLDPromptSampler):
         return loss_in + empl.LAMBDA * loss_out, output
 
     # ------------------------------------------------------------------ inference
-    @torch.no_grad()
-    def test(self, split=None):
-        self._eval_cache = None
-        try:
-            return super().test(split)
-        finally:
-            self._eval_cache = None
-
     def calibration_features(self) -> torch.Tensor:
         """Image features of the first training batch: amortized mode's fixed condition."""
         batch = next(iter(self.train_loader_x))

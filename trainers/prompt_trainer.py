@@ -77,7 +77,7 @@ class ClipPromptTrainer(TrainerX):
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model("prompt_learner", self.model.prompt_learner, self.optim, self.sched)
         self.scaler = torch.amp.GradScaler("cuda") if self.prec == "amp" else None
-        self._eval_text_features = None
+        self._eval_cache = None
 
     # ------------------------------------------------------------------ training
     def autocast(self):
@@ -116,20 +116,25 @@ class ClipPromptTrainer(TrainerX):
     def test(self, split=None):
         # Class text features do not depend on the test image for CoOp-like models: compute
         # them once per evaluation instead of once per batch (the reference recomputes them).
-        self._eval_text_features = None
+        self.clear_eval_cache()
         try:
             return super().test(split)
         finally:
-            self._eval_text_features = None
+            self.clear_eval_cache()
+
+    def clear_eval_cache(self):
+        """Forget what model_inference cached for the current evaluation (class text features,
+        EMPL's prefix states): call it when prompts or class names change outside test()."""
+        self._eval_cache = None
 
     def model_inference(self, image):
         model = self.model
         if hasattr(model, "class_text_features") and hasattr(model, "logits_from_features"):
-            if self._eval_text_features is None:
+            if self._eval_cache is None:
                 with self.autocast():
-                    self._eval_text_features = model.class_text_features()
+                    self._eval_cache = model.class_text_features()
             with self.autocast():
-                return model.logits_from_features(image, self._eval_text_features)
+                return model.logits_from_features(image, self._eval_cache)
         with self.autocast():
             return model(image)
 

@@ -1,0 +1,30 @@
+"""Smoke test of the benchmark command in its small CPU mode: it builds each trainer on
+synthetic tensors, times it, prints the table and writes JSON (no time assertions)."""
+import json
+import math
+
+from tools import bench
+
+
+def test_bench_prints_a_row_per_trainer_and_mode(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rows = bench.main([
+        "--device", "cpu", "--backbone", "tiny-vit", "--classes", "5",
+        "--trainers", "ZeroshotCLIP", "CoOp", "EMPL_CoOp", "NoSuchTrainer",
+        "--warmup", "0", "--steps", "1", "--eval-batches", "1", "--eval-batch-size", "4",
+        "--json", str(out),
+    ])
+    printed = capsys.readouterr().out
+    assert "skip NoSuchTrainer" in printed
+    expected = ["ZeroshotCLIP", "CoOp", "EMPL_CoOp (sample)", "EMPL_CoOp (amortized)", "EMPL_CoOp (anchor)"]
+    assert [r["trainer"] for r in rows] == expected
+    table_rows = [line for line in printed.splitlines() if line.startswith("| ") and " ours " in line]
+    assert [line.split(" | ")[0][2:] for line in table_rows] == expected
+    for r in rows:
+        assert r["classes"] == 5 and r["eval_ms_per_batch"] > 0 and r["eval_img_s"] > 0
+    coop = next(r for r in rows if r["trainer"] == "CoOp")
+    assert coop["batch"] == 32 and coop["train_ms"] > 0
+    assert math.isnan(rows[0]["train_ms"])  # zero-shot CLIP has no training step
+    saved = json.loads(out.read_text())
+    assert saved["backbone"] == "tiny-vit" and len(saved["rows"]) == len(rows)
+    assert saved["rows"][0]["train_ms"] is None  # NaN is written as null

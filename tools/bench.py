@@ -1,0 +1,289 @@
+"""Speed and memory of every trainer: training step, peak memory, evaluation throughput.
+
+    python tools/bench.py --device cuda --backbone random-vit-b16 --classes 10 100 1000 --prec amp fp16 \
+        --json bench.json [--reference-coop /path/to/KaiyangZhou/CoOp]
+    python tools/bench.py --device cpu --backbone tiny-vit --classes 10 100      # the CPU table
+
+Inputs are synthetic tensors (no data loading, no disk), so the numbers measure the trainers.
+Each trainer is built from its ViT-B/16 config (batch size and method keys), with the backbone,
+precision and class count given here. A training step is the trainer's own forward_backward
+(loss, backward, optimizer step); the figure is the median after warm-up. An evaluation is
+--eval-batches batches of --eval-batch-size images through model_inference, including the
+once-per-evaluation work (class text features, EMPL's cache). With --reference-coop, the
+reference CoOp and CoCoOp models of that checkout are timed in the same run on the same CLIP;
+their code is imported from there, never copied.
+"""
+import argparse
+import copy
+from contextlib import nullcontext
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+import types
+
+import torch
+import torch.nn.functional as F
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import trainers  # noqa: E402,F401  (registers the trainers)
+from dassl.config import get_cfg_default  # noqa: E402
+from dassl.engine import TRAINER_REGISTRY  # noqa: E402
+from train import extend_cfg  # noqa: E402
+from trainers import clip_backbone  # noqa: E402
+from trainers.open_vocab import clip_bpe_words  # noqa: E402
+
+# trainer -> (config with its batch size and keys, the node holding PREC)
+TRAINER_CONFIGS = {
+    "ZeroshotCLIP": ("configs/trainers/CoOp/vit_b16.yaml", None),
+    "CoOp": ("configs/trainers/CoOp/vit_b16.yaml", "COOP"),
+    "CoCoOp": ("configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml", "COCOOP"),
+    "ProDA": ("configs/trainers/ProDA/vit_b16_ep50.yaml", "PRODA"),
+    "MaPLe": ("configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml", "MAPLE"),
+    "EMPL_CoOp": ("configs/trainers/EMPL_CoOp/vit_b16_ep50_ctxv1.yaml", "COOP"),
+    "EMPL_ProDA": ("configs/trainers/EMPL_ProDA/vit_b16_ep50.yaml", "PRODA"),
+    "EMPL_MaPLe": ("configs/trainers/EMPL_MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml", "MAPLE"),
+}
+
+
+def class_names(n, seed=0):
+    """n distinct two-word names (ImageNet names are mostly 2-4 tokens)."""
+    words = clip_bpe_words()
+    g = torch.Generator().manual_seed(seed)
+    names = set()
+    while len(names) < n:
+        i, j = torch.randint(len(words), (2,), generator=g).tolist()
+        names.add(f"{words[i]} {words[j]}")
+    return sorted(names)
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device):
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def make_cfg(trainer, args, n_classes, output_dir, batch_size=None):
+    config, node = TRAINER_CONFIGS[trainer]
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    cfg.merge_from_file(os.path.join(ROOT, config))
+    size = clip_backbone.LOCAL_CLIP_CONFIGS[args.backbone]["image_resolution"]
+    cfg.MODEL.BACKBONE.NAME = args.backbone
+    cfg.INPUT.SIZE = (size, size)
+    cfg.TRAINER.NAME = trainer
+    cfg.OUTPUT_DIR = output_dir
+    cfg.USE_CUDA = args.device == "cuda"
+    cfg.DATALOADER.TEST.BATCH_SIZE = args.eval_batch_size
+    if batch_size:
+        cfg.DATALOADER.TRAIN_X.BATCH_SIZE = batch_size
+    if node:
+        cfg.TRAINER[node].PREC = args.prec_now
+    cfg.freeze()
+    return cfg
+
+
+def synthetic_trainer_class(cls, names, batch_size, image_size, device):
+    """cls with build_data_loader replaced by one synthetic batch (no DataManager, no disk)."""
+
+    def build_data_loader(self):
+        g = torch.Generator().manual_seed(0)
+        batch = {
+            "img": torch.randn(batch_size, 3, image_size, image_size, generator=g).to(device),
+            "label": torch.randint(len(names), (batch_size,), generator=g).to(device),
+        }
+        dataset = types.SimpleNamespace(classnames=names, all_classnames=names)
+        self.dm = types.SimpleNamespace(dataset=dataset, num_classes=len(names))
+        self.train_loader_x = [batch]  # EMPL's amortized mode calibrates on it
+        self.train_loader_u = self.val_loader = self.test_loader = None
+        self.num_classes, self.num_source_domains = len(names), 1
+        self.lab2cname = dict(enumerate(names))
+
+    return type(cls.__name__, (cls,), {"build_data_loader": build_data_loader})
+
+
+def measure_training(step, device, warmup, steps):
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = [timed(step, device) for _ in range(steps)]
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    return 1000 * statistics.median(times), peak
+
+
+def measure_evaluation(reset, infer, images, device, n_batches):
+    """Seconds per batch over one evaluation of n_batches batches (one-time work included)."""
+
+    def evaluation():
+        reset()
+        with torch.no_grad():
+            for _ in range(n_batches):
+                infer(images)
+
+    evaluation()  # warm-up
+    return timed(evaluation, device) / n_batches
+
+
+def bench_ours(trainer_name, n_classes, args, device):
+    names = class_names(n_classes)
+    size = clip_backbone.LOCAL_CLIP_CONFIGS[args.backbone]["image_resolution"]
+    with tempfile.TemporaryDirectory() as out:
+        batch_size = make_cfg(trainer_name, args, n_classes, out).DATALOADER.TRAIN_X.BATCH_SIZE
+        cls = synthetic_trainer_class(TRAINER_REGISTRY.get(trainer_name), names, batch_size, size, device)
+        trainer = cls(make_cfg(trainer_name, args, n_classes, out))  # loads the backbone by name
+        rows = []
+        batch = trainer.train_loader_x[0]
+        images = torch.randn(args.eval_batch_size, 3, size, size, device=device)
+        train_ms, peak = float("nan"), float("nan")
+        if hasattr(trainer, "forward_backward") and trainer_name != "ZeroshotCLIP":
+            trainer.batch_idx, trainer.num_batches = 0, 10**9  # never step the LR schedule
+            trainer.set_model_mode("train")
+            train_ms, peak = measure_training(lambda: trainer.forward_backward(batch), device, args.warmup, args.steps)
+        if hasattr(trainer, "set_model_mode") and trainer_name != "ZeroshotCLIP":
+            trainer.set_model_mode("eval")
+        modes = ["sample", "amortized", "anchor"] if trainer_name.startswith("EMPL") else [None]
+        for mode in modes:
+            if mode:
+                trainer.cfg.defrost()
+                trainer.cfg.TRAINER.EMPL.INFERENCE = mode
+                trainer.cfg.freeze()
+
+            reset = getattr(trainer, "clear_eval_cache", lambda: None)
+            eval_s = measure_evaluation(reset, trainer.model_inference, images, device, args.eval_batches)
+            rows.append(dict(
+                trainer=trainer_name + (f" ({mode})" if mode else ""), code="ours", classes=n_classes,
+                batch=batch_size, prec=args.prec_now, train_ms=train_ms, train_img_s=batch_size / train_ms * 1000,
+                peak_gib=peak, eval_ms_per_batch=1000 * eval_s, eval_img_s=args.eval_batch_size / eval_s,
+            ))
+        del trainer
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return rows
+
+
+def bench_reference(repo, trainer_name, n_classes, args, device, clip_model):
+    """Time the reference CoOp / CoCoOp CustomCLIP as its trainer drives it."""
+    from check_reference_parity import import_reference_trainers, reference_module
+
+    pkg = import_reference_trainers(repo)
+    module = reference_module(pkg, {"CoOp": "coop", "CoCoOp": "cocoop"}[trainer_name])
+    names = class_names(n_classes)
+    size = clip_backbone.LOCAL_CLIP_CONFIGS[args.backbone]["image_resolution"]
+    with tempfile.TemporaryDirectory() as out:
+        cfg = make_cfg(trainer_name, args, n_classes, out)
+    batch_size = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
+    model_clip = copy.deepcopy(clip_model)
+    prec = args.prec_now
+    if prec == "fp16":
+        from clip.model import convert_weights
+
+        convert_weights(model_clip)
+    model = module.CustomCLIP(cfg, names, model_clip)
+    for name, p in model.named_parameters():
+        p.requires_grad_("prompt_learner" in name)
+    model.to(device)
+    optim = torch.optim.SGD(model.prompt_learner.parameters(), lr=0.002, momentum=0.9)
+    scaler = torch.amp.GradScaler("cuda") if prec == "amp" else None
+    g = torch.Generator().manual_seed(0)
+    image = torch.randn(batch_size, 3, size, size, generator=g).to(device)
+    label = torch.randint(n_classes, (batch_size,), generator=g).to(device)
+
+    def step():  # the reference trainers' forward_backward
+        with torch.autocast("cuda", dtype=torch.float16) if prec == "amp" else nullcontext():
+            if trainer_name == "CoCoOp":
+                loss = model(image, label)
+            else:
+                loss = F.cross_entropy(model(image), label)
+        optim.zero_grad()
+        if scaler:
+            scaler.scale(loss).backward()
+            scaler.step(optim)
+            scaler.update()
+        else:
+            loss.backward()
+            optim.step()
+
+    model.train()
+    train_ms, peak = measure_training(step, device, args.warmup, args.steps)
+    model.eval()
+    images = torch.randn(args.eval_batch_size, 3, size, size, device=device)
+    with torch.autocast("cuda", dtype=torch.float16) if prec == "amp" else nullcontext():
+        eval_s = measure_evaluation(lambda: None, model, images, device, args.eval_batches)
+    del model
+    return [dict(
+        trainer=trainer_name, code="reference", classes=n_classes, batch=batch_size, prec=prec,
+        train_ms=train_ms, train_img_s=batch_size / train_ms * 1000, peak_gib=peak,
+        eval_ms_per_batch=1000 * eval_s, eval_img_s=args.eval_batch_size / eval_s,
+    )]
+
+
+def print_table(rows):
+    print("| trainer | code | classes | batch | prec | train ms/step | train img/s | peak GiB | eval ms/batch | eval img/s | train x our CoOp |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    base = {(r["classes"], r["prec"]): r["train_ms"] for r in rows if r["trainer"] == "CoOp" and r["code"] == "ours"}
+    for r in rows:
+        ratio = r["train_ms"] / base.get((r["classes"], r["prec"]), float("nan"))
+        print(
+            f"| {r['trainer']} | {r['code']} | {r['classes']} | {r['batch']} | {r['prec']} | {r['train_ms']:.1f} | "
+            f"{r['train_img_s']:.0f} | {r['peak_gib']:.2f} | {r['eval_ms_per_batch']:.1f} | {r['eval_img_s']:.0f} | "
+            f"{ratio:.2f} |"
+        )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--backbone", default="random-vit-b16", choices=sorted(clip_backbone.LOCAL_CLIP_CONFIGS))
+    parser.add_argument("--classes", type=int, nargs="+", default=[10, 100, 1000])
+    parser.add_argument("--trainers", nargs="+", default=list(TRAINER_CONFIGS))
+    parser.add_argument("--prec", nargs="+", default=["amp"], help="fp16, fp32 and/or amp (CPU: fp32)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--eval-batches", type=int, default=5)
+    parser.add_argument("--eval-batch-size", type=int, default=100)
+    parser.add_argument("--reference-coop", default="", help="a KaiyangZhou/CoOp checkout to time beside ours")
+    parser.add_argument("--json", default="", help="write the rows here")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    clip_model = clip_backbone.build_local_clip(args.backbone) if args.reference_coop else None
+    present = [t for t in args.trainers if t in TRAINER_REGISTRY.registered_names() and os.path.isfile(os.path.join(ROOT, TRAINER_CONFIGS[t][0]))]
+    for missing in sorted(set(args.trainers) - set(present)):
+        print(f"skip {missing}: not implemented here yet")
+    rows = []
+    for prec in args.prec if device.type == "cuda" else ["fp32"]:
+        args.prec_now = prec
+        for n_classes in args.classes:
+            for trainer_name in present:
+                rows += bench_ours(trainer_name, n_classes, args, device)
+                print(f"done {trainer_name} {n_classes} classes {prec}", file=sys.stderr, flush=True)
+            if args.reference_coop:
+                for trainer_name in ("CoOp", "CoCoOp"):
+                    rows += bench_reference(args.reference_coop, trainer_name, n_classes, args, device, clip_model)
+    print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}, "
+          f"backbone {args.backbone}, {args.steps} timed steps after {args.warmup} warm-up")
+    print_table(rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            # NaN (no training step, no CUDA memory counter) is written as null: valid JSON.
+            clean = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows]
+            json.dump({"device": str(device), "backbone": args.backbone, "rows": clean}, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
