@@ -62,6 +62,24 @@ def class_names(n, seed=0):
     return sorted(names)
 
 
+def transformer_flops(tokens: int, width: int, layers: int, seq_len: int) -> float:
+    """Forward FLOPs of `layers` CLIP residual blocks over `tokens` tokens in sequences of
+    seq_len: 24 width^2 per token (qkv, out, 4x MLP; 2 FLOPs per multiply-add) plus the
+    attention products, 4 seq_len width per token."""
+    return layers * tokens * (24 * width**2 + 4 * seq_len * width)
+
+
+def coop_step_flops(backbone: str, n_classes: int, batch: int, text_len: int) -> float:
+    """FLOPs of one CoOp training step: the text encoder's forward and input-gradient backward
+    (about the forward again; no weight gradients) over n_classes prompts of text_len tokens,
+    plus the image encoder's forward over the batch (no gradient)."""
+    c = clip_backbone.LOCAL_CLIP_CONFIGS[backbone]
+    text = 2 * transformer_flops(n_classes * text_len, c["transformer_width"], c["transformer_layers"], text_len)
+    patches = (c["image_resolution"] // c["vision_patch_size"]) ** 2 + 1
+    image = transformer_flops(batch * patches, c["vision_width"], c["vision_layers"], patches)
+    return text + image
+
+
 def synchronize(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -256,6 +274,10 @@ def main(argv=None):
     parser.add_argument("--eval-batch-size", type=int, default=100)
     parser.add_argument("--reference-coop", default="", help="a KaiyangZhou/CoOp checkout to time beside ours")
     parser.add_argument("--json", default="", help="write the rows here")
+    parser.add_argument("--peak-tflops", type=float, default=989.0,
+                        help="the device's dense fp16 rate for the FLOP-bound line (H100 SXM: 989)")
+    parser.add_argument("--flops-text-len", type=int, default=24,
+                        help="prompt length after truncation for the FLOP-bound line (16 ctx + name + . + SOS/EOS)")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
@@ -277,6 +299,11 @@ def main(argv=None):
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}, "
           f"backbone {args.backbone}, {args.steps} timed steps after {args.warmup} warm-up")
     print_table(rows)
+    for n_classes in args.classes:
+        full, cut = (coop_step_flops(args.backbone, n_classes, 32, n) for n in (77, args.flops_text_len))
+        print(f"CoOp step, {n_classes} classes, batch 32: {full / 1e12:.2f} TFLOP with 77-token prompts, "
+              f"{cut / 1e12:.2f} TFLOP cut to {args.flops_text_len} tokens; at {args.peak_tflops:.0f} TFLOP/s: "
+              f"{1000 * full / args.peak_tflops / 1e12:.2f} / {1000 * cut / args.peak_tflops / 1e12:.2f} ms")
     if args.json:
         with open(args.json, "w") as f:
             # NaN (no training step, no CUDA memory counter) is written as null: valid JSON.

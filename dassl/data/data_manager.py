@@ -27,6 +27,8 @@ def build_data_loader(cfg, sampler_type="SequentialSampler", data_source=None, b
         num_workers=cfg.DATALOADER.NUM_WORKERS,
         drop_last=is_train and len(data_source) >= batch_size,
         pin_memory=torch.cuda.is_available() and cfg.USE_CUDA,
+        # Workers live across epochs: no re-forking (and re-reading the split) every epoch.
+        persistent_workers=cfg.DATALOADER.NUM_WORKERS > 0,
     )
 
 
