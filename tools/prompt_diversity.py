@@ -61,7 +61,7 @@ def trainer_prompts(trainer):
     else:
         raise ValueError("class-specific contexts (CSC) are one prompt per class, not a prompt set")
     return {
-        "context": context.float(),
+        "context": context.detach().float(),
         "text_features": trainer.inference_text_features().float(),
         "level": "token embeddings",
     }
