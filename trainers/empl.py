@@ -202,6 +202,30 @@ class EMPLMixin(SGLDPromptSampler):
         with self.autocast():
             return self._empl_inference(image)
 
+    @property
+    def text_features_depend_on_images(self):
+        return self.empl_cfg.INFERENCE == "sample"
+
+    @torch.no_grad()
+    def inference_text_features(self, image_features=None):
+        """Normalised class text features of the anchors and their samples under
+        TRAINER.EMPL.INFERENCE: [K * S, C, D] (S = 1 + N_PROMPTS; S = 1 in anchor mode).
+
+        sample: SGLD conditioned on image_features [B, D] (a test batch); amortized: on the
+        calibration batch, as model_inference does; anchor: no sampling.
+        """
+        mode = self.empl_cfg.INFERENCE
+        if mode == "sample" and image_features is None:
+            raise ValueError("TRAINER.EMPL.INFERENCE sample draws prompts per test batch: pass image_features")
+        with self.autocast():
+            hidden, eot = self.prefix_states([self.model.prompt_learner.classes])
+            if mode == "amortized":
+                image_features = self.calibration_features()
+            feats, _, _ = self.sampled_features(
+                hidden, eot, image_features, sample=mode != "anchor", allow_per_image=False
+            )
+        return feats.flatten(0, 1).float()
+
     def _empl_inference(self, image):
         mode = self.empl_cfg.INFERENCE
         image_features = self.model.encode_image(image)

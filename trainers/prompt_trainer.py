@@ -127,6 +127,32 @@ class ClipPromptTrainer(TrainerX):
         EMPL's prefix states): call it when prompts or class names change outside test()."""
         self._eval_cache = None
 
+    # Analysis accessors (tools/modality_gap.py, tools/prompt_diversity.py): the embeddings
+    # this trainer predicts with, so the tools never re-implement a method's text path.
+    text_features_depend_on_images = False  # True where prompts are drawn per test batch
+
+    @torch.no_grad()
+    def inference_image_features(self, image):
+        """Normalised image embeddings as used at inference: [B, 3, H, W] -> [B, D]."""
+        with self.autocast():
+            return self.model.encode_image(image.to(self.device)).float()
+
+    @torch.no_grad()
+    def inference_text_features(self, image_features=None):
+        """Normalised class text features of every prompt the prediction uses: [S, C, D].
+
+        S = 1 for CoOp, K for ProDA (its prediction uses their mean), 1 + N per anchor for
+        EMPL. image_features [B, D] are the batch that conditions prompts drawn per test batch
+        (`text_features_depend_on_images`); other trainers ignore them.
+        """
+        if not hasattr(self.model, "class_text_features"):
+            raise NotImplementedError(
+                f"{type(self).__name__} builds its text features per image; it has no class text features"
+            )
+        with self.autocast():
+            features = self.model.class_text_features().float()
+        return features.unsqueeze(0) if features.dim() == 2 else features
+
     def model_inference(self, image):
         model = self.model
         if hasattr(model, "class_text_features") and hasattr(model, "logits_from_features"):

@@ -59,8 +59,20 @@ class ZeroshotCLIP(TrainerX):
         self.clip_model = clip_model
 
     def model_inference(self, image):
-        image_features = l2_normalize(self.clip_model.encode_image(image.type(self.clip_model.dtype)))
+        image_features = self.inference_image_features(image)
         return self.clip_model.logit_scale.exp() * image_features @ self.text_features.t()
+
+    # The analysis accessors of ClipPromptTrainer (tools/modality_gap.py).
+    text_features_depend_on_images = False
+
+    @torch.no_grad()
+    def inference_image_features(self, image):
+        """Normalised image embeddings: [B, 3, H, W] -> [B, D]."""
+        return l2_normalize(self.clip_model.encode_image(image.type(self.clip_model.dtype)))
+
+    def inference_text_features(self, image_features=None):
+        """The (template-averaged) normalised class text features: [1, C, D]."""
+        return self.text_features.unsqueeze(0)
 
 
 @register_trainer

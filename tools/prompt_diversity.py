@@ -1,0 +1,144 @@
+"""Diversity of a trained multi-prompt learner's prompts and of their text features.
+
+    python tools/prompt_diversity.py RUN [RUN ...] --root DATA --out DIR [--labels ...] [--opts KEY VALUE ...]
+
+Prompts per method:
+- EMPL_CoOp / EMPL_ProDA: each anchor plus N_PROMPTS samples drawn by the trainer's own SGLD
+  sampler from the loaded anchor(s), conditioned on the calibration batch (the first training
+  batch, as amortized inference does). The samples are hidden states at text block L - l
+  (TRAINER.EMPL.SGLD_LAYERS); the anchor is compared at the same block.
+- ProDA: its K prompt sets (token embeddings).
+- CoOp: its single context (diversity 0 by construction; a reference row).
+
+For the P prompts (rows = flattened context vectors [M * d]) and, per class, their P text
+features [D]: mean pairwise cosine distance and effective rank (exp of the entropy of the
+normalised singular values; uncentred and centred on the mean prompt). Also the mean pairwise
+rms distance in units of rms(prompt), the sampler's own `sgld_diversity` measure
+(trainers/sgld.py). Writes DIR/prompt_diversity.csv and prints a Markdown table.
+"""
+import argparse
+import csv
+import os
+import os.path as osp
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+from tools.embedding_stats import prompt_set_diversity  # noqa: E402
+from tools.run_loading import NotARunDirError, build_trainer_from_run, run_label  # noqa: E402
+from trainers.empl import EMPLMixin  # noqa: E402
+from trainers.sgld import _mean_pairwise_rms, rms  # noqa: E402
+
+
+@torch.no_grad()
+def trainer_prompts(trainer):
+    """The prompts a trained prompt learner predicts with.
+
+    -> dict(context [P, M, d] (P prompts; EMPL: K anchors x (1 + N_PROMPTS), anchor first in
+    each group), text_features [P, C, D] (normalised), level: where the context vectors live).
+    """
+    learner = trainer.model.prompt_learner
+    if isinstance(trainer, EMPLMixin):
+        with trainer.autocast():
+            hidden, eot = trainer.prefix_states([learner.classes])
+            condition = trainer.calibration_features()
+            features, _, result = trainer.sampled_features(hidden, eot, condition, sample=True, allow_per_image=False)
+        anchors = trainer.split_text.context_states(hidden[:, 0]).unsqueeze(1)  # [K, 1, M, d]
+        context = anchors if result is None else torch.cat([anchors, result.samples.type(anchors.dtype)], 1)
+        split = trainer.split_text.split
+        level = "token + positional embeddings" if split == 0 else f"hidden states at text block {split}"
+        return {"context": context.flatten(0, 1).float(), "text_features": features.flatten(0, 1).float(), "level": level}
+    if not hasattr(learner, "ctx"):
+        raise ValueError(f"{type(trainer).__name__} has no learned context (ctx) to analyse")
+    if hasattr(learner, "context_sets"):
+        context = learner.context_sets()  # [K, M, d]
+    elif learner.ctx.dim() == 2:
+        context = learner.ctx.unsqueeze(0)  # one shared context
+    else:
+        raise ValueError("class-specific contexts (CSC) are one prompt per class, not a prompt set")
+    return {
+        "context": context.detach().float(),
+        "text_features": trainer.inference_text_features().float(),
+        "level": "token embeddings",
+    }
+
+
+def prompt_diversity(context: torch.Tensor, text_features: torch.Tensor) -> dict:
+    """context [P, M, d], text_features [P, C, D] -> diversity of the prompts and (mean over
+    classes) of their text features."""
+    rows = context.flatten(1).double()
+    out = {"n_prompts": rows.shape[0]}
+    out.update({f"context_{k}": v for k, v in prompt_set_diversity(rows).items()})
+    offsets = (rows - rows.mean(0, keepdim=True)) / rms(rows, (0, 1))
+    out["context_rms_distance"] = _mean_pairwise_rms(offsets.unsqueeze(0))  # sgld's measure
+    per_class = [prompt_set_diversity(text_features[:, c]) for c in range(text_features.shape[1])]
+    for key in per_class[0]:
+        out[f"text_{key}"] = sum(d[key] for d in per_class) / len(per_class)
+    return out
+
+
+COLUMNS = (
+    "n_prompts", "context_mean_cosine_distance", "context_effective_rank", "context_effective_rank_centered",
+    "context_rms_distance", "text_mean_cosine_distance", "text_effective_rank", "text_effective_rank_centered",
+)
+
+
+def markdown_table(rows) -> str:
+    header = ["run", "trainer", "prompts", "level", "ctx cos dist", "ctx erank", "ctx erank (centred)",
+              "ctx rms dist / r", "text cos dist", "text erank", "text erank (centred)"]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for r in rows:
+        cells = [r["run"], r["trainer"], str(r["n_prompts"]), r["level"]]
+        cells += [f"{r[k]:.4g}" for k in COLUMNS[1:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", help="train.py output folders")
+    parser.add_argument("--out", required=True, help="folder for prompt_diversity.csv")
+    parser.add_argument("--root", default="", help="dataset root (default: the run's DATASET.ROOT)")
+    parser.add_argument("--labels", nargs="+", help="names of the runs in the table")
+    parser.add_argument("--load-epoch", type=int, help="checkpoint epoch (default: the last saved)")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                        help="config overrides, e.g. TRAINER.EMPL.N_PROMPTS 16")
+    return parser
+
+
+def main(argv=None) -> str:
+    args = build_parser().parse_args(argv)
+    if args.labels and len(args.labels) != len(args.runs):
+        raise ValueError(f"--labels gives {len(args.labels)} names for {len(args.runs)} runs")
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    for i, run_dir in enumerate(args.runs):
+        trainer = build_trainer_from_run(run_dir, args.root or None, args.opts, args.load_epoch)
+        prompts = trainer_prompts(trainer)
+        row = {"run": args.labels[i] if args.labels else run_label(run_dir), "trainer": trainer.cfg.TRAINER.NAME,
+               "run_dir": run_dir, "level": prompts["level"]}
+        row.update(prompt_diversity(prompts["context"], prompts["text_features"]))
+        rows.append(row)
+    path = osp.join(args.out, "prompt_diversity.csv")
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["run", "trainer", "run_dir", "level", *COLUMNS])
+        writer.writeheader()
+        writer.writerows(rows)
+    table = markdown_table(rows)
+    print(table)
+    print(f"\nwrote {path}")
+    return table
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (NotARunDirError, FileNotFoundError, ValueError, KeyError) as err:
+        if os.environ.get("TRAIN_DEBUG"):
+            raise
+        print(f"error: {err}\n(TRAIN_DEBUG=1 shows the traceback)", file=sys.stderr)
+        sys.exit(2)

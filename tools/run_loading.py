@@ -1,0 +1,136 @@
+"""Rebuild a trained model from a train.py output folder ("run folder"), as
+`train.py --eval-only --model-dir RUN` does, for the analysis tools.
+
+A run folder holds log.txt (train.py prints the full config there, between "** Config **" and
+"Collecting env info") and, for trained methods, <model name>/model.pth.tar-<epoch> with a
+`checkpoint` pointer to the last one. ZeroshotCLIP's folder (from --eval-only) has only log.txt.
+"""
+import os
+import os.path as osp
+import sys
+from typing import Optional, Sequence
+
+import yaml
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from yacs.config import CfgNode as CN  # noqa: E402
+
+CONFIG_START = "** Config **"
+CONFIG_END = "Collecting env info"
+
+
+class NotARunDirError(ValueError):
+    """The folder was not written by train.py (or its checkpoints are missing)."""
+
+
+def read_config_dump(run_dir: str) -> dict:
+    """The config train.py printed into RUN/log.txt, as a nested dict (empty values are None)."""
+    log_path = osp.join(run_dir, "log.txt")
+    if not osp.isdir(run_dir):
+        raise NotARunDirError(f"{run_dir} is not a folder")
+    if not osp.isfile(log_path):
+        raise NotARunDirError(
+            f"{run_dir} is not a train.py output folder: it has no log.txt (pass the --output-dir of a run)"
+        )
+    with open(log_path) as f:
+        text = f.read()
+    start = text.find(CONFIG_START)
+    end = text.find(CONFIG_END, start)
+    if start < 0 or end < 0:
+        raise NotARunDirError(f"{log_path} holds no config dump ('{CONFIG_START}' block); was it written by train.py?")
+    block = text[start:end].split("\n")
+    # Skip the "** Config **" line and the row of asterisks under it.
+    body = "\n".join(line for line in block[1:] if not line.startswith("****"))
+    try:
+        dump = yaml.safe_load(body)
+    except yaml.YAMLError as err:
+        raise NotARunDirError(f"cannot parse the config dump in {log_path}: {err}") from None
+    if not isinstance(dump, dict) or "TRAINER" not in dump:
+        raise NotARunDirError(f"the config dump in {log_path} has no TRAINER node")
+    return dump
+
+
+def _fill_empty_strings(dump: dict, defaults: CN, prefix: str = "") -> dict:
+    """yacs prints '' as nothing, which YAML reads as None: give such keys their '' back."""
+    fixed = {}
+    for key, value in dump.items():
+        default = defaults.get(key) if isinstance(defaults, CN) else None
+        if isinstance(value, dict):
+            fixed[key] = _fill_empty_strings(value, default if isinstance(default, CN) else CN(), f"{prefix}{key}.")
+        elif value is None and isinstance(default, str):
+            fixed[key] = ""
+        else:
+            fixed[key] = value
+    return fixed
+
+
+def load_run_config(run_dir: str, root: Optional[str] = None, opts: Sequence[str] = ()):
+    """The frozen config of a run: train.py's defaults + the run's dump + opts (KEY VALUE ...).
+
+    root replaces DATASET.ROOT (the dump holds the path as given at training time).
+    """
+    from dassl.config import get_cfg_default
+    from train import extend_cfg
+
+    dump = read_config_dump(run_dir)
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    cfg.merge_from_other_cfg(CN(_fill_empty_strings(dump, cfg)))
+    if root:
+        cfg.DATASET.ROOT = root
+    cfg.OUTPUT_DIR = run_dir
+    cfg.merge_from_list(list(opts))
+    cfg.freeze()
+    return cfg
+
+
+def last_saved_epoch(run_dir: str, model_name: str) -> int:
+    """Epoch of RUN/<model_name>/checkpoint's pointer (model.pth.tar-<epoch>)."""
+    pointer = osp.join(run_dir, model_name, "checkpoint")
+    if not osp.isfile(pointer):
+        raise NotARunDirError(
+            f"{run_dir} has no {model_name}/checkpoint: the run saved no model (did it finish training?)"
+        )
+    with open(pointer) as f:
+        name = f.readline().strip()
+    try:
+        return int(name.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        raise NotARunDirError(f"{pointer} names {name!r}, not model.pth.tar-<epoch>") from None
+
+
+def build_trainer_from_run(
+    run_dir: str, root: Optional[str] = None, opts: Sequence[str] = (), epoch: Optional[int] = None
+):
+    """The run's trainer with its weights loaded, in eval mode.
+
+    epoch: which model.pth.tar-<epoch> to load; default: model-best.pth.tar when the run kept
+    one (TEST.FINAL_MODEL best_val), else the last saved epoch. Trainers with nothing to load
+    (ZeroshotCLIP) are returned as built.
+    """
+    import datasets  # noqa: F401  (registers the datasets)
+    import trainers  # noqa: F401  (registers the trainers)
+    from dassl.engine import build_trainer
+    from dassl.utils import set_random_seed
+
+    cfg = load_run_config(run_dir, root, opts)
+    if cfg.SEED >= 0:
+        set_random_seed(cfg.SEED)
+    trainer = build_trainer(cfg)
+    model_names = trainer.get_model_names()
+    if model_names:
+        best = all(osp.isfile(osp.join(run_dir, n, "model-best.pth.tar")) for n in model_names)
+        if epoch is None and not (best and cfg.TEST.FINAL_MODEL == "best_val"):
+            epoch = last_saved_epoch(run_dir, model_names[0])
+        trainer.load_model(run_dir, epoch=epoch)
+        trainer.set_model_mode("eval")
+    return trainer
+
+
+def run_label(run_dir: str) -> str:
+    """A short name for a run in tables: its trainer and the folder's last parts."""
+    parts = os.path.normpath(run_dir).split(os.sep)
+    return "/".join(parts[-2:]) if len(parts) >= 2 else parts[-1]
