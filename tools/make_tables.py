@@ -370,7 +370,8 @@ def render_base2new(summary, datasets, reference, show_std=False):
                      and p["dataset"] == AVERAGE]
             p = match[0] if match else {}
             row += [f"{p[m]:.2f}" if m in p else "–" for m in ("base", "new", "H")]
-        rows.append(row)
+        if any(cell != "–" for cell in row[1:]):  # the source reports one of these trainers
+            rows.append(row)
     all_published = []
     for p, source_label in published:
         all_published.append([p["dataset"], p["method"]] + [f"{p[m]:.2f}" if m in p else "–" for m in ("base", "new", "H")]
