@@ -1,0 +1,321 @@
+"""tools/make_tables.py, tools/run_protocol.py and tools/compare.py on fake CoOp-style log trees
+(and compare.py once end to end on the tiny CLIP)."""
+import csv
+import io
+import math
+import os
+
+import pytest
+
+from tools import compare, make_tables, run_protocol
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def fake_log(acc, eval_only, lam=0.1, n_prompts=4):
+    """A log as train.py writes it: the config dump, then Dassl's result block."""
+    head = (
+        "***************\n** Arguments **\n***************\nseed: 1\n"
+        "************\n** Config **\n************\n"
+        "OPTIM:\n  LR: 0.002\n  MAX_EPOCH: 5\n"
+        f"TRAINER:\n  COOP:\n    N_CTX: 16\n  EMPL:\n    INFERENCE: sample\n    LAMBDA: {lam}\n"
+        f"    N_PROMPTS: {n_prompts}\n  NAME: X\n  PRODA:\n    N_PROMPTS: 7\n"
+        "USE_CUDA: True\nCollecting env info ...\n"
+    )
+    body = "" if eval_only else "epoch [5/5] batch [1/1] loss 1.0\n* accuracy: 1.00%\nFinish training\n"
+    return head + body + f"=> result\n* total: 100\n* correct: 1\n* accuracy: {acc}%\n* error: {100 - acc}%\n"
+
+
+def write_log(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def write_base2new(root, trainer, cfg, dataset, seed, base, new, shots=16, **config):
+    common = os.path.join(dataset, f"shots_{shots}", trainer, cfg, f"seed{seed}", "log.txt")
+    write_log(os.path.join(root, "base2new", "train_base", common), fake_log(base, False, **config))
+    write_log(os.path.join(root, "base2new", "test_new", common), fake_log(new, True, **config))
+
+
+# Two trainers x two datasets, 3 seeds (CoOp) and 2 seeds (EMPL_CoOp).
+ACCS = {
+    ("CoOp", "eurosat"): ([80.0, 82.0, 87.0], [60.0, 61.0, 65.0]),
+    ("CoOp", "dtd"): ([90.0, 92.0, 95.0], [20.0, 22.0, 27.0]),
+    ("EMPL_CoOp", "eurosat"): ([81.0, 85.0], [66.0, 70.0]),
+    ("EMPL_CoOp", "dtd"): ([92.0, 93.0], [28.0, 31.0]),
+}
+
+
+@pytest.fixture
+def b2n_tree(tmp_path):
+    root = tmp_path / "output"
+    for (trainer, dataset), (bases, news) in ACCS.items():
+        for seed, (b, n) in enumerate(zip(bases, news), 1):
+            write_base2new(str(root), trainer, "cfgA", dataset, seed, b, n)
+    return root
+
+
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
+def pstd(xs):
+    m = mean(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))
+
+
+def hmean(b, n):
+    return 2 * b * n / (b + n)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def lookup(rows, dataset, method, metric, source="measured"):
+    match = [r for r in rows if (r["dataset"], r["method"], r["metric"], r["source"]) == (dataset, method, metric, source)]
+    assert len(match) == 1, (dataset, method, metric, source, match)
+    return match[0]
+
+
+def test_base2new_means_stds_h_and_average_by_hand(b2n_tree, tmp_path):
+    out = io.StringIO()
+    written = make_tables.make_tables(str(b2n_tree), out_dir=str(tmp_path / "tables"), show_std=True, stream=out)
+    rows = read_csv(tmp_path / "tables" / "base2new.csv")
+    assert written["base2new"].endswith("base2new.md")
+    for trainer in ("CoOp", "EMPL_CoOp"):
+        for dataset in ("eurosat", "dtd"):
+            bases, news = ACCS[(trainer, dataset)]
+            base, new = lookup(rows, dataset, trainer, "base"), lookup(rows, dataset, trainer, "new")
+            assert float(base["mean"]) == pytest.approx(mean(bases), abs=1e-4)
+            assert float(base["std"]) == pytest.approx(pstd(bases), abs=1e-4)
+            assert float(new["std"]) == pytest.approx(pstd(news), abs=1e-4)
+            assert int(base["n"]) == len(bases)
+            h = lookup(rows, dataset, trainer, "H")
+            assert float(h["mean"]) == pytest.approx(hmean(mean(bases), mean(news)), abs=1e-4)
+        # Average row: mean over datasets of the means; H of the averages (not the mean of the H's).
+        avg_b = mean([mean(ACCS[(trainer, d)][0]) for d in ("eurosat", "dtd")])
+        avg_n = mean([mean(ACCS[(trainer, d)][1]) for d in ("eurosat", "dtd")])
+        assert float(lookup(rows, "average", trainer, "base")["mean"]) == pytest.approx(avg_b, abs=1e-4)
+        avg_h = float(lookup(rows, "average", trainer, "H")["mean"])
+        assert avg_h == pytest.approx(hmean(avg_b, avg_n), abs=1e-4)
+        mean_of_hs = mean([hmean(mean(ACCS[(trainer, d)][0]), mean(ACCS[(trainer, d)][1])) for d in ("eurosat", "dtd")])
+        assert abs(avg_h - mean_of_hs) > 1.0  # the data tell the two conventions apart
+    md = (tmp_path / "tables" / "base2new.md").read_text()
+    # Markdown: a column per trainer, and the mean +- std cell of CoOp on eurosat.
+    assert "CoOp Base" in md and "EMPL_CoOp H" in md
+    assert f"{mean([80.0, 82.0, 87.0]):.2f} ± {pstd([80.0, 82.0, 87.0]):.2f}" in md
+    assert md in out.getvalue()
+
+
+def test_published_rows_carry_their_source(b2n_tree, tmp_path):
+    make_tables.make_tables(str(b2n_tree), out_dir=str(tmp_path / "t"), stream=io.StringIO())
+    reference = make_tables.load_reference()
+    maple = reference["sources"]["maple_cvpr23"]["label"]
+    md = (tmp_path / "t" / "base2new.md").read_text()
+    assert f"Average, published: {maple}" in md
+    # MaPLe's CoOp average sits in the CoOp columns of that row.
+    published_row = next(line for line in md.splitlines() if line.startswith(f"| Average, published: {maple}"))
+    assert "| 82.69 | 63.22 | 71.66 |" in published_row
+    rows = read_csv(tmp_path / "t" / "base2new.csv")
+    assert float(lookup(rows, "average", "MaPLe", "H", source=maple)["mean"]) == pytest.approx(78.55)
+    empl = reference["sources"]["empl_iccv"]["label"]
+    assert float(lookup(rows, "average", "EMPL", "H", source=empl)["mean"]) == pytest.approx(71.76)
+
+
+def test_transfer_tables_by_hand(tmp_path):
+    root = tmp_path / "output"
+    accs = {"imagenet": [70.0, 72.0], "caltech101": [90.0, 93.0], "eurosat": [40.0, 50.0],
+            "imagenet_a": [48.0, 50.0], "imagenet_r": [75.0, 76.0]}
+    for seed in (1, 2):
+        write_log(str(root / "imagenet" / "CoOp" / "cfgX_16shots" / f"seed{seed}" / "log.txt"),
+                  fake_log(accs["imagenet"][seed - 1], False))
+        for d in ("caltech101", "eurosat", "imagenet_a", "imagenet_r"):
+            write_log(str(root / "evaluation" / "CoOp" / "cfgX_16shots" / d / f"seed{seed}" / "log.txt"),
+                      fake_log(accs[d][seed - 1], True))
+    make_tables.make_tables(str(root), out_dir=str(tmp_path / "t"), stream=io.StringIO())
+    xd = read_csv(tmp_path / "t" / "cross_dataset.csv")
+    dg = read_csv(tmp_path / "t" / "domain_generalization.csv")
+    for rows in (xd, dg):
+        assert float(lookup(rows, "imagenet", "CoOp", "accuracy")["mean"]) == pytest.approx(71.0)
+    assert float(lookup(xd, "average", "CoOp", "accuracy")["mean"]) == pytest.approx(mean([91.5, 45.0]))
+    assert float(lookup(dg, "average", "CoOp", "accuracy")["mean"]) == pytest.approx(mean([49.0, 75.5]))
+    assert float(lookup(dg, "imagenet_a", "CoOp", "accuracy")["std"]) == pytest.approx(1.0)
+    assert not [r for r in xd if r["dataset"] == "imagenet_a"]  # DG targets only in the DG table
+    md = (tmp_path / "t" / "domain_generalization.md").read_text()
+    assert "MaPLe (published: MaPLe paper" in md and "50.90" in md
+
+
+def test_plots_and_sweeps_are_valid_pngs(tmp_path):
+    sweep = tmp_path / "sweeps"
+    for lam, shift in ((0.01, 0.0), (0.1, 2.0), (1.0, -3.0)):
+        for seed in (1, 2):
+            for dataset in ("eurosat", "dtd"):
+                write_base2new(str(sweep / f"lambda{lam}"), "EMPL_CoOp", "cfgA", dataset, seed,
+                               80 + shift + seed, 60 + shift, lam=lam)
+    for n_prompts in (2, 8):
+        write_base2new(str(sweep / f"n{n_prompts}"), "EMPL_CoOp", "cfgA", "eurosat", 1, 70 + n_prompts, 50, n_prompts=n_prompts)
+    points = make_tables.sweep_points(make_tables.collect_results(str(sweep))[0], "lambda")
+    # n_prompts held at its most common value (4): three lambda values, base = mean over seeds and datasets
+    assert sorted(points["EMPL_CoOp"]) == [0.01, 0.1, 1.0]
+    assert points["EMPL_CoOp"][0.1][0] == pytest.approx(80 + 2 + 1.5)
+    assert points["EMPL_CoOp"][0.1][1] == pytest.approx(62.0)
+    written = make_tables.make_tables(str(sweep), out_dir=str(tmp_path / "t"), plots_dir=str(tmp_path / "plots"),
+                                      stream=io.StringIO())
+    for name in ("plot_h", "plot_lambda", "plot_n_prompts"):
+        with open(written[name], "rb") as f:
+            data = f.read()
+        assert len(data) > 1000 and data.startswith(PNG_MAGIC), name
+    # the sweep roots are told apart in the table
+    md = (tmp_path / "t" / "base2new.md").read_text()
+    assert "EMPL_CoOp (lambda0.1)" in md and "EMPL_CoOp (n8)" in md
+
+
+def test_read_config_value_from_the_dump(tmp_path):
+    path = tmp_path / "log.txt"
+    path.write_text(fake_log(50.0, True, lam=0.3, n_prompts=6))
+    assert make_tables.read_config_value(str(path), "TRAINER.EMPL.LAMBDA") == "0.3"
+    assert make_tables.read_config_value(str(path), "TRAINER.EMPL.N_PROMPTS") == "6"
+    assert make_tables.read_config_value(str(path), "TRAINER.PRODA.N_PROMPTS") == "7"
+    assert make_tables.read_config_value(str(path), "TRAINER.EMPL.NOPE") is None
+
+
+def test_no_runs_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty" / "base2new").mkdir(parents=True)
+    assert make_tables.main([str(tmp_path / "empty")]) == 2
+    assert "no finished runs under" in capsys.readouterr().err
+    assert make_tables.main([str(tmp_path / "missing")]) == 2
+
+
+# ------------------------------------------------------------------------------------ driver
+def dry_run(argv):
+    out = io.StringIO()
+    own, opts = run_protocol.split_extra_opts(argv)
+    rc = run_protocol.main(own + ["--dry-run"] + (["--", *opts] if opts else []), out=out)
+    return rc, out.getvalue()
+
+
+def test_dry_run_prints_the_protocol_commands(tmp_path):
+    output = str(tmp_path / "out")
+    rc, text = dry_run(["base2new", "--trainers", "CoOp", "ZeroshotCLIP", "--datasets", "eurosat", "--seeds", "1", "2",
+                        "--root", "/datasets", "--output-dir", output, "--", "OPTIM.MAX_EPOCH", "3"])
+    assert rc == 0
+    lines = text.splitlines()
+    commands = [line for line in lines if "train.py" in line]
+    common = "eurosat/shots_16/CoOp/vit_b16_ep50_ctxv1"
+    train1 = f"{output}/base2new/train_base/{common}/seed1"
+    test1 = f"{output}/base2new/test_new/{common}/seed1"
+    assert f"[start] {train1}" in lines and f"[start] {test1}" in lines
+    train_cmd = next(c for c in commands if f"--output-dir {train1}" in c)
+    for piece in ("--root /datasets", "--seed 1", "--trainer CoOp", "--dataset-config-file configs/datasets/eurosat.yaml",
+                  "--config-file configs/trainers/CoOp/vit_b16_ep50_ctxv1.yaml",
+                  "DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base OPTIM.MAX_EPOCH 3"):
+        assert piece in train_cmd
+    assert "--eval-only" not in train_cmd
+    test_cmd = next(c for c in commands if f"--output-dir {test1}" in c)
+    assert f"--model-dir {train1} --load-epoch 3 --eval-only" in test_cmd  # last epoch from the opts
+    assert "DATASET.SUBSAMPLE_CLASSES new" in test_cmd
+    # ZeroshotCLIP: eval-only on base and new with CoOp's config, first seed only
+    zs = [c for c in commands if "--trainer ZeroshotCLIP" in c]
+    assert len(zs) == 2 and all("configs/trainers/CoOp/vit_b16.yaml" in c and "--eval-only" in c for c in zs)
+    assert any("test_base/eurosat/shots_16/ZeroshotCLIP/vit_b16/seed1" in c for c in zs)
+    assert len(commands) == 2 * 2 + 2
+
+
+def test_dry_run_cross_dataset_layout(tmp_path):
+    output = str(tmp_path / "out")
+    rc, text = dry_run(["cross_dataset", "--trainers", "EMPL_ProDA", "--datasets", "caltech101", "dtd", "--seeds", "2",
+                        "--root", "/d", "--output-dir", output])
+    assert rc == 0
+    train_dir = f"{output}/imagenet/EMPL_ProDA/vit_b16_ep10_cross_datasets_16shots/seed2"
+    assert f"[start] {train_dir}" in text
+    for d in ("caltech101", "dtd"):
+        assert f"[start] {output}/evaluation/EMPL_ProDA/vit_b16_ep10_cross_datasets_16shots/{d}/seed2" in text
+    load_epoch = run_protocol.max_epoch(run_protocol.config_path("EMPL_ProDA", "vit_b16_ep10_cross_datasets"), [])
+    assert f"--model-dir {train_dir} --load-epoch {load_epoch} --eval-only" in text
+
+
+def test_finished_runs_are_skipped_unfinished_resumed(tmp_path):
+    output = tmp_path / "out"
+    common = "eurosat/shots_16/CoOp/tiny/seed{}"
+    # seed 1: training finished (result block); seed 2: training stopped after a checkpoint
+    write_log(str(output / "base2new" / "train_base" / common.format(1) / "log.txt"), fake_log(70.0, False))
+    seed2 = output / "base2new" / "train_base" / common.format(2)
+    write_log(str(seed2 / "log.txt"), "epoch [1/5] batch [1/1] loss 2.0\n")
+    write_log(str(seed2 / "prompt_learner" / "checkpoint"), "model.pth.tar-1\n")
+    # seed 1's new-class test also finished
+    write_log(str(output / "base2new" / "test_new" / common.format(1) / "log.txt"), fake_log(50.0, True))
+    rc, text = dry_run(["base2new", "--trainers", "CoOp", "--cfg", "tiny", "--datasets", "eurosat", "--seeds", "1", "2", "3",
+                        "--root", "/d", "--output-dir", str(output)])
+    assert rc == 0
+    lines = text.splitlines()
+    b2n = f"{output}/base2new"
+    assert f"[skip: finished] {b2n}/train_base/{common.format(1)}" in lines
+    assert f"[skip: finished] {b2n}/test_new/{common.format(1)}" in lines
+    assert f"[resume] {b2n}/train_base/{common.format(2)}" in lines
+    assert f"[start] {b2n}/test_new/{common.format(2)}" in lines
+    assert f"[start] {b2n}/train_base/{common.format(3)}" in lines
+    commands = [line for line in lines if "train.py" in line]
+    assert not any(f"--output-dir {b2n}/train_base/{common.format(1)}" in c for c in commands)
+    assert any(f"--output-dir {b2n}/train_base/{common.format(2)}" in c for c in commands)  # same dir: dassl resumes
+    assert len(commands) == 4
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["base2novel", "--trainers", "CoOp"], "unknown protocol 'base2novel'"),
+        (["base2new", "--trainers", "Coop"], "did you mean CoOp?"),
+        (["base2new", "--trainers", "CoOp", "--datasets", "imagenet-a"], "did you mean imagenet_a?"),
+    ],
+)
+def test_bad_names_are_clear_errors(argv, message, capsys):
+    assert run_protocol.main(argv + ["--root", "/d", "--dry-run"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_odd_config_opts_are_refused_before_any_run(capsys):
+    assert run_protocol.main(["base2new", "--trainers", "CoOp", "--root", "/d", "--", "OPTIM.MAX_EPOCH"]) == 2
+    assert "KEY VALUE pairs" in capsys.readouterr().err
+
+
+def test_missing_config_or_trainer_is_skipped_with_a_note(tmp_path):
+    rc, text = dry_run(["base2new", "--trainers", "CoOp", "ProDA", "--cfg", "tiny_ctxv1", "--datasets", "dtd",
+                        "--seeds", "1", "--root", "/d", "--output-dir", str(tmp_path)])
+    assert rc == 0
+    assert "note: skipping ProDA: config configs/trainers/ProDA/tiny_ctxv1.yaml does not exist" in text
+    assert "--trainer CoOp" in text and "--trainer ProDA" not in text
+
+
+def test_registry_names_are_accepted_for_datasets():
+    assert run_protocol.resolve_datasets(["SyntheticShapes", "eurosat", "DescribableTextures"]) == [
+        "synthetic_shapes", "eurosat", "dtd"]
+
+
+# ------------------------------------------------------------------------------- end to end
+def test_compare_end_to_end_on_the_tiny_clip(tmp_path):
+    """CoOp and EMPL_CoOp through the driver on SyntheticShapes, 1 seed, 1 epoch; the table has both."""
+    out = io.StringIO()
+    output = tmp_path / "compare"
+    rc = compare.main(["--root", str(tmp_path / "data"), "--datasets", "SyntheticShapes", "--trainers", "CoOp", "EMPL_CoOp",
+                       "--seeds", "1", "--cfg", "tiny", "--shots", "2", "--output-dir", str(output),
+                       "--plots", str(tmp_path / "plots"), "--", "OPTIM.MAX_EPOCH", "1", "TRAINER.EMPL.SGLD_STEPS", "1"], out=out)
+    text = out.getvalue()
+    assert rc == 0, text
+    rows = read_csv(output / "tables" / "base2new.csv")
+    for trainer in ("CoOp", "EMPL_CoOp"):
+        for metric in ("base", "new", "H"):
+            value = float(lookup(rows, "synthetic_shapes", trainer, metric)["mean"])
+            assert 0.0 <= value <= 100.0
+        assert (output / "base2new" / "test_new" / "synthetic_shapes" / "shots_2" / trainer / "tiny" / "seed1" / "log.txt").is_file()
+    header = next(line for line in text.splitlines() if line.startswith("| Dataset"))
+    assert "CoOp Base" in header and "EMPL_CoOp Base" in header
+    assert (tmp_path / "plots" / "base2new_H_by_dataset.png").read_bytes().startswith(PNG_MAGIC)
+    # A second call finds every run finished and only re-prints the table.
+    again = io.StringIO()
+    assert compare.main(["--root", str(tmp_path / "data"), "--datasets", "synthetic_shapes", "--trainers", "CoOp", "EMPL_CoOp",
+                         "--seeds", "1", "--cfg", "tiny", "--shots", "2", "--output-dir", str(output), "--", "TRAINER.EMPL.SGLD_STEPS", "1",
+                         "OPTIM.MAX_EPOCH", "1"], out=again) == 0
+    assert again.getvalue().count("[skip: finished]") == 4 and "train.py" not in again.getvalue()

@@ -1,0 +1,436 @@
+"""Run a protocol (many train.py runs) with CoOp's output layout; skip finished runs, resume the rest.
+
+    python tools/run_protocol.py base2new --trainers CoOp EMPL_CoOp --root $DATA
+    python tools/run_protocol.py cross_dataset --trainers all --seeds 1 --dry-run
+    python tools/run_protocol.py domain_generalization --trainers EMPL_ProDA -- OPTIM.MAX_EPOCH 5
+
+Protocols (the datasets are CoOp's config names, configs/datasets/<name>.yaml):
+- base2new: per dataset and seed, train on the base classes
+  (output/base2new/train_base/<D>/shots_<S>/<T>/<CFG>/seed<N>; its log's final accuracy is the
+  base accuracy), then evaluate the last epoch on the new classes (.../test_new/...). Exactly
+  scripts/protocols/base2new_{train,test}.sh.
+- cross_dataset / domain_generalization: per seed, train once on the source (ImageNet, all
+  classes) at output/<source>/<T>/<CFG>_<S>shots/seed<N>, then evaluate it on every target at
+  output/evaluation/<T>/<CFG>_<S>shots/<D>/seed<N> (scripts/protocols/xd_{train,test}.sh).
+  Both protocols share the source runs.
+- ZeroshotCLIP trains nothing: it runs --eval-only with CoOp's config of the same name (as
+  scripts/coop/zeroshot.sh), on base and new (base2new/test_base, test_new) or on the source
+  and the targets (evaluation/), with the first seed only (it is deterministic).
+
+A run is *finished* when its log.txt holds Dassl's result block: an "* accuracy: X%" line after
+"Finish training" (training runs) or after "=> result" (--eval-only runs); that is what
+parse_test_res.py and tools/make_tables.py read. Finished runs are skipped. An unfinished
+training run whose folder has a checkpoint pointer (<model>/checkpoint) is *resumed*: train.py
+is run again on the same --output-dir and Dassl's resume_model_if_exist restores weights,
+optimizer, scheduler and RNG states and continues from the saved epoch (a run stopped after its
+last checkpoint only runs the final test). Any other unfinished run starts over. Before
+re-running, the old log.txt is renamed log.txt-interrupted-<time>, so the new log.txt holds the
+result block (Dassl would otherwise write the new log to log.txt-<time>).
+The output folder identifies a run: changing extra opts does not re-run a finished run; use
+another --output-dir (one per sweep value) for that.
+"""
+import argparse
+import difflib
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import parse_test_res  # noqa: E402
+
+
+@dataclass(frozen=True)
+class TrainerDefaults:
+    """Where a trainer's configs live and which config each protocol uses by default."""
+
+    config_dir: str  # configs/trainers/<config_dir>/
+    base2new_cfg: str
+    cross_dataset_cfg: str  # also used for domain generalization
+    eval_only: bool = False
+
+
+# The one table of per-trainer defaults (papers' settings, ViT-B/16, 16 shots). --cfg overrides.
+TRAINER_DEFAULTS: Dict[str, TrainerDefaults] = {
+    "ZeroshotCLIP": TrainerDefaults("CoOp", "vit_b16", "vit_b16", eval_only=True),
+    "CoOp": TrainerDefaults("CoOp", "vit_b16_ep50_ctxv1", "vit_b16_ep50_ctxv1"),
+    "CoCoOp": TrainerDefaults("CoCoOp", "vit_b16_c4_ep10_batch1_ctxv1", "vit_b16_c4_ep10_batch1_ctxv1"),
+    "ProDA": TrainerDefaults("ProDA", "vit_b16_ep50", "vit_b16_ep10_cross_datasets"),
+    "MaPLe": TrainerDefaults("MaPLe", "vit_b16_c2_ep5_batch4_2ctx", "vit_b16_c2_ep5_batch4_2ctx_cross_datasets"),
+    "EMPL_CoOp": TrainerDefaults("EMPL_CoOp", "vit_b16_ep50_ctxv1", "vit_b16_ep10_ctxv1_cross_datasets"),
+    "EMPL_ProDA": TrainerDefaults("EMPL_ProDA", "vit_b16_ep50", "vit_b16_ep10_cross_datasets"),
+    "EMPL_MaPLe": TrainerDefaults(
+        "EMPL_MaPLe", "vit_b16_c2_ep5_batch4_2ctx", "vit_b16_c2_ep5_batch4_2ctx_cross_datasets"
+    ),
+}
+
+BASE2NEW_DATASETS = (
+    "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+    "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101",
+)
+CROSS_DATASET_TARGETS = BASE2NEW_DATASETS[1:]
+DOMAIN_GENERALIZATION_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+PROTOCOL_DATASETS = {
+    "base2new": BASE2NEW_DATASETS,
+    "cross_dataset": CROSS_DATASET_TARGETS,
+    "domain_generalization": DOMAIN_GENERALIZATION_TARGETS,
+}
+PROTOCOL_ALIASES = {"b2n": "base2new", "xd": "cross_dataset", "dg": "domain_generalization"}
+DEFAULT_SEEDS = (1, 2, 3)
+DEFAULT_SHOTS = 16
+DEFAULT_SOURCE = "imagenet"
+
+
+class ProtocolError(ValueError):
+    """Bad input (unknown protocol, trainer, dataset, config): shown as one line."""
+
+
+def _suggest(name: str, choices: Sequence[str]) -> str:
+    same_but_case = [c for c in choices if c.lower() == name.lower()]
+    close = same_but_case or difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def normalize_protocol(name: str) -> str:
+    name = PROTOCOL_ALIASES.get(name, name)
+    if name not in PROTOCOL_DATASETS:
+        choices = list(PROTOCOL_DATASETS) + list(PROTOCOL_ALIASES)
+        raise ProtocolError(f"unknown protocol {name!r}{_suggest(name, choices)}; choose from {', '.join(choices)}")
+    return name
+
+
+def dataset_config_names() -> Dict[str, str]:
+    """{accepted name (lower case): config stem}: stems and the registry names in DATASET.NAME."""
+    names = {}
+    folder = os.path.join(ROOT, "configs", "datasets")
+    for file in sorted(os.listdir(folder)):
+        if not file.endswith(".yaml"):
+            continue
+        stem = file[: -len(".yaml")]
+        names[stem.lower()] = stem
+        with open(os.path.join(folder, file), encoding="utf-8") as f:
+            for line in f:
+                if line.strip().startswith("NAME:"):
+                    names[line.split(":", 1)[1].strip().strip("\"'").lower()] = stem
+    return names
+
+
+def resolve_datasets(datasets: Sequence[str]) -> List[str]:
+    """Config stems for the given names (stem, e.g. eurosat, or registry name, e.g. EuroSAT)."""
+    known = dataset_config_names()
+    stems = []
+    for name in datasets:
+        if name.lower() not in known:
+            stems_list = sorted(set(known.values()))
+            raise ProtocolError(
+                f"unknown dataset {name!r}{_suggest(name.lower(), stems_list)}: no configs/datasets/{name}.yaml; "
+                f"known: {', '.join(stems_list)}"
+            )
+        stems.append(known[name.lower()])
+    return stems
+
+
+def registered_trainers() -> List[str]:
+    import warnings
+
+    with warnings.catch_warnings():  # clip's pkg_resources deprecation warning
+        warnings.simplefilter("ignore")
+        import trainers  # noqa: F401  (registers the trainers)
+    from dassl.engine import TRAINER_REGISTRY
+
+    return list(TRAINER_REGISTRY.registered_names())
+
+
+def config_path(trainer: str, cfg: str) -> str:
+    config_dir = TRAINER_DEFAULTS[trainer].config_dir if trainer in TRAINER_DEFAULTS else trainer
+    return os.path.join(ROOT, "configs", "trainers", config_dir, f"{cfg}.yaml")
+
+
+def default_cfg(trainer: str, protocol: str) -> str:
+    defaults = TRAINER_DEFAULTS[trainer]
+    return defaults.base2new_cfg if protocol == "base2new" else defaults.cross_dataset_cfg
+
+
+def max_epoch(config_file: str, opts: Sequence[str]) -> int:
+    """OPTIM.MAX_EPOCH as train.py resolves it: trailing opts > config file > Dassl's default."""
+    opts = list(opts)
+    for i in range(len(opts) - 1):
+        if opts[i] == "OPTIM.MAX_EPOCH":
+            return int(opts[i + 1])
+    import yaml
+
+    with open(config_file, encoding="utf-8") as f:
+        cfg = yaml.safe_load(f) or {}
+    if "MAX_EPOCH" in (cfg.get("OPTIM") or {}):
+        return int(cfg["OPTIM"]["MAX_EPOCH"])
+    from dassl.config import get_cfg_default
+
+    return int(get_cfg_default().OPTIM.MAX_EPOCH)
+
+
+@dataclass
+class Run:
+    """One train.py invocation and the folder it writes."""
+
+    trainer: str
+    cfg: str
+    dataset: str
+    seed: int
+    output_dir: str
+    argv: List[str]
+    eval_only: bool
+    depends_on: Optional["Run"] = field(default=None, repr=False)
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.output_dir, "log.txt")
+
+
+def is_finished(run_dir: str, eval_only: bool) -> bool:
+    """The run's log.txt holds the result block (parse_test_res reads exactly this)."""
+    log = os.path.join(run_dir, "log.txt")
+    if not os.path.isfile(log):
+        return False
+    signal = parse_test_res.TEST_END_SIGNAL if eval_only else parse_test_res.TRAIN_END_SIGNAL
+    return parse_test_res.read_metric(log, "accuracy", signal) is not None
+
+
+def has_checkpoint(run_dir: str) -> bool:
+    """A Dassl checkpoint pointer (<run_dir>/<model name>/checkpoint) exists."""
+    if not os.path.isdir(run_dir):
+        return False
+    return any(os.path.isfile(os.path.join(run_dir, sub, "checkpoint")) for sub in os.listdir(run_dir))
+
+
+def run_state(run: Run) -> str:
+    """'finished' (skip), 'resume' (unfinished training with a checkpoint) or 'start'."""
+    if is_finished(run.output_dir, run.eval_only):
+        return "finished"
+    if not run.eval_only and has_checkpoint(run.output_dir):
+        return "resume"
+    return "start"
+
+
+def _train_argv(python, root, seed, trainer, dataset, config_file, output_dir, opts):
+    return [
+        python, os.path.join(ROOT, "train.py"),
+        "--root", root,
+        "--seed", str(seed),
+        "--trainer", trainer,
+        "--dataset-config-file", os.path.join(ROOT, "configs", "datasets", f"{dataset}.yaml"),
+        "--config-file", config_file,
+        "--output-dir", output_dir,
+        *opts,
+    ]
+
+
+def plan_protocol(
+    protocol: str,
+    trainer: str,
+    datasets: Sequence[str],
+    seeds: Sequence[int],
+    root: str,
+    output_root: str = "output",
+    cfg: Optional[str] = None,
+    shots: int = DEFAULT_SHOTS,
+    source: str = DEFAULT_SOURCE,
+    extra_opts: Sequence[str] = (),
+    python: str = sys.executable,
+) -> List[Run]:
+    """The runs of one trainer in one protocol, each training run before the evaluations that
+    load it. Mirrors scripts/protocols/*.sh (flags, folders, --load-epoch = last epoch)."""
+    protocol = normalize_protocol(protocol)
+    cfg = cfg or default_cfg(trainer, protocol)
+    config_file = config_path(trainer, cfg)
+    eval_only = trainer in TRAINER_DEFAULTS and TRAINER_DEFAULTS[trainer].eval_only
+    extra_opts = list(extra_opts)
+    runs: List[Run] = []
+    if eval_only:
+        seeds = list(seeds)[:1]
+    load_epoch = None if eval_only else str(max_epoch(config_file, extra_opts))
+
+    def eval_run(dataset, seed, output_dir, model_dir, opts, depends_on):
+        argv = _train_argv(python, root, seed, trainer, dataset, config_file, output_dir, [])
+        if model_dir is not None:
+            argv += ["--model-dir", model_dir, "--load-epoch", load_epoch]
+        argv += ["--eval-only", *opts, *extra_opts]
+        return Run(trainer, cfg, dataset, seed, output_dir, argv, True, depends_on)
+
+    if protocol == "base2new":
+        for dataset in datasets:
+            for seed in seeds:
+                common = os.path.join(dataset, f"shots_{shots}", trainer, cfg, f"seed{seed}")
+                train_dir = os.path.join(output_root, "base2new", "train_base", common)
+                shot_opts = ["DATASET.NUM_SHOTS", str(shots)]
+                train = None
+                if eval_only:
+                    subs = ("base", "new")
+                else:
+                    subs = ("new",)
+                    argv = _train_argv(python, root, seed, trainer, dataset, config_file, train_dir,
+                                       shot_opts + ["DATASET.SUBSAMPLE_CLASSES", "base", *extra_opts])
+                    train = Run(trainer, cfg, dataset, seed, train_dir, argv, False)
+                    runs.append(train)
+                for sub in subs:
+                    test_dir = os.path.join(output_root, "base2new", f"test_{sub}", common)
+                    runs.append(eval_run(dataset, seed, test_dir, None if eval_only else train_dir,
+                                         shot_opts + ["DATASET.SUBSAMPLE_CLASSES", sub], train))
+    else:
+        for seed in seeds:
+            train = None
+            targets = list(datasets)
+            if eval_only:
+                targets = [source] + [d for d in targets if d != source]
+            else:
+                train_dir = os.path.join(output_root, source, trainer, f"{cfg}_{shots}shots", f"seed{seed}")
+                argv = _train_argv(python, root, seed, trainer, source, config_file, train_dir,
+                                   ["DATASET.NUM_SHOTS", str(shots), *extra_opts])
+                train = Run(trainer, cfg, source, seed, train_dir, argv, False)
+                runs.append(train)
+            for dataset in targets:
+                test_dir = os.path.join(output_root, "evaluation", trainer, f"{cfg}_{shots}shots", dataset, f"seed{seed}")
+                runs.append(eval_run(dataset, seed, test_dir, None if eval_only else train.output_dir, [], train))
+    return runs
+
+
+def check_trainer(trainer: str, protocol: str, cfg: Optional[str], registered: Sequence[str]) -> Optional[str]:
+    """None if the trainer can run; else a one-line note why it is skipped.
+    Raises ProtocolError for a name that is neither in TRAINER_DEFAULTS nor registered."""
+    if trainer not in TRAINER_DEFAULTS and trainer not in registered:
+        known = sorted(set(TRAINER_DEFAULTS) | set(registered))
+        raise ProtocolError(f"unknown trainer {trainer!r}{_suggest(trainer, known)}; known: {', '.join(known)}")
+    if trainer not in registered:
+        return f"note: skipping {trainer}: not registered in this checkout (trainers/__init__.py)"
+    if trainer not in TRAINER_DEFAULTS and not cfg:
+        return f"note: skipping {trainer}: no default config in TRAINER_DEFAULTS; pass --cfg"
+    path = config_path(trainer, cfg or default_cfg(trainer, normalize_protocol(protocol)))
+    if not os.path.isfile(path):
+        return f"note: skipping {trainer}: config {os.path.relpath(path, ROOT)} does not exist"
+    return None
+
+
+def plan(
+    protocol: str,
+    trainers: Sequence[str],
+    datasets: Optional[Sequence[str]] = None,
+    out=None,
+    **kwargs,
+) -> List[Run]:
+    """Validate names and plan the runs of every runnable trainer; print a note per skipped one."""
+    out = out or sys.stdout
+    protocol = normalize_protocol(protocol)
+    datasets = resolve_datasets(datasets) if datasets else list(PROTOCOL_DATASETS[protocol])
+    if "source" in kwargs and kwargs["source"]:
+        kwargs["source"] = resolve_datasets([kwargs["source"]])[0]
+    registered = registered_trainers()
+    if list(trainers) == ["all"]:
+        trainers = list(TRAINER_DEFAULTS)
+    runs = []
+    for trainer in trainers:
+        note = check_trainer(trainer, protocol, kwargs.get("cfg"), registered)
+        if note:
+            print(note, file=out)
+            continue
+        runs += plan_protocol(protocol, trainer, datasets, **kwargs)
+    return runs
+
+
+def _shown(path: str) -> str:
+    return os.path.relpath(path) if os.path.abspath(path).startswith(os.getcwd() + os.sep) else path
+
+
+def command_line(run: Run) -> str:
+    return shlex.join([_shown(a) if os.path.isabs(a) else a for a in run.argv])
+
+
+def execute(runs: Sequence[Run], dry_run: bool = False, out=None) -> int:
+    """Run (or, with dry_run, print) every unfinished run in order; return the number that failed.
+    An evaluation whose training run failed in this call is not attempted."""
+    out = out or sys.stdout
+    failed = set()
+    n_failed = 0
+    for run in runs:
+        state = run_state(run)
+        if state == "finished":
+            print(f"[skip: finished] {run.output_dir}", file=out)
+            continue
+        if run.depends_on is not None and id(run.depends_on) in failed:
+            print(f"[skip: its training run failed] {run.output_dir}", file=out)
+            failed.add(id(run))
+            continue
+        print(f"[{state}] {run.output_dir}", file=out)
+        print(command_line(run), file=out, flush=True)
+        if dry_run:
+            continue
+        if os.path.isfile(run.log_path):
+            os.replace(run.log_path, run.log_path + time.strftime("-interrupted-%Y%m%d-%H%M%S"))
+        proc = subprocess.run(run.argv)
+        if proc.returncode != 0 or not is_finished(run.output_dir, run.eval_only):
+            print(f"[failed: exit {proc.returncode}] {run.output_dir}", file=out, flush=True)
+            failed.add(id(run))
+            n_failed += 1
+    return n_failed
+
+
+def split_extra_opts(argv: Sequence[str]):
+    """(own args, config opts after the first '--')."""
+    argv = list(argv)
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, seeds=DEFAULT_SEEDS, shots=DEFAULT_SHOTS, output_dir="output"):
+    """The options shared by run_protocol.py and compare.py."""
+    parser.add_argument("--root", default=os.environ.get("DATA", ""), help="dataset root (default: $DATA)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
+    parser.add_argument("--shots", type=int, default=shots)
+    parser.add_argument("--cfg", default=None, help="config name for every trainer (default: TRAINER_DEFAULTS)")
+    parser.add_argument("--output-dir", default=output_dir, help="output root (CoOp's output/)")
+    parser.add_argument("--source", default=DEFAULT_SOURCE, help="source dataset of cross_dataset / domain_generalization")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--python", default=sys.executable, help="interpreter for train.py")
+
+
+def run_kwargs(args, extra_opts):
+    if not args.root:
+        raise ProtocolError("no dataset root: pass --root or set DATA (layouts: docs/DATASETS.md)")
+    if len(extra_opts) % 2:
+        raise ProtocolError(f"config opts after '--' must be KEY VALUE pairs, got {list(extra_opts)}")
+    return dict(
+        seeds=args.seeds, root=args.root, output_root=args.output_dir, cfg=args.cfg, shots=args.shots,
+        source=args.source, extra_opts=extra_opts, python=args.python,
+    )
+
+
+def main(argv=None, out=None) -> int:
+    own, extra_opts = split_extra_opts(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Config opts after '--' (KEY VALUE ...) go to every train.py call.",
+    )
+    parser.add_argument("protocol", help="base2new, cross_dataset (xd) or domain_generalization (dg)")
+    parser.add_argument("--trainers", nargs="+", required=True, help=f"'all' or names from: {', '.join(TRAINER_DEFAULTS)}")
+    parser.add_argument("--datasets", nargs="*", help="datasets (targets for xd/dg); default: the protocol's")
+    add_run_arguments(parser)
+    args = parser.parse_args(own)
+    try:
+        runs = plan(args.protocol, args.trainers, args.datasets, out=out, **run_kwargs(args, extra_opts))
+    except ProtocolError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    n_failed = execute(runs, dry_run=args.dry_run, out=out)
+    if n_failed:
+        print(f"{n_failed} run(s) failed; re-run the same command to resume them", file=out or sys.stdout)
+    return 1 if n_failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
