@@ -17,7 +17,16 @@ from yacs.config import CfgNode as CN
 
 from dassl.config import get_cfg_default
 from dassl.engine import build_trainer
-from dassl.utils import collect_env_info, set_random_seed, setup_logger
+from dassl.utils import (
+    UnreadableImageError,
+    cleanup_distributed,
+    collect_env_info,
+    get_rank,
+    init_distributed,
+    is_main_process,
+    set_random_seed,
+    setup_logger,
+)
 
 import datasets  # noqa: F401  (registers every dataset in DATASET_REGISTRY)
 import trainers  # noqa: F401  (registers every trainer in TRAINER_REGISTRY)
@@ -121,12 +130,37 @@ def setup_cfg(args):
     return cfg
 
 
+def check_output_dir(path):
+    """Stop before any work when OUTPUT_DIR cannot hold the log and checkpoints."""
+    path = path or "."
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, f".write_test.{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        if os.path.exists(path) and not os.path.isdir(path):
+            reason = "a file of that name is in the way"
+        raise PermissionError(
+            f"cannot write to the output folder {path} ({reason}): pass another --output-dir or "
+            "fix its permissions"
+        ) from None
+
+
 def main(args):
     cfg = setup_cfg(args)
+    # torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: join its process group (gloo on CPU, nccl on GPU).
+    init_distributed(use_cuda=cfg.USE_CUDA)
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
+    if is_main_process():
+        check_output_dir(cfg.OUTPUT_DIR)
+        setup_logger(cfg.OUTPUT_DIR)
+    else:  # only rank 0 prints and logs; the other ranks keep stderr for their errors
+        sys.stdout = open(os.devnull, "w")
 
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
@@ -176,9 +210,22 @@ def build_parser():
     return parser
 
 
-# Errors that mean "fix your input": shown as one line instead of a traceback (set
-# TRAIN_DEBUG=1 to see the traceback anyway).
-USER_ERRORS = (FileNotFoundError, NotADirectoryError, PermissionError, KeyError, ValueError)
+# Errors that mean "fix your input" (or, for FloatingPointError, "your settings made the loss
+# diverge"): shown as one line instead of a traceback (set TRAIN_DEBUG=1 to see the traceback
+# anyway).
+USER_ERRORS = (FileNotFoundError, NotADirectoryError, PermissionError, KeyError, ValueError,
+               UnreadableImageError, FloatingPointError)
+
+
+def one_line(err):
+    """The message of a user error on one line. An error raised in a DataLoader worker comes
+    back with the worker's traceback in its message: keep its last line, the original one."""
+    message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
+    if "Traceback (most recent call last)" in message:
+        last = [line for line in message.splitlines() if line.strip()][-1]
+        message = last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(message.split())
+
 
 if __name__ == "__main__":
     try:
@@ -186,6 +233,8 @@ if __name__ == "__main__":
     except USER_ERRORS as err:
         if os.environ.get("TRAIN_DEBUG"):
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {message}\n(TRAIN_DEBUG=1 shows the traceback)", file=sys.stderr)
+        rank = f"[rank {get_rank()}] " if get_rank() else ""
+        print(f"{rank}error: {one_line(err)}\n(TRAIN_DEBUG=1 shows the traceback)", file=sys.stderr)
         sys.exit(2)
+    finally:
+        cleanup_distributed()

@@ -98,6 +98,26 @@ class EMPLMixin(SGLDPromptSampler):
         self.open_vocab = OpenVocabulary(names, empl.VOCAB_FILE, seed=max(self.cfg.SEED, 0))
         print(f"Open vocabulary: {len(self.open_vocab)} words, {empl.N_UNSEEN} unseen words per batch")
 
+    # ------------------------------------------------------------------ resume
+    def resume_state(self) -> dict:
+        """The open vocabulary's private RNG (and the SGLD generator when one is set) go into
+        every checkpoint, so a resumed run draws the same unseen words as an uninterrupted one."""
+        parent = getattr(super(), "resume_state", None)
+        state = dict(parent()) if parent else {}
+        state["open_vocab"] = self.open_vocab.state_dict()
+        if self.sgld_generator is not None:
+            state["sgld_generator"] = self.sgld_generator.get_state()
+        return state
+
+    def load_resume_state(self, state: dict) -> None:
+        parent = getattr(super(), "load_resume_state", None)
+        if parent:
+            parent(state)
+        if "open_vocab" in state:
+            self.open_vocab.load_state_dict(state["open_vocab"])
+        if "sgld_generator" in state and self.sgld_generator is not None:
+            self.sgld_generator.set_state(state["sgld_generator"])
+
     # ------------------------------------------------------------------ building blocks
     @property
     def empl_cfg(self):

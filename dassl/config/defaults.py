@@ -62,6 +62,9 @@ _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 4
 _C.DATALOADER.K_TRANSFORMS = 1  # augmented views per image (training)
 _C.DATALOADER.RETURN_IMG0 = False  # also return the un-augmented image
+# Ours: True reads every image of every split once when the data are built and drops the
+# unreadable ones (reporting how many); False (Dassl) stops at the first unreadable image.
+_C.DATALOADER.SKIP_CORRUPT_IMAGES = False
 _C.DATALOADER.TRAIN_X = CN()
 _C.DATALOADER.TRAIN_X.SAMPLER = "RandomSampler"
 _C.DATALOADER.TRAIN_X.BATCH_SIZE = 32
@@ -122,6 +125,9 @@ _C.TRAIN = CN()
 _C.TRAIN.CHECKPOINT_FREQ = 0  # epochs; <= 0: save the last epoch only
 _C.TRAIN.PRINT_FREQ = 10  # batches
 _C.TRAIN.COUNT_ITER = "train_x"  # train_x, train_u or smaller_one (TrainerXU)
+# Ours: also checkpoint the epochs CHECKPOINT_FREQ skips, so a killed run resumes from its last
+# complete epoch; such a file is removed once the next one is written (final layout = Dassl's).
+_C.TRAIN.RESUME_CHECKPOINTS = True
 
 # ---------------------------------------------------------------- Test
 _C.TEST = CN()
@@ -130,6 +136,7 @@ _C.TEST.PER_CLASS_RESULT = False
 _C.TEST.COMPUTE_CMAT = False  # saved to OUTPUT_DIR/cmat.pt
 _C.TEST.NO_TEST = False
 _C.TEST.SPLIT = "test"  # split for the final evaluation
+_C.TEST.PROGRESS_BAR = True  # ours: tqdm bar while evaluating (rank 0, terminals only)
 # last_step or best_val (best_val evaluates on val after every epoch)
 _C.TEST.FINAL_MODEL = "last_step"
 

@@ -3,10 +3,10 @@ import torch
 import torchvision.transforms as T
 from torch.utils.data import Dataset as TorchDataset
 
-from dassl.utils import read_image
+from dassl.utils import UnreadableImageError, get_rank, get_world_size, is_distributed, read_image
 
 from .datasets import build_dataset
-from .samplers import build_sampler
+from .samplers import DistributedSampler, ShardSampler, build_sampler
 from .transforms import INTERPOLATION_MODES, build_transform
 
 
@@ -17,8 +17,11 @@ def build_data_loader(cfg, sampler_type="SequentialSampler", data_source=None, b
     holds at least one full batch."""
     if not data_source:
         raise ValueError("build_data_loader: data_source is empty")
-    sampler = build_sampler(sampler_type, cfg=cfg, data_source=data_source, batch_size=batch_size,
-                            n_domain=n_domain, n_ins=n_ins)
+    if is_distributed():
+        sampler, batch_size = _distributed_sampler(cfg, sampler_type, data_source, batch_size, is_train)
+    else:
+        sampler = build_sampler(sampler_type, cfg=cfg, data_source=data_source, batch_size=batch_size,
+                                n_domain=n_domain, n_ins=n_ins)
     wrapper = dataset_wrapper or DatasetWrapper
     return torch.utils.data.DataLoader(
         wrapper(cfg, data_source, transform=tfm, is_train=is_train),
@@ -32,6 +35,46 @@ def build_data_loader(cfg, sampler_type="SequentialSampler", data_source=None, b
     )
 
 
+def _distributed_sampler(cfg, sampler_type, data_source, batch_size, is_train):
+    """(sampler, per-process batch size) under torchrun.
+
+    Training: the configured batch size is the global batch; each of the W processes takes
+    batch_size / W items of it. The order is DistributedSampler's: a permutation drawn from
+    (SEED, epoch), the same whatever W, so runs with 1 and W processes see the same global
+    batches. Evaluation: each process takes every W-th item (no padding).
+    """
+    world, rank = get_world_size(), get_rank()
+    if not is_train:
+        return ShardSampler(data_source, world, rank), batch_size
+    if sampler_type not in ("RandomSampler", "SequentialSampler"):
+        raise ValueError(
+            f"distributed training supports the RandomSampler and SequentialSampler training "
+            f"samplers, not {sampler_type}: run it in one process"
+        )
+    if batch_size % world != 0:
+        raise ValueError(
+            f"the training batch size {batch_size} is the global batch under torchrun and must be "
+            f"divisible by the number of processes ({world}): change DATALOADER.TRAIN_X.BATCH_SIZE "
+            "or --nproc_per_node"
+        )
+    sampler = DistributedSampler(data_source, num_replicas=world, rank=rank,
+                                 shuffle=sampler_type == "RandomSampler", seed=max(cfg.SEED, 0))
+    return sampler, batch_size // world
+
+
+def drop_unreadable_images(data_source, what):
+    """(readable items, unreadable paths): every image is opened and decoded once."""
+    kept, bad = [], []
+    for item in data_source:
+        try:
+            read_image(item.impath)
+        except (OSError, ValueError):
+            bad.append(item.impath)
+        else:
+            kept.append(item)
+    return kept, bad
+
+
 class DataManager:
     """Build the dataset named by ``cfg.DATASET.NAME``, its transforms and its loaders.
 
@@ -42,6 +85,8 @@ class DataManager:
 
     def __init__(self, cfg, custom_tfm_train=None, custom_tfm_test=None, dataset_wrapper=None):
         dataset = build_dataset(cfg)
+        if cfg.DATALOADER.get("SKIP_CORRUPT_IMAGES", False):
+            self.skipped_images = self._skip_corrupt_images(dataset)
         if custom_tfm_train is None:
             tfm_train = build_transform(cfg, is_train=True)
         else:
@@ -76,6 +121,28 @@ class DataManager:
         self._lab2cname = dataset.lab2cname
         if cfg.VERBOSE:
             self.show_dataset_summary(cfg)
+
+    @staticmethod
+    def _skip_corrupt_images(dataset):
+        """DATALOADER.SKIP_CORRUPT_IMAGES: drop unreadable images from every split and report
+        how many were skipped. Returns the skipped paths."""
+        skipped = []
+        for attr in ("_train_x", "_train_u", "_val", "_test"):
+            data = getattr(dataset, attr, None)
+            if not data:
+                continue
+            kept, bad = drop_unreadable_images(data, attr.strip("_"))
+            if bad:
+                if not kept:
+                    raise ValueError(f"every image of the {attr.strip('_')} split is unreadable "
+                                     f"(first: {bad[0]}): is DATASET.ROOT the right folder?")
+                setattr(dataset, attr, kept)
+                print(f"Skipped {len(bad)} unreadable image(s) in {attr.strip('_')} "
+                      f"(DATALOADER.SKIP_CORRUPT_IMAGES): {', '.join(bad[:5])}"
+                      f"{' ...' if len(bad) > 5 else ''}")
+            skipped += bad
+        print(f"DATALOADER.SKIP_CORRUPT_IMAGES: {len(skipped)} unreadable image(s) skipped in total")
+        return skipped
 
     @property
     def num_classes(self):
@@ -147,10 +214,10 @@ class DatasetWrapper(TorchDataset):
         output = {"label": item.label, "domain": item.domain, "impath": item.impath, "index": idx}
         try:
             img0 = read_image(item.impath)
+        except UnreadableImageError:
+            raise
         except (OSError, ValueError, SyntaxError) as err:  # PIL raises these for bad files
-            if item.impath in str(err):
-                raise
-            raise OSError(f"cannot read image {item.impath}: {err}") from err
+            raise UnreadableImageError(f"cannot read image {item.impath}: {err}") from err
 
         if self.transform is None:
             output["img"] = img0

@@ -4,11 +4,12 @@ import random
 from collections import defaultdict
 
 import numpy as np
+from torch.utils.data.distributed import DistributedSampler
 from torch.utils.data.sampler import RandomSampler, Sampler, SequentialSampler
 
 __all__ = [
     "RandomSampler", "SequentialSampler", "RandomDomainSampler", "SeqDomainSampler",
-    "RandomClassSampler", "build_sampler",
+    "RandomClassSampler", "ShardSampler", "DistributedSampler", "build_sampler",
 ]
 
 
@@ -113,6 +114,21 @@ class RandomClassSampler(Sampler):
 
     def __len__(self):
         return self.length
+
+
+class ShardSampler(Sampler):
+    """Rank ``rank``'s share of the data for distributed evaluation: indices rank, rank + W,
+    ... in order, with no padding (DistributedSampler repeats items to even the shards out,
+    which would count them twice in the metrics)."""
+
+    def __init__(self, data_source, num_replicas, rank):
+        self.indices = list(range(rank, len(data_source), num_replicas))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
 
 
 SAMPLERS = ("RandomSampler", "SequentialSampler", "RandomDomainSampler", "SeqDomainSampler", "RandomClassSampler")

@@ -14,7 +14,11 @@ optimizer(s), scheduler(s) and ``register_model`` them) and
 from __future__ import annotations
 
 import datetime
+import math
+import os
 import os.path as osp
+import re
+import signal
 import sys
 import time
 from collections import OrderedDict
@@ -28,25 +32,58 @@ from dassl.evaluation import build_evaluator
 from dassl.utils import (
     AverageMeter,
     MetricMeter,
+    all_gather_object,
+    all_reduce_mean_dict,
+    average_gradients_on_backward,
+    barrier,
+    broadcast_module,
+    get_rank,
     get_rng_state,
+    get_world_size,
+    is_distributed,
+    is_main_process,
     load_checkpoint,
     mkdir_if_missing,
-    resume_from_checkpoint,
     save_checkpoint,
+    set_random_seed,
+    set_rng_state,
     tolist_if_not,
 )
 
 Names = Optional[Union[str, List[str]]]
 
 
-def _progress(iterable):
+def _progress(iterable, enabled: bool = True, desc: str = ""):
     """tqdm bar on the real console: setup_logger tees stderr into log.txt and
-    progress bars would flood it. Plain iteration if tqdm is missing."""
+    progress bars would flood it. Only on rank 0 and when that console is a terminal (not a
+    pipe or a batch job's log), unless ``enabled`` is False (TEST.PROGRESS_BAR). Plain
+    iteration otherwise, or if tqdm is missing."""
+    console = getattr(sys.stderr, "console", sys.stderr)
+    if not (enabled and is_main_process() and getattr(console, "isatty", lambda: False)()):
+        return iterable
     try:
         from tqdm import tqdm
     except ImportError:
         return iterable
-    return tqdm(iterable, file=getattr(sys.stderr, "console", sys.stderr))
+    return tqdm(iterable, file=console, desc=desc, leave=False)
+
+
+# Test-only fault injection: DASSL_FAULT_INJECT="kill@N" sends SIGKILL to this process, and
+# "nan@N" turns the learnable parameters into NaN, just before global training iteration N
+# (0-based, epoch * batches_per_epoch + batch). Used by tests/test_reliability.py to interrupt
+# runs at a reproducible point; never set it in real runs.
+FAULT_ENV = "DASSL_FAULT_INJECT"
+
+
+def _fault_at(n_iter: int) -> Optional[str]:
+    spec = os.environ.get(FAULT_ENV, "")
+    match = re.fullmatch(r"(kill|nan)@(\d+)", spec.strip())
+    if match and int(match.group(2)) == n_iter:
+        return match.group(1)
+    return None
+
+
+_CKPT_RE = re.compile(r"^model\.pth\.tar-(\d+)$")
 
 
 class TrainerBase:
@@ -96,21 +133,37 @@ class TrainerBase:
         (or ``model_name``). The file also holds the optimizer and scheduler
         states, ``val_result`` and the global RNG states (for exact resume)."""
         rng_state = get_rng_state()
-        for name in self.get_model_names():
-            optim, sched = self._optims[name], self._scheds[name]
-            save_checkpoint(
-                {
-                    "state_dict": self._models[name].state_dict(),
-                    "epoch": epoch + 1,
-                    "optimizer": optim.state_dict() if optim is not None else None,
-                    "scheduler": sched.state_dict() if sched is not None else None,
-                    "val_result": val_result,
-                    "rng_state": rng_state,
-                },
-                osp.join(directory, name),
-                is_best=is_best,
-                model_name=model_name,
-            )
+        # Every rank's RNG states (a collective: all ranks call save_model); rank 0 writes.
+        rng_states = all_gather_object(rng_state)
+        if is_main_process():
+            extra = self.resume_state()
+            for name in self.get_model_names():
+                optim, sched = self._optims[name], self._scheds[name]
+                save_checkpoint(
+                    {
+                        "state_dict": self._models[name].state_dict(),
+                        "epoch": epoch + 1,
+                        "optimizer": optim.state_dict() if optim is not None else None,
+                        "scheduler": sched.state_dict() if sched is not None else None,
+                        "val_result": val_result,
+                        "rng_state": rng_state,
+                        "rng_states_per_rank": rng_states,
+                        "best_result": getattr(self, "best_result", None),
+                        "trainer_state": extra,
+                    },
+                    osp.join(directory, name),
+                    is_best=is_best,
+                    model_name=model_name,
+                )
+        barrier()
+
+    def resume_state(self) -> dict:
+        """Trainer state beyond models/optimizers/schedulers/global RNGs that an exact resume
+        needs (e.g. a private random generator); saved in every checkpoint."""
+        return {}
+
+    def load_resume_state(self, state: dict) -> None:
+        """Restore what :meth:`resume_state` returned."""
 
     def resume_model_if_exist(self, directory: str) -> int:
         """Resume every model from ``directory/<name>/checkpoint``; return the start epoch
@@ -120,12 +173,44 @@ class TrainerBase:
             print("No checkpoint found, train from scratch")
             return 0
         print(f"Found checkpoint at {directory} (will resume training)")
-        start_epoch = 0
+        start_epoch, checkpoint = 0, None
         for name in names:
-            start_epoch = resume_from_checkpoint(
-                osp.join(directory, name), self._models[name], self._optims[name],
-                self._scheds[name], restore_rng=True,
-            )
+            fdir = osp.join(directory, name)
+            with open(osp.join(fdir, "checkpoint")) as f:
+                fpath = osp.join(fdir, f.readline().strip())
+            print(f'Loading checkpoint from "{fpath}"')
+            try:
+                checkpoint = load_checkpoint(fpath)
+            except FileNotFoundError:
+                raise FileNotFoundError(
+                    f"{osp.join(fdir, 'checkpoint')} names {fpath}, which does not exist: delete the "
+                    "'checkpoint' file to train from scratch, or point it at an existing model.pth.tar-N"
+                ) from None
+            except Exception as err:
+                raise ValueError(f"cannot resume: checkpoint {fpath} is unreadable ({err!r}); "
+                                 "delete it and point 'checkpoint' at an earlier one") from None
+            self._models[name].load_state_dict(checkpoint["state_dict"])
+            optim, sched = self._optims[name], self._scheds[name]
+            if optim is not None and checkpoint.get("optimizer") is not None:
+                optim.load_state_dict(checkpoint["optimizer"])
+            if sched is not None and checkpoint.get("scheduler") is not None:
+                sched.load_state_dict(checkpoint["scheduler"])
+            start_epoch = checkpoint["epoch"]
+        # Global RNGs: this rank's own states when the world size is unchanged.
+        per_rank = checkpoint.get("rng_states_per_rank")
+        if per_rank is not None and len(per_rank) == get_world_size():
+            set_rng_state(per_rank[get_rank()])
+        elif checkpoint.get("rng_state") is not None:
+            if per_rank is not None:
+                print(f"Note: the checkpoint was written by {len(per_rank)} process(es), this run has "
+                      f"{get_world_size()}: the resumed run will not repeat the original one exactly")
+            set_rng_state(checkpoint["rng_state"])
+        if checkpoint.get("best_result") is not None:
+            self.best_result = checkpoint["best_result"]
+        if checkpoint.get("trainer_state"):
+            self.load_resume_state(checkpoint["trainer_state"])
+        print("Loaded model weights, optimizer, scheduler and RNG states")
+        print(f"Previous epoch: {start_epoch}")  # Dassl's line
         return start_epoch
 
     def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
@@ -153,7 +238,26 @@ class TrainerBase:
 
     def detect_anomaly(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss).all():
-            raise FloatingPointError("Loss is infinite or NaN!")
+            raise FloatingPointError(self.non_finite_message(loss.detach().float().mean().item()))
+
+    def non_finite_message(self, value) -> str:
+        """One line: where the loss turned non-finite, what is kept, what to do."""
+        where = ""
+        if hasattr(self, "batch_idx"):
+            where = f" at epoch {getattr(self, 'epoch', 0) + 1} batch {self.batch_idx + 1}"
+        last = None
+        directory = getattr(self, "output_dir", None)
+        names = self.get_model_names()
+        if directory and names:
+            pointer = osp.join(directory, names[0], "checkpoint")
+            if osp.isfile(pointer):
+                with open(pointer) as f:
+                    last = osp.join(directory, names[0], f.readline().strip())
+        kept = (f"the last good checkpoint {last} is kept as it was" if last
+                else "no checkpoint had been written yet")
+        return (f"Loss is infinite or NaN! (loss = {value}){where}; training stopped and {kept}. "
+                "Lower OPTIM.LR (or check the data and PREC), then run the same command again "
+                "to resume from the last good checkpoint")
 
     def model_zero_grad(self, names: Names = None) -> None:
         for name in self.get_model_names(names):
@@ -176,8 +280,8 @@ class TrainerBase:
 
     # ------------------------------------------------------------- tensorboard
     def init_writer(self, log_dir: str) -> None:
-        if self.__dict__.get("_writer") is not None:
-            return
+        if self.__dict__.get("_writer") is not None or not is_main_process():
+            return  # only rank 0 writes tensorboard
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional: scalars are then dropped
@@ -256,6 +360,28 @@ class SimpleTrainer(TrainerBase):
         self.build_model()
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
         self.best_result = -np.inf
+        self._grad_sync_handles = []
+        if is_distributed():
+            self.setup_distributed()
+
+    def setup_distributed(self) -> None:
+        """Data parallel over the torchrun processes: rank 0's learnable modules are copied to
+        every rank, their gradients are averaged after each backward (the frozen backbone has
+        no trainable parameter and is not synchronised), and each rank then draws its own
+        random numbers (seed SEED + rank) for augmentation and sampling."""
+        for name in self.get_model_names():
+            broadcast_module(self._models[name])
+            self._grad_sync_handles += average_gradients_on_backward(self._models[name])
+        if self.cfg.SEED >= 0:
+            set_random_seed(self.cfg.SEED + get_rank())
+        print(f"Distributed data parallel: {get_world_size()} processes; global train batch "
+              f"{self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE} split across them")
+
+    def unwrapped(self, name: Optional[str] = None) -> nn.Module:
+        """The registered module ``name`` (default: the first one). Modules are never wrapped
+        (gradient sync is done with hooks), so this is the module itself; trainers may call it
+        for clarity where they need the plain module."""
+        return self._models[self.get_model_names(name)[0]]
 
     def check_cfg(self, cfg) -> None:
         """Optional hook to validate trainer-specific settings."""
@@ -264,7 +390,13 @@ class SimpleTrainer(TrainerBase):
         """Create the data attributes every trainer relies on (via DataManager)."""
         from dassl.data import DataManager  # lazy: keeps the engine importable on its own
 
+        # Under torchrun rank 0 builds the data first (it may generate files and caches); the
+        # others wait, then read them.
+        if not is_main_process():
+            barrier()
         dm = DataManager(self.cfg)
+        if is_main_process():
+            barrier()
         self.train_loader_x = dm.train_loader_x
         self.train_loader_u = dm.train_loader_u  # optional, can be None
         self.val_loader = dm.val_loader  # optional, can be None
@@ -290,7 +422,8 @@ class SimpleTrainer(TrainerBase):
         directory = self.cfg.RESUME or self.cfg.OUTPUT_DIR
         self.start_epoch = self.resume_model_if_exist(directory)
         writer_dir = osp.join(self.output_dir, "tensorboard")
-        mkdir_if_missing(writer_dir)
+        if is_main_process():
+            mkdir_if_missing(writer_dir)
         self.init_writer(writer_dir)
         self.time_start = time.time()
 
@@ -321,6 +454,33 @@ class SimpleTrainer(TrainerBase):
 
         if meet_checkpoint_freq or last_epoch:
             self.save_model(self.epoch, self.output_dir)
+        elif self.cfg.TRAIN.get("RESUME_CHECKPOINTS", True):
+            self.save_model(self.epoch, self.output_dir)  # for resume only; removed when superseded
+        self._remove_superseded_checkpoints()
+
+    def _is_kept_checkpoint(self, epoch: int) -> bool:
+        """Whether model.pth.tar-<epoch> is one Dassl would keep (CHECKPOINT_FREQ or last)."""
+        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        return epoch == self.max_epoch or (freq > 0 and epoch % freq == 0)
+
+    def _remove_superseded_checkpoints(self) -> None:
+        """Delete resume-only checkpoints older than the one ``checkpoint`` points at."""
+        if not is_main_process():
+            return
+        for name in self.get_model_names():
+            fdir = osp.join(self.output_dir, name)
+            pointer = osp.join(fdir, "checkpoint")
+            if not osp.isfile(pointer):
+                continue
+            with open(pointer) as f:
+                match = _CKPT_RE.match(f.readline().strip())
+            if not match:
+                continue
+            current = int(match.group(1))
+            for fname in os.listdir(fdir):
+                m = _CKPT_RE.match(fname)
+                if m and int(m.group(1)) < current and not self._is_kept_checkpoint(int(m.group(1))):
+                    os.remove(osp.join(fdir, fname))
 
     @torch.no_grad()
     def test(self, split: Optional[str] = None) -> float:
@@ -334,9 +494,12 @@ class SimpleTrainer(TrainerBase):
         else:
             split, data_loader = "test", self.test_loader
         print(f"Evaluate on the *{split}* set")
-        for batch in _progress(data_loader):
+        bar = self.cfg.TEST.get("PROGRESS_BAR", True)
+        for batch in _progress(data_loader, enabled=bar, desc=f"{split}"):
             input, label = self.parse_batch_test(batch)
             self.evaluator.process(self.model_inference(input), label)
+        if is_distributed():  # each rank evaluated a shard: merge them before the metrics
+            self.evaluator.sync()
         results = self.evaluator.evaluate()
         for k, v in results.items():
             self.write_scalar(f"{split}/{k}", v, self.epoch)
@@ -344,6 +507,30 @@ class SimpleTrainer(TrainerBase):
 
     def model_inference(self, input):
         return self.model(input)
+
+    def _inject_fault(self) -> None:
+        fault = _fault_at(self.epoch * self.num_batches + self.batch_idx)
+        if fault == "kill":
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif fault == "nan":
+            with torch.no_grad():
+                for name in self.get_model_names():
+                    for p in self._models[name].parameters():
+                        if p.requires_grad:
+                            p.fill_(float("nan"))
+
+    def _check_loss_summary(self, loss_summary):
+        """Average the logged values over the ranks (the global batch's values) and stop on a
+        non-finite loss, before anything is checkpointed (covers trainers that step their
+        optimizer themselves, e.g. with a GradScaler, and so skip detect_anomaly)."""
+        if not isinstance(loss_summary, dict):
+            return loss_summary
+        loss_summary = all_reduce_mean_dict(loss_summary)
+        value = loss_summary.get("loss")
+        if value is not None and not math.isfinite(float(value)):
+            raise FloatingPointError(self.non_finite_message(value))
+        return loss_summary
 
     def parse_batch_test(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)
@@ -376,6 +563,13 @@ class SimpleTrainer(TrainerBase):
         self.write_scalar("train/lr", self.get_current_lr(), n_iter)
 
 
+def set_sampler_epoch(loader, epoch: int) -> None:
+    """DistributedSampler shuffles with (seed, epoch): tell it the epoch."""
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+
+
 class TrainerX(SimpleTrainer):
     """Trainer using labeled data (``train_loader_x``) only."""
 
@@ -383,10 +577,13 @@ class TrainerX(SimpleTrainer):
         self.set_model_mode("train")
         losses, batch_time, data_time = MetricMeter(), AverageMeter(), AverageMeter()
         self.num_batches = len(self.train_loader_x)
+        set_sampler_epoch(self.train_loader_x, self.epoch)
         end = time.time()
         for self.batch_idx, batch in enumerate(self.train_loader_x):
             data_time.update(time.time() - end)
+            self._inject_fault()
             loss_summary = self.forward_backward(batch)
+            loss_summary = self._check_loss_summary(loss_summary)
             batch_time.update(time.time() - end)
             losses.update(loss_summary)
             self._after_train_step(losses, batch_time, data_time)
@@ -413,6 +610,8 @@ class TrainerXU(SimpleTrainer):
             raise ValueError(f"TRAIN.COUNT_ITER must be one of {list(lengths)}, got '{count_iter}'")
         self.num_batches = lengths[count_iter]
 
+        set_sampler_epoch(self.train_loader_x, self.epoch)
+        set_sampler_epoch(self.train_loader_u, self.epoch)
         iter_x, iter_u = iter(self.train_loader_x), iter(self.train_loader_u)
         end = time.time()
         for self.batch_idx in range(self.num_batches):
@@ -427,7 +626,9 @@ class TrainerXU(SimpleTrainer):
                 iter_u = iter(self.train_loader_u)
                 batch_u = next(iter_u)
             data_time.update(time.time() - end)
+            self._inject_fault()
             loss_summary = self.forward_backward(batch_x, batch_u)
+            loss_summary = self._check_loss_summary(loss_summary)
             batch_time.update(time.time() - end)
             losses.update(loss_summary)
             self._after_train_step(losses, batch_time, data_time)

@@ -8,7 +8,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import torch
 
-from dassl.utils import mkdir_if_missing
+from dassl.utils import all_gather_object, is_main_process, mkdir_if_missing
 
 from .build import EVALUATOR_REGISTRY
 
@@ -59,6 +59,11 @@ class EvaluatorBase:
     def evaluate(self):
         raise NotImplementedError
 
+    def sync(self):
+        """Merge what every rank has processed (distributed evaluation: each rank sees a shard
+        of the data), so that ``evaluate()`` gives the metrics of the whole set on every rank."""
+        raise NotImplementedError(f"{type(self).__name__} cannot merge results across processes")
+
 
 @EVALUATOR_REGISTRY.register()
 class Classification(EvaluatorBase):
@@ -96,6 +101,20 @@ class Classification(EvaluatorBase):
             for label, m in zip(gt_list, matches):
                 self._per_class_res[label].append(m)
 
+    def sync(self) -> None:
+        state = (self._correct, self._total, self._y_true, self._y_pred,
+                 dict(self._per_class_res) if self._per_class_res is not None else None)
+        gathered = all_gather_object(state)
+        self.reset()
+        for correct, total, y_true, y_pred, per_class in gathered:
+            self._correct += correct
+            self._total += total
+            self._y_true.extend(y_true)
+            self._y_pred.extend(y_pred)
+            if self._per_class_res is not None:
+                for label, res in per_class.items():
+                    self._per_class_res[label].extend(res)
+
     def evaluate(self) -> "OrderedDict[str, float]":
         if self._total == 0:
             raise RuntimeError("Classification.evaluate() called before any process() (empty data loader?)")
@@ -132,7 +151,7 @@ class Classification(EvaluatorBase):
             print(f"* average: {mean_acc:.1f}%")
             results["perclass_accuracy"] = mean_acc
 
-        if self.cfg.TEST.COMPUTE_CMAT:
+        if self.cfg.TEST.COMPUTE_CMAT and is_main_process():
             cmat = confusion_matrix_normalized(self._y_true, self._y_pred)
             save_path = osp.join(self.cfg.OUTPUT_DIR, "cmat.pt")
             mkdir_if_missing(self.cfg.OUTPUT_DIR)

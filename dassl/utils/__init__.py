@@ -4,3 +4,4 @@ from .logger import *  # noqa: F401,F403
 from .meters import *  # noqa: F401,F403
 from .registry import *  # noqa: F401,F403
 from .torchtools import *  # noqa: F401,F403
+from .distributed import *  # noqa: F401,F403

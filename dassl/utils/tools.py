@@ -23,6 +23,7 @@ __all__ = [
     "atomic_write",
     "set_random_seed",
     "read_image",
+    "UnreadableImageError",
     "collect_env_info",
     "listdir_nohidden",
     "get_most_similar_str_to_a_from_b",
@@ -86,12 +87,21 @@ def set_random_seed(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
 
 
+class UnreadableImageError(OSError):
+    """An image file that is missing, truncated or not an image; the message names it."""
+
+    def __str__(self) -> str:
+        msg = super().__str__()
+        hint = "set DATALOADER.SKIP_CORRUPT_IMAGES True to skip unreadable images"
+        return msg if hint in msg else f"{msg} (replace or delete the file, or {hint})"
+
+
 def read_image(path: str) -> Image.Image:
     """Read an image with PIL and convert it to RGB."""
     try:
         return Image.open(path).convert("RGB")
     except Exception as e:  # missing, truncated or non-image file
-        raise IOError(f'Cannot read image "{path}": {e}') from e
+        raise UnreadableImageError(f'Cannot read image "{path}": {e}') from e
 
 
 def collect_env_info() -> str:

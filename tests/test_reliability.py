@@ -1,0 +1,213 @@
+"""Interrupt/resume, determinism, bad input and progress reporting of train.py, run as a user
+runs it (subprocesses, tiny CLIP, generated SyntheticShapes). docs/RELIABILITY.md."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import parse_test_res
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAULT_ENV = "DASSL_FAULT_INJECT"
+
+# EMPL_CoOp exercises SGLD noise, the open vocabulary's own RNG and data order; 5 batches of 8
+# per epoch, 2 epochs, every batch logged. Global iteration 7 = epoch 2, batch 3.
+EMPL = ["--trainer", "EMPL_CoOp", "--config-file", "configs/trainers/EMPL_CoOp/tiny.yaml",
+        "--dataset-config-file", "configs/datasets/synthetic_shapes.yaml"]
+COOP = ["--trainer", "CoOp", "--config-file", "configs/trainers/CoOp/tiny.yaml",
+        "--dataset-config-file", "configs/datasets/synthetic_shapes.yaml"]
+SMALL = ["DATASET.NUM_SHOTS", 4, "DATALOADER.TRAIN_X.BATCH_SIZE", 8, "TRAIN.PRINT_FREQ", 1]
+
+
+def train(*args, fault=None, expect=0):
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    env.pop(FAULT_ENV, None)
+    if fault:
+        env[FAULT_ENV] = fault
+    proc = subprocess.run([sys.executable, "train.py", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    if expect is not None and proc.returncode != expect:
+        raise AssertionError(f"train.py exited {proc.returncode}, expected {expect}:\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def ctx(out, epoch):
+    ckpt = torch.load(os.path.join(out, "prompt_learner", f"model.pth.tar-{epoch}"), weights_only=False)
+    return ckpt["state_dict"]["ctx"]
+
+
+def loss_lines(text):
+    """Training lines without their wall-clock fields (time, data, eta)."""
+    lines = [l for l in text.splitlines() if l.startswith("epoch [")]
+    return [re.sub(r" (time|data) \S+ \(\S+\)| eta \S+", "", l) for l in lines]
+
+
+def result_block(text):
+    return text[text.index("=> result"):].split("Elapsed")[0]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="module")
+def reference(data_root, tmp_path_factory):
+    """The uninterrupted EMPL_CoOp run every interrupted one is compared with."""
+    out = tmp_path_factory.mktemp("reference") / "seed1"
+    train("--root", data_root, "--seed", 1, *EMPL, "--output-dir", out, *SMALL, "OPTIM.MAX_EPOCH", 2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def killed_then_rerun(data_root, tmp_path_factory):
+    """The same command, SIGKILLed before global iteration 7 (mid epoch 2), then run again."""
+    out = tmp_path_factory.mktemp("killed") / "seed1"
+    cmd = ["--root", data_root, "--seed", 1, *EMPL, "--output-dir", out, *SMALL, "OPTIM.MAX_EPOCH", 2]
+    killed = train(*cmd, fault="kill@7", expect=-signal.SIGKILL)
+    state = {
+        "files": sorted(os.listdir(out / "prompt_learner")),
+        "pointer": (out / "prompt_learner" / "checkpoint").read_text(),
+        "log": (out / "log.txt").read_text(),
+        "stdout": killed.stdout,
+    }
+    rerun = train(*cmd)
+    return out, state, rerun
+
+
+def test_sigkill_mid_epoch_then_same_command_resumes_exactly(reference, killed_then_rerun):
+    out, killed, rerun = killed_then_rerun
+    # What the kill left: the complete epoch-1 checkpoint (written although CHECKPOINT_FREQ is 0),
+    # no temporary file.
+    assert killed["files"] == ["checkpoint", "model.pth.tar-1"] and killed["pointer"] == "model.pth.tar-1\n"
+    assert "epoch [2/2] batch [2/5]" in killed["log"] and "epoch [2/2] batch [3/5]" not in killed["log"]
+    # The re-run resumed from it and repeated the uninterrupted run exactly (CPU).
+    assert "Previous epoch: 1" in rerun.stdout and "epoch [1/2]" not in rerun.stdout
+    assert loss_lines(rerun.stdout) == loss_lines((reference / "log.txt").read_text())[5:]
+    assert torch.equal(ctx(out, 2), ctx(reference, 2))
+    assert result_block(rerun.stdout) == result_block((reference / "log.txt").read_text())
+    # The resume-only epoch-1 file is gone once superseded: Dassl's final layout.
+    assert sorted(os.listdir(out / "prompt_learner")) == sorted(os.listdir(reference / "prompt_learner")) \
+        == ["checkpoint", "model.pth.tar-2"]
+    assert not [f for _, _, fs in os.walk(out) for f in fs if f.endswith(".tmp")]
+    # The first log is kept; the re-run logs next to it (log.txt-<time>).
+    logs = sorted(f for f in os.listdir(out) if f.startswith("log.txt"))
+    assert len(logs) == 2 and (out / "log.txt").read_text() == killed["log"]
+
+
+def test_same_seed_gives_identical_losses_and_accuracy(reference, killed_then_rerun):
+    """Two processes with the same seed, data and machine: the killed run's 7 training lines
+    (loss, acc, L_in, L_out and the SGLD diagnostics, printed to 4 decimals) equal the
+    reference run's; the accuracy equality is checked on the resumed run above and here."""
+    _, killed, rerun = killed_then_rerun
+    ref_lines = loss_lines((reference / "log.txt").read_text())
+    assert len(ref_lines) == 10
+    assert loss_lines(killed["log"]) == ref_lines[:7]
+    acc = parse_test_res.read_metric(str(reference / "log.txt"))
+    assert acc is not None and f"* accuracy: {acc:.1f}%" in rerun.stdout
+
+
+def test_tensorboard_has_losses_lr_accuracy_and_sgld_diagnostics(reference):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(reference / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for tag in ("train/loss", "train/acc", "train/lr", "train/loss_in", "train/loss_out",
+                "train/sgld_energy_before", "train/sgld_energy_after", "train/sgld_diversity",
+                "train/sgld_distance_to_anchor", "train/sgld_rejected_steps", "test/accuracy"):
+        assert tag in tags, sorted(tags)
+    assert len(acc.Scalars("train/loss")) == 10  # one per iteration
+    final = parse_test_res.read_metric(str(reference / "log.txt"))
+    assert acc.Scalars("test/accuracy")[-1].value == pytest.approx(final, abs=0.05)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path):
+    out = tmp_path / "nan"
+    proc = train("--root", data_root, "--seed", 1, *COOP, "--output-dir", out, *SMALL,
+                 "OPTIM.MAX_EPOCH", 2, fault="nan@7", expect=2)
+    error = proc.stderr.strip().splitlines()
+    assert error[0].startswith("error: Loss is infinite or NaN! (loss = nan) at epoch 2 batch 3")
+    assert "model.pth.tar-1 is kept" in error[0] and "Traceback" not in proc.stderr
+    assert sorted(os.listdir(out / "prompt_learner")) == ["checkpoint", "model.pth.tar-1"]
+    assert (out / "prompt_learner" / "checkpoint").read_text() == "model.pth.tar-1\n"
+    assert torch.isfinite(ctx(out, 1)).all()
+
+
+def _copy_dataset_with_corrupt_test_image(data_root, dst):
+    src = os.path.join(data_root, "synthetic_shapes")
+    shutil.copytree(src, dst / "synthetic_shapes", ignore=shutil.ignore_patterns("split_fewshot"))
+    bad = dst / "synthetic_shapes" / "images" / "star" / "test_003.png"
+    assert bad.is_file()
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    return bad
+
+
+def test_corrupt_image_names_the_file_and_can_be_skipped(reference, data_root, tmp_path):
+    bad = _copy_dataset_with_corrupt_test_image(data_root, tmp_path / "data")
+    out = tmp_path / "out"
+    # Default: the evaluation stops at the file (read in a DataLoader worker), one line, exit 2;
+    # the checkpoint written before it is kept.
+    proc = train("--root", tmp_path / "data", "--seed", 1, *COOP, "--output-dir", out, *SMALL,
+                 "OPTIM.MAX_EPOCH", 1, "DATALOADER.NUM_WORKERS", 1, expect=2)
+    first = proc.stderr.strip().splitlines()[0]
+    assert first.startswith("error: ") and str(bad) in first and "SKIP_CORRUPT_IMAGES" in first
+    assert "Traceback" not in proc.stderr
+    assert (out / "prompt_learner" / "model.pth.tar-1").is_file()
+    # DATALOADER.SKIP_CORRUPT_IMAGES True: skipped and counted; 199 of 200 test images evaluated.
+    proc = train("--root", tmp_path / "data", "--seed", 1, *COOP, "--output-dir", tmp_path / "eval",
+                 "--eval-only", "--model-dir", out, "--load-epoch", 1, *SMALL,
+                 "DATALOADER.SKIP_CORRUPT_IMAGES", True)
+    assert f"Skipped 1 unreadable image(s) in test (DATALOADER.SKIP_CORRUPT_IMAGES): {bad}" in proc.stdout
+    assert "1 unreadable image(s) skipped in total" in proc.stdout and "* total: 199" in proc.stdout
+
+
+@pytest.mark.parametrize("case", ["garbage_clip_checkpoint", "output_dir_is_a_file"])
+def test_bad_input_is_one_line_exit_2_and_loses_nothing(case, data_root, tmp_path):
+    out = tmp_path / "out"
+    opts = []
+    if case == "garbage_clip_checkpoint":
+        garbage = tmp_path / "tiny.pt"
+        garbage.write_bytes(os.urandom(256))
+        opts, expected = ["MODEL.BACKBONE.CHECKPOINT", garbage], str(garbage)
+    else:
+        out.write_text("precious\n")  # a file where the output folder should be
+        expected = f"cannot write to the output folder {out} (a file of that name is in the way)"
+    proc = train("--root", data_root, "--seed", 1, *COOP, "--output-dir", out, *SMALL, *opts, expect=2)
+    assert proc.stderr.startswith("error: ") and expected in proc.stderr.splitlines()[0]
+    assert "Traceback" not in proc.stderr
+    if case == "output_dir_is_a_file":
+        assert out.read_text() == "precious\n"
+
+
+def test_eval_progress_bar_only_on_a_terminal_and_rank_0(monkeypatch):
+    from dassl.engine import trainer as engine
+
+    class Console:
+        def __init__(self, tty):
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+
+        def write(self, s):
+            pass
+
+        def flush(self):
+            pass
+
+    data = [1, 2, 3]
+    monkeypatch.setattr(sys, "stderr", Console(False))
+    assert engine._progress(data) is data  # a pipe or a job log: no bar
+    monkeypatch.setattr(sys, "stderr", Console(True))
+    assert engine._progress(data, enabled=False) is data  # TEST.PROGRESS_BAR False
+    bar = engine._progress(data)
+    assert bar is not data and list(bar) == data
+    monkeypatch.setattr(engine, "is_main_process", lambda: False)
+    assert engine._progress(data) is data  # ranks other than 0
