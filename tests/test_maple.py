@@ -45,7 +45,8 @@ def independent_maple_logits(clip_model, learner, images):
         for i, block in enumerate(visual.transformer.resblocks):
             if 1 <= i < depth:
                 y = y.clone()
-                y[-n_ctx:] = learner.compound_prompt_projections[i - 1](learner.compound_prompts_text[i - 1]).unsqueeze(1)
+                coupling = learner.compound_prompt_projections[i - 1]
+                y[-n_ctx:] = coupling(learner.compound_prompts_text[i - 1]).unsqueeze(1)
             y = block(y)
         image = visual.ln_post(y[0]) @ visual.proj
     return clip_model.logit_scale.exp() * cb.l2_normalize(image) @ cb.l2_normalize(text).t()
@@ -92,8 +93,9 @@ def test_truncated_text_equals_full_length_run(maple):
         prompts = learner()
         eot = cb.eot_positions(learner.tokenized_prompts)
         assert int(eot.max()) + 1 < 77  # the model does cut the sequences
-        full = model.text_encoder.run_blocks(model.text_encoder.embed(prompts), deep_prompts=learner.text_deep_prompts())
-        full = cb.l2_normalize(model.text_encoder.final_features(full, eot))
+        encoder = model.text_encoder
+        full = encoder.run_blocks(encoder.embed(prompts), deep_prompts=learner.text_deep_prompts())  # all 77 tokens
+        full = cb.l2_normalize(encoder.final_features(full, eot))
         assert torch.allclose(model.class_text_features(), full, atol=1e-5)
 
 
@@ -112,7 +114,8 @@ def test_deep_prompts_and_couplings_change_their_branch(build_tiny_trainer):
         # (Random changes: a constant shift of a token would vanish in the next LayerNorm.)
         noise = torch.Generator().manual_seed(3)
         prompt = learner.compound_prompts_text[0]
-        prompt.add_(0.5 * torch.randn(prompt.shape, generator=noise))  # block 1's text prompt: both branches move
+        # Block 1's text prompt: both branches move.
+        prompt.add_(0.5 * torch.randn(prompt.shape, generator=noise))
         assert (model.class_text_features() - text).abs().max() > 1e-3
         assert (model.encode_image(images) - image).abs().max() > 1e-3
         text, image = model.class_text_features(), model.encode_image(images)

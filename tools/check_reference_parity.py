@@ -271,8 +271,8 @@ def print_table(rows, tol, title):
     """rows: (case, diff[, diff of the reference as it is]). Returns the number of failures."""
     extra = len(rows[0]) > 2
     width = max(len(row[0]) for row in rows)
-    header = "| " + "case".ljust(width) + " | max abs logit diff | ok |" + (" reference as is (fp16 prompt casts) |" if extra else "")
-    print(header)
+    header = "| " + "case".ljust(width) + " | max abs logit diff | ok |"
+    print(header + (" reference as is (fp16 prompt casts) |" if extra else ""))
     print("|" + "-" * (width + 2) + "|---|---|" + ("---|" if extra else ""))
     failed = 0
     for row in rows:

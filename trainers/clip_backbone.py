@@ -292,7 +292,9 @@ class VisionEncoder(nn.Module):
         for i, block in enumerate(self.blocks):
             if deep_prompts and i in deep_prompts:
                 if deep_prompts[i].shape[-2] != n_prompts:
-                    raise ValueError(f"deep vision prompt of block {i} has {deep_prompts[i].shape[-2]} tokens, expected {n_prompts}")
+                    raise ValueError(
+                        f"deep vision prompt of block {i} has {deep_prompts[i].shape[-2]} tokens, expected {n_prompts}"
+                    )
                 x = replace_tokens(x, x.shape[1] - n_prompts, deep_prompts[i])
             x = residual_block(block, x, causal=False)
         x = self.ln_post(x[:, 0])

@@ -180,7 +180,8 @@ class EMPLMixin(SGLDPromptSampler):
         # Chain groups: every prompt set (x every image with CONDITION image), k-major.
         group_hidden = hidden.repeat_interleave(groups, dim=0) if per_image else hidden
         # The energy is a function of H alone: the images are constants in it.
-        group_images = (image_features.unsqueeze(1) if per_image else image_features.unsqueeze(0)).detach()  # [G, B', D]
+        group_images = image_features.unsqueeze(1) if per_image else image_features.unsqueeze(0)
+        group_images = group_images.detach()  # [G, B', D]
         frozen_hidden = group_hidden.detach()
         tau = self.model.logit_scale.exp().detach()
 

@@ -76,7 +76,8 @@ class MultiModalPromptLearner(nn.Module):
         self.proj = nn.Linear(text_width, vision_width).to(clip_model.dtype)
         # Deep compound prompts (fp32, as in the reference) and their couplings.
         self.compound_prompts_text = nn.ParameterList(
-            [nn.Parameter(nn.init.normal_(torch.empty(n_ctx, text_width), std=0.02)) for _ in range(self.prompt_depth - 1)]
+            [nn.Parameter(nn.init.normal_(torch.empty(n_ctx, text_width), std=0.02))
+             for _ in range(self.prompt_depth - 1)]
         )
         coupling = nn.Linear(text_width, vision_width)
         self.compound_prompt_projections = nn.ModuleList(
