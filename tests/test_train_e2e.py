@@ -101,12 +101,15 @@ def test_real_clip_without_weights_stops_with_instructions(tmp_path):
     assert "Loading CLIP" in proc.stdout  # the dataset loaded; it stopped at the weights
 
 
+MULTI_PROMPT_TRAINERS = ("EMPL_CoOp", "ProDA", "EMPL_ProDA", "MaPLe", "EMPL_MaPLe")
+
+
 @pytest.fixture(scope="module")
 def multi_prompt_runs(data_root, tmp_path_factory):
-    """EMPL_CoOp, ProDA and EMPL_ProDA: train on base classes (evaluated with the config's
-    inference mode, sample), one epoch each."""
+    """EMPL_CoOp, ProDA, EMPL_ProDA, MaPLe and EMPL_MaPLe: train on base classes (EMPL evaluated
+    with the config's inference mode, sample), one epoch each."""
     runs = {}
-    for trainer in ("EMPL_CoOp", "ProDA", "EMPL_ProDA"):
+    for trainer in MULTI_PROMPT_TRAINERS:
         out = tmp_path_factory.mktemp(trainer) / "seed1"
         run_train(
             "--root", data_root, "--seed", 1, "--trainer", trainer,
@@ -118,7 +121,7 @@ def multi_prompt_runs(data_root, tmp_path_factory):
     return runs
 
 
-@pytest.mark.parametrize("trainer", ["EMPL_CoOp", "ProDA", "EMPL_ProDA"])
+@pytest.mark.parametrize("trainer", MULTI_PROMPT_TRAINERS)
 def test_multi_prompt_trainers_train_and_evaluate(multi_prompt_runs, trainer):
     log = (multi_prompt_runs[trainer] / "log.txt").read_text()
     assert "Finish training" in log and parse_test_res.read_metric(str(multi_prompt_runs[trainer] / "log.txt")) is not None
@@ -127,7 +130,7 @@ def test_multi_prompt_trainers_train_and_evaluate(multi_prompt_runs, trainer):
             assert key in log
 
 
-@pytest.mark.parametrize("trainer", ["EMPL_CoOp", "EMPL_ProDA"])
+@pytest.mark.parametrize("trainer", ["EMPL_CoOp", "EMPL_ProDA", "EMPL_MaPLe"])
 @pytest.mark.parametrize("mode", ["amortized", "anchor"])
 def test_empl_inference_modes_on_new_classes(multi_prompt_runs, data_root, tmp_path, trainer, mode):
     out = tmp_path / "test_new"
@@ -140,4 +143,19 @@ def test_empl_inference_modes_on_new_classes(multi_prompt_runs, data_root, tmp_p
     )
     log = (out / "log.txt").read_text()
     assert "model.pth.tar-1" in log and "* total: 100" in log
+    assert parse_test_res.read_metric(str(out / "log.txt"), end_signal="=> result") is not None
+
+
+def test_maple_eval_only_on_new_classes(multi_prompt_runs, data_root, tmp_path):
+    """MaPLe trained on base classes loads onto the new classes (token buffers dropped)."""
+    out = tmp_path / "test_new"
+    run_train(
+        "--root", data_root, "--seed", 1, "--trainer", "MaPLe",
+        "--config-file", "configs/trainers/MaPLe/tiny.yaml",
+        "--dataset-config-file", "configs/datasets/synthetic_shapes.yaml", "--output-dir", out,
+        "--model-dir", multi_prompt_runs["MaPLe"], "--load-epoch", 1, "--eval-only",
+        "DATASET.NUM_SHOTS", 4, "DATASET.SUBSAMPLE_CLASSES", "new",
+    )
+    log = (out / "log.txt").read_text()
+    assert "Loading weights to prompt_learner" in log and "model.pth.tar-1" in log and "* total: 100" in log
     assert parse_test_res.read_metric(str(out / "log.txt"), end_signal="=> result") is not None

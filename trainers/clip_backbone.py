@@ -7,6 +7,8 @@
 - `TextEncoder`: CLIP's text transformer run block by block from our code, on prompt
   embeddings, cut to the longest prompt; it can stop or start at any block (EMPL) and replace
   the context tokens' hidden states at chosen blocks (deep prompts, MaPLe).
+- `VisionEncoder`: CLIP's ViT image side run block by block from our code, with prompt tokens
+  appended after the patch tokens and replaced at chosen blocks (MaPLe's vision prompts).
 - `ClassPrompts`: token ids and frozen token embeddings of "X .. X <class name>." prompts, and
   their assembly with learned context for CoOp's class-token positions.
 """
@@ -160,6 +162,14 @@ def residual_block(block: nn.Module, x: torch.Tensor, causal: bool) -> torch.Ten
     return x + block.mlp(block.ln_2(x))
 
 
+def replace_tokens(x: torch.Tensor, start: int, tokens: torch.Tensor) -> torch.Tensor:
+    """x [B, T, d] with positions start .. start + n replaced by tokens [n, d] (shared by the
+    batch) or [B, n, d]; returns a new tensor."""
+    tokens = tokens.type(x.dtype)
+    tokens = tokens.expand(x.shape[0], -1, -1) if tokens.dim() == 2 else tokens
+    return torch.cat([x[:, :start], tokens, x[:, start + tokens.shape[1] :]], dim=1)
+
+
 def eot_positions(tokenized: torch.Tensor) -> torch.Tensor:
     """Index of the EOT token (the largest id) of each tokenized prompt: [P, 77] -> [P]."""
     return tokenized.argmax(dim=-1)
@@ -204,9 +214,7 @@ class TextEncoder(nn.Module):
         end = self.num_layers if end is None else end
         for i in range(start, end):
             if deep_prompts and i in deep_prompts:
-                ctx = deep_prompts[i].type(x.dtype)
-                ctx = ctx.expand(x.shape[0], -1, -1) if ctx.dim() == 2 else ctx
-                x = torch.cat([x[:, :ctx_start], ctx, x[:, ctx_start + ctx.shape[1] :]], dim=1)
+                x = replace_tokens(x, ctx_start, deep_prompts[i])
             x = residual_block(self.blocks[i], x, causal=True)
         return x
 
@@ -223,6 +231,74 @@ class TextEncoder(nn.Module):
         length = int(eot.max()) + 1
         x = self.run_blocks(self.embed(prompts[:, :length]), deep_prompts=deep_prompts)
         return self.final_features(x, eot)
+
+
+class VisionEncoder(nn.Module):
+    """CLIP's ViT image side, block by block, optionally with prompt tokens (MaPLe).
+
+    Prompt tokens are appended after the class and patch tokens, before ln_pre, and the last
+    n positions are replaced at the input of chosen blocks; only the class token is read out.
+    Without prompts this is clip_model.visual(images).
+    """
+
+    def __init__(self, visual: nn.Module):
+        super().__init__()
+        if not hasattr(visual, "transformer") or not hasattr(visual, "class_embedding"):
+            raise ValueError(
+                f"prompted image encoding needs a ViT CLIP (got {type(visual).__name__}); "
+                "use a ViT backbone such as ViT-B/16"
+            )
+        self.conv1 = visual.conv1
+        self.class_embedding = visual.class_embedding
+        self.positional_embedding = visual.positional_embedding
+        self.ln_pre = visual.ln_pre
+        self.blocks = visual.transformer.resblocks
+        self.ln_post = visual.ln_post
+        self.proj = visual.proj
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def width(self) -> int:
+        return self.class_embedding.shape[0]
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Class token + patch tokens + positional embeddings: [B, 3, H, W] -> [B, 1 + G*G, w]."""
+        x = self.conv1(images).flatten(2).transpose(1, 2)  # [B, G*G, w]
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        return torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        prompts: Optional[torch.Tensor] = None,
+        deep_prompts: Optional[Dict[int, torch.Tensor]] = None,
+    ) -> torch.Tensor:
+        """images [B, 3, H, W] -> unnormalised features [B, D].
+
+        prompts [n, w]: appended to the tokens at the input of block 0. deep_prompts
+        {block index: [n, w]}: replace those n prompt tokens at the input of that block.
+        """
+        x = self.embed(images)
+        n_prompts = 0
+        if prompts is not None:
+            n_prompts = prompts.shape[-2]
+            x = torch.cat([x, prompts.type(x.dtype).expand(x.shape[0], -1, -1)], dim=1)
+        if deep_prompts and n_prompts == 0:
+            raise ValueError("deep vision prompts replace appended prompt tokens: pass prompts too")
+        x = self.ln_pre(x)
+        for i, block in enumerate(self.blocks):
+            if deep_prompts and i in deep_prompts:
+                if deep_prompts[i].shape[-2] != n_prompts:
+                    raise ValueError(
+                        f"deep vision prompt of block {i} has {deep_prompts[i].shape[-2]} tokens, expected {n_prompts}"
+                    )
+                x = replace_tokens(x, x.shape[1] - n_prompts, deep_prompts[i])
+            x = residual_block(block, x, causal=False)
+        x = self.ln_post(x[:, 0])
+        return x @ self.proj if self.proj is not None else x
 
 
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:

@@ -7,11 +7,12 @@
   three inference modes. How K prompt sets x S samples of logits become a loss and a prediction
   is the host method's business: `multi_prompt_loss` / `multi_prompt_prediction`.
 """
-from typing import List, Optional, Sequence, Tuple
+from contextlib import nullcontext
+from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .clip_backbone import ClassPrompts, eot_positions, l2_normalize
+from .clip_backbone import ClassPrompts, eot_positions, l2_normalize, replace_tokens
 from .multi_prompt_losses import free_energy, open_vocabulary_loss
 from .open_vocab import OpenVocabulary
 from .sgld import SGLDPromptSampler, SGLDResult
@@ -21,24 +22,41 @@ INFERENCE_MODES = ("sample", "amortized", "anchor")
 
 
 class LayerSplitText:
-    """The text encoder split at block L - l for prompts "[SOS] ctx_1..ctx_M <name> . [EOS]"."""
+    """The text encoder split at block L - l for prompts "[SOS] ctx_1..ctx_M <name> . [EOS]".
 
-    def __init__(self, text_encoder, sgld_layers: int, n_ctx: int):
+    A host with deep text prompts (MaPLe) names their blocks in deep_prompt_blocks: they must
+    all be at or before the split, so that the last l blocks are prompt-free and a sampled H is
+    never overwritten. A deep prompt at block L - l itself is the anchor H there.
+    """
+
+    def __init__(self, text_encoder, sgld_layers: int, n_ctx: int, deep_prompt_blocks: Collection[int] = ()):
         depth = text_encoder.num_layers
         if not 1 <= sgld_layers <= depth:
             raise ValueError(f"TRAINER.EMPL.SGLD_LAYERS must be in 1..{depth} for this CLIP, got {sgld_layers}")
         self.encoder = text_encoder
         self.split = depth - sgld_layers
         self.n_ctx = n_ctx
+        if deep_prompt_blocks and max(deep_prompt_blocks) > self.split:
+            raise ValueError(
+                f"TRAINER.EMPL.SGLD_LAYERS={sgld_layers} samples prompts at text block {self.split}, but the host "
+                f"has deep text prompts up to block {max(deep_prompt_blocks)}, which would overwrite them: "
+                f"use SGLD_LAYERS <= {depth - max(deep_prompt_blocks)} or a smaller prompt depth"
+            )
 
-    def prefix(self, prompts: torch.Tensor, tokenized: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def prefix(
+        self, prompts: torch.Tensor, tokenized: torch.Tensor, deep_prompts: Optional[Dict[int, torch.Tensor]] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Hidden states at the input of block L - l, sequences cut at the longest prompt.
 
         prompts [P, 77, d], tokenized [P, 77] -> (hidden [P, T, d], eot [P]).
+        deep_prompts {block: [M, d]} (blocks <= L - l) replace the context states on the way.
         """
         eot = eot_positions(tokenized)
         x = self.encoder.embed(prompts[:, : int(eot.max()) + 1])
-        return self.encoder.run_blocks(x, 0, self.split), eot
+        x = self.encoder.run_blocks(x, 0, self.split, deep_prompts=deep_prompts)
+        if deep_prompts and self.split in deep_prompts:
+            x = replace_tokens(x, 1, deep_prompts[self.split])
+        return x, eot
 
     def context_states(self, hidden: torch.Tensor) -> torch.Tensor:
         """The context positions' states: [..., T, d] -> [..., M, d]."""
@@ -85,14 +103,20 @@ class EMPLMixin(SGLDPromptSampler):
     prompt_learner.n_ctx, text_encoder, token_embedding, dtype, logit_scale, encode_image(x).
     The host implements multi_prompt_loss(logits [K, S, B, C], labels, anchor_features [K, C, D]) ->
     (loss, logits for accuracy) and multi_prompt_prediction(logits [K, S, B, C]) -> [B, C].
+    Optionally (MaPLe): prompt_learner.text_deep_prompts() -> {text block: [M, d]}, and
+    trains_image_side = True when encode_image depends on the prompt learner (the image
+    features then keep their gradient in the loss; the energy treats them as constants).
     """
+
+    trains_image_side = False
 
     def build_empl(self) -> None:
         """Call at the end of build_model."""
         empl = self.cfg.TRAINER.EMPL
         check_empl_cfg(empl)
         learner = self.model.prompt_learner
-        self.split_text = LayerSplitText(self.model.text_encoder, empl.SGLD_LAYERS, learner.n_ctx)
+        deep_blocks = list(self.text_deep_prompts() or ())
+        self.split_text = LayerSplitText(self.model.text_encoder, empl.SGLD_LAYERS, learner.n_ctx, deep_blocks)
         dataset = self.dm.dataset
         names = list(getattr(dataset, "all_classnames", dataset.classnames)) + list(dataset.classnames)
         self.open_vocab = OpenVocabulary(names, empl.VOCAB_FILE, seed=max(self.cfg.SEED, 0))
@@ -123,6 +147,11 @@ class EMPLMixin(SGLDPromptSampler):
     def empl_cfg(self):
         return self.cfg.TRAINER.EMPL
 
+    def text_deep_prompts(self) -> Optional[Dict[int, torch.Tensor]]:
+        """The host's deep text prompts {block: [M, d]}, or None."""
+        learner = self.model.prompt_learner
+        return learner.text_deep_prompts() if hasattr(learner, "text_deep_prompts") else None
+
     def word_prompts(self, words: Sequence[str]) -> ClassPrompts:
         """Prompt pieces "ctx <word>." for unseen words, on the model's device."""
         learner = self.model.prompt_learner
@@ -137,7 +166,7 @@ class EMPLMixin(SGLDPromptSampler):
         ctx_sets = self.model.prompt_learner.context_sets()  # [K, M, d]
         prompts = torch.cat([torch.cat([p.assemble(ctx) for p in pieces]) for ctx in ctx_sets])
         tokenized = torch.cat([p.tokenized_prompts for p in pieces]).to(prompts.device)
-        hidden, eot = self.split_text.prefix(prompts, tokenized.repeat(len(ctx_sets), 1))
+        hidden, eot = self.split_text.prefix(prompts, tokenized.repeat(len(ctx_sets), 1), self.text_deep_prompts())
         return hidden.view(len(ctx_sets), -1, *hidden.shape[1:]), eot[: tokenized.shape[0]]
 
     def image_logits(self, image_features: torch.Tensor, text_features: torch.Tensor, per_image: bool) -> torch.Tensor:
@@ -169,7 +198,9 @@ class EMPLMixin(SGLDPromptSampler):
         groups = batch if per_image else 1
         # Chain groups: every prompt set (x every image with CONDITION image), k-major.
         group_hidden = hidden.repeat_interleave(groups, dim=0) if per_image else hidden
-        group_images = image_features.unsqueeze(1) if per_image else image_features.unsqueeze(0)  # [G, B', D]
+        # The energy is a function of H alone: the images are constants in it.
+        group_images = image_features.unsqueeze(1) if per_image else image_features.unsqueeze(0)
+        group_images = group_images.detach()  # [G, B', D]
         frozen_hidden = group_hidden.detach()
         tau = self.model.logit_scale.exp().detach()
 
@@ -191,7 +222,7 @@ class EMPLMixin(SGLDPromptSampler):
     def compute_loss(self, image, label):
         """L = L_in + LAMBDA * L_out on one task: seen classes V and N_UNSEEN unseen words."""
         empl = self.empl_cfg
-        with torch.no_grad():
+        with nullcontext() if self.trains_image_side else torch.no_grad():
             image_features = self.model.encode_image(image)
         seen = self.model.prompt_learner.classes
         pieces = [seen]

@@ -1,0 +1,159 @@
+"""MaPLe: Multi-modal Prompt Learning (Khattak et al., CVPR 2023).
+
+Prompts on both branches of CLIP, coupled:
+- text: a shared context ctx [M, d] in the prompt "[SOS] ctx <rest of CTX_INIT> <class>.", and
+  compound deep prompts [M, d] that replace the context tokens' hidden states at the input of
+  text blocks 1 .. PROMPT_DEPTH - 1;
+- vision: M prompt tokens appended after the image tokens, proj(ctx) at block 0 and
+  compound_prompt_projections[i - 1](compound_prompts_text[i - 1]) replacing them at block i
+  (text-to-vision coupling functions, Linear text width -> vision width).
+CLIP's blocks run from our code (trainers/clip_backbone.py); the clip package is not forked.
+Keys: TRAINER.MAPLE.N_CTX, CTX_INIT, PREC, PROMPT_DEPTH (1 = shallow MaPLe).
+
+As in the reference, CTX_INIT words with N_CTX <= 4 make ctx the embeddings of the first N_CTX
+tokens of the words, and the remaining words stay in the prompt as frozen tokens ("a photo of a"
+with N_CTX 2: "a photo" is learned, "of a" is not); otherwise ctx is random and the prompt is
+"X .. X <class>.". Parameter names are the reference's (ctx, proj, compound_prompts_text,
+compound_prompt_projections).
+"""
+import copy
+from typing import Dict, Tuple
+
+import torch
+import torch.nn as nn
+
+from .clip_backbone import ClassPrompts, PromptedCLIP, VisionEncoder, init_context, l2_normalize, word_embeddings
+from .prompt_trainer import ClipPromptTrainer, register_trainer
+
+# The reference initialises ctx from words only up to this many context tokens.
+MAX_N_CTX_FROM_WORDS = 4
+
+
+def maple_context(clip_model, n_ctx: int, ctx_init: str) -> Tuple[torch.Tensor, str]:
+    """(ctx [n_ctx, d], prompt prefix) as MaPLe initialises them (see the module docstring)."""
+    if ctx_init and n_ctx <= MAX_N_CTX_FROM_WORDS:
+        words = ctx_init.replace("_", " ")
+        embeddings = word_embeddings(clip_model, words)  # [n_tokens, d]
+        if embeddings.shape[0] < n_ctx:
+            raise ValueError(
+                f"TRAINER.MAPLE.CTX_INIT {ctx_init!r} has {embeddings.shape[0]} tokens, fewer than "
+                f"TRAINER.MAPLE.N_CTX={n_ctx}: use longer words or a smaller N_CTX"
+            )
+        return embeddings[:n_ctx].clone(), words
+    return init_context(clip_model, n_ctx)
+
+
+def check_prompt_depth(depth: int, text_layers: int, vision_layers: int) -> None:
+    if not 1 <= depth <= min(text_layers, vision_layers):
+        raise ValueError(
+            f"TRAINER.MAPLE.PROMPT_DEPTH must be in 1..{min(text_layers, vision_layers)} for this CLIP "
+            f"({text_layers} text and {vision_layers} vision blocks), got {depth}"
+        )
+
+
+class MultiModalPromptLearner(nn.Module):
+    """MaPLe's learned tensors.
+
+    ctx [M, d]; compound_prompts_text: PROMPT_DEPTH - 1 tensors [M, d]; proj and
+    compound_prompt_projections: Linear(d -> w), w = vision width.
+    forward() -> text prompt embeddings [C, 77, d].
+    """
+
+    def __init__(self, cfg, classnames, clip_model, vision_width: int, vision_layers: int):
+        super().__init__()
+        maple = cfg.TRAINER.MAPLE
+        text_width = clip_model.ln_final.weight.shape[0]
+        check_prompt_depth(maple.PROMPT_DEPTH, len(clip_model.transformer.resblocks), vision_layers)
+        self.prompt_depth = maple.PROMPT_DEPTH
+
+        ctx, prompt_prefix = maple_context(clip_model, maple.N_CTX, maple.CTX_INIT)
+        n_ctx = ctx.shape[0]
+        print("MaPLe design: Multi-modal Prompt Learning")
+        print(f'Initial context: "{prompt_prefix}"')
+        print(f"Number of MaPLe context words (tokens): {n_ctx}")
+        self.ctx = nn.Parameter(ctx)
+        # Shallow coupling: the text context projected to the first vision prompts.
+        self.proj = nn.Linear(text_width, vision_width).to(clip_model.dtype)
+        # Deep compound prompts (fp32, as in the reference) and their couplings.
+        self.compound_prompts_text = nn.ParameterList(
+            [nn.Parameter(nn.init.normal_(torch.empty(n_ctx, text_width), std=0.02))
+             for _ in range(self.prompt_depth - 1)]
+        )
+        coupling = nn.Linear(text_width, vision_width)
+        self.compound_prompt_projections = nn.ModuleList(
+            [copy.deepcopy(coupling) for _ in range(self.prompt_depth - 1)]
+        )
+
+        self.classes = ClassPrompts(clip_model, classnames, prompt_prefix, n_ctx)
+        self.n_cls, self.n_ctx = len(classnames), n_ctx
+        self.prompt_prefix = prompt_prefix
+
+    @property
+    def tokenized_prompts(self):
+        return self.classes.tokenized_prompts
+
+    def context_sets(self) -> torch.Tensor:
+        """One prompt set (EMPL's anchor): [1, M, d]."""
+        return self.ctx.unsqueeze(0)
+
+    def text_deep_prompts(self) -> Dict[int, torch.Tensor]:
+        """{text block i: [M, d]} for i = 1 .. PROMPT_DEPTH - 1."""
+        return {i + 1: prompt for i, prompt in enumerate(self.compound_prompts_text)}
+
+    def vision_prompts(self) -> Tuple[torch.Tensor, Dict[int, torch.Tensor]]:
+        """(first vision prompts [M, w], {vision block i: [M, w]} for i = 1 .. PROMPT_DEPTH - 1)."""
+        deep = {
+            i + 1: coupling(prompt)
+            for i, (coupling, prompt) in enumerate(zip(self.compound_prompt_projections, self.compound_prompts_text))
+        }
+        return self.proj(self.ctx), deep
+
+    def forward(self) -> torch.Tensor:
+        return self.classes.assemble(self.ctx)
+
+
+class CustomCLIP(PromptedCLIP):
+    """Frozen CLIP with MaPLe's prompts on both encoders. Text features do not depend on the
+    image, so evaluation computes them once per class set (ClipPromptTrainer.model_inference)."""
+
+    def __init__(self, cfg, classnames, clip_model):
+        vision_encoder = VisionEncoder(clip_model.visual)  # clear error for ResNet backbones
+        learner = MultiModalPromptLearner(cfg, classnames, clip_model, vision_encoder.width, vision_encoder.num_layers)
+        super().__init__(learner, clip_model)
+        self.vision_encoder = vision_encoder
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] -> normalised [B, D], with the vision prompts."""
+        prompts, deep_prompts = self.prompt_learner.vision_prompts()
+        return l2_normalize(self.vision_encoder(image.type(self.dtype), prompts, deep_prompts))
+
+    def class_text_features(self) -> torch.Tensor:
+        """Normalised [C, D] text features with the shallow and deep text prompts."""
+        learner = self.prompt_learner
+        prompts = learner()
+        tokenized = learner.tokenized_prompts.to(prompts.device)
+        return l2_normalize(self.text_encoder(prompts, tokenized, deep_prompts=learner.text_deep_prompts()))
+
+    def logits_from_features(self, image: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """image [B, 3, H, W], text_features [C, D] -> logits [B, C]."""
+        return self.logit_scale.exp() * self.encode_image(image) @ text_features.t()
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.logits_from_features(image, self.class_text_features())
+
+
+@register_trainer
+class MaPLe(ClipPromptTrainer):
+    """Multi-modal Prompt Learning (MaPLe). https://arxiv.org/abs/2210.03117"""
+
+    cfg_node = "MAPLE"
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        if cfg.TRAINER.MAPLE.PROMPT_DEPTH < 1:
+            raise ValueError(f"TRAINER.MAPLE.PROMPT_DEPTH must be >= 1, got {cfg.TRAINER.MAPLE.PROMPT_DEPTH}")
+        if cfg.TRAINER.MAPLE.N_CTX < 1:
+            raise ValueError(f"TRAINER.MAPLE.N_CTX must be >= 1, got {cfg.TRAINER.MAPLE.N_CTX}")
+
+    def build_custom_clip(self, cfg, classnames, clip_model):
+        return CustomCLIP(cfg, classnames, clip_model)
