@@ -160,12 +160,12 @@ def test_one_step_lowers_the_loss(build_tiny_trainer):
 def test_eval_caches_text_features_per_evaluation(maple):
     images, _ = fixed_batch(maple, 4)
     maple.set_model_mode("eval")
-    maple._eval_text_features = None
+    maple.clear_eval_cache()
     with torch.no_grad():
         logits = maple.model_inference(images)
         assert torch.allclose(logits, maple.model(images), atol=1e-6)
-        assert torch.equal(maple._eval_text_features, maple.model.class_text_features())
-    maple._eval_text_features = None
+        assert torch.equal(maple._eval_cache, maple.model.class_text_features())
+    maple.clear_eval_cache()
 
 
 def test_save_then_load_reproduces_eval_logits(build_tiny_trainer, tmp_path):
@@ -178,8 +178,7 @@ def test_save_then_load_reproduces_eval_logits(build_tiny_trainer, tmp_path):
     fresh = build_tiny_trainer("MaPLe", MAPLE, output_dir=tmp_path / "b")
     assert not torch.allclose(fresh.model_inference(images), expected)
     fresh.load_model(str(tmp_path / "a"), epoch=3)
-    fresh.set_model_mode("eval")
-    fresh._eval_text_features = None
+    fresh.set_model_mode("eval")  # load_model dropped the text features cached before it
     assert torch.allclose(fresh.model_inference(images), expected)
 
 

@@ -181,3 +181,4 @@ class ClipPromptTrainer(TrainerX):
                 del state_dict[key]
             print(f'Loading weights to {name} from "{model_path}" (epoch = {checkpoint["epoch"]})')
             self._models[name].load_state_dict(state_dict, strict=False)
+        self.clear_eval_cache()  # features cached from the previous weights are stale
