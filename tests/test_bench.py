@@ -3,6 +3,8 @@ synthetic tensors, times it, prints the table and writes JSON (no time assertion
 import json
 import math
 
+import yaml
+
 from tools import bench
 
 
@@ -23,7 +25,8 @@ def test_bench_prints_a_row_per_trainer_and_mode(tmp_path, capsys):
     for r in rows:
         assert r["classes"] == 5 and r["eval_ms_per_batch"] > 0 and r["eval_img_s"] > 0
     coop = next(r for r in rows if r["trainer"] == "CoOp")
-    assert coop["batch"] == 32 and coop["train_ms"] > 0
+    tiny_config = yaml.safe_load(open(bench.config_file("CoOp", "tiny-vit")))  # the tiny CLIP's config
+    assert coop["batch"] == tiny_config["DATALOADER"]["TRAIN_X"]["BATCH_SIZE"] and coop["train_ms"] > 0
     assert math.isnan(rows[0]["train_ms"])  # zero-shot CLIP has no training step
     saved = json.loads(out.read_text())
     assert saved["backbone"] == "tiny-vit" and len(saved["rows"]) == len(rows)

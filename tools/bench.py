@@ -38,7 +38,8 @@ from train import extend_cfg  # noqa: E402
 from trainers import clip_backbone  # noqa: E402
 from trainers.open_vocab import clip_bpe_words  # noqa: E402
 
-# trainer -> (config with its batch size and keys, the node holding PREC)
+# trainer -> (its ViT-B/16 config: batch size and method keys, the node holding PREC). The
+# tiny backbone uses tiny.yaml of the same folder (MaPLe's depth 9 does not fit a 2-block ViT).
 TRAINER_CONFIGS = {
     "ZeroshotCLIP": ("configs/trainers/CoOp/vit_b16.yaml", None),
     "CoOp": ("configs/trainers/CoOp/vit_b16.yaml", "COOP"),
@@ -93,11 +94,18 @@ def timed(fn, device):
     return time.perf_counter() - start
 
 
+def config_file(trainer, backbone):
+    config = TRAINER_CONFIGS[trainer][0]
+    if backbone.startswith("tiny"):
+        config = os.path.join(os.path.dirname(config), "tiny.yaml")
+    return os.path.join(ROOT, config)
+
+
 def make_cfg(trainer, args, n_classes, output_dir, batch_size=None):
-    config, node = TRAINER_CONFIGS[trainer]
+    node = TRAINER_CONFIGS[trainer][1]
     cfg = get_cfg_default()
     extend_cfg(cfg)
-    cfg.merge_from_file(os.path.join(ROOT, config))
+    cfg.merge_from_file(config_file(trainer, args.backbone))
     size = clip_backbone.LOCAL_CLIP_CONFIGS[args.backbone]["image_resolution"]
     cfg.MODEL.BACKBONE.NAME = args.backbone
     cfg.INPUT.SIZE = (size, size)
@@ -283,7 +291,7 @@ def main(argv=None):
     device = torch.device(args.device)
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     clip_model = clip_backbone.build_local_clip(args.backbone) if args.reference_coop else None
-    present = [t for t in args.trainers if t in TRAINER_REGISTRY.registered_names() and os.path.isfile(os.path.join(ROOT, TRAINER_CONFIGS[t][0]))]
+    present = [t for t in args.trainers if t in TRAINER_REGISTRY.registered_names() and os.path.isfile(config_file(t, args.backbone))]
     for missing in sorted(set(args.trainers) - set(present)):
         print(f"skip {missing}: not implemented here yet")
     rows = []
