@@ -6,9 +6,9 @@ PIL. It is rendered in one of several styles:
 
 - ``pretrain``: the world the tiny CLIP is pretrained on (trainers/world_clip.py), dark
   patterned backgrounds, bright shapes, light noise, captioned by ``CAPTION_TEMPLATES``;
-- ``photo``: the downstream domain of the classification tasks: the same scenes shifted (mid-tone
-  backgrounds closer to the shape's brightness, colour jitter, stronger noise, wider scale range),
-  so zero-shot accuracy sits well below the pretraining ceiling;
+- ``photo``: the downstream domain of the classification tasks: the same scenes shifted (lighter
+  backgrounds, colour jitter, stronger noise, wider scale range), so zero-shot accuracy sits
+  below the pretraining ceiling;
 - ``sketch``, ``inverted``, ``noisy``, ``cluttered``: further shifts of the ``photo`` domain
   (analogues of ImageNet-Sketch / -R / -A) for domain generalization.
 
@@ -28,7 +28,8 @@ from PIL import Image
 from .common import GeneratedDataset
 from .synthetic_shapes import SHAPES, shape_mask
 
-WORLD_VERSION = 1  # bump when rendering or captions change: pretraining caches and task images re-made
+WORLD_VERSION = 1  # bump when the pretraining rendering or captions change: pretraining caches re-made
+TASK_VERSION = 2  # bump when the task renderings change: task images re-made
 IMAGE_SIZE = 32
 COLORS = {
     "red": (220, 40, 40), "orange": (245, 140, 30), "yellow": (235, 215, 40), "green": (40, 170, 60),
@@ -149,11 +150,11 @@ def render_scene(scene, rng, style="pretrain", size=IMAGE_SIZE):
     if style == "pretrain":
         tone_a, tone_b = _tone(rng, 0.02, 0.25), _tone(rng, 0.15, 0.45)
         noise = rng.uniform(0.0, 6.0)
-    else:  # the photo domain and its shifts: mid-tone backgrounds, colour jitter, noise
-        tone_a, tone_b = _tone(rng, 0.2, 0.55), _tone(rng, 0.35, 0.75)
-        fg = np.clip(fg + rng.normal(0, 30, 3), 0, 255)
-        noise = rng.uniform(10.0, 20.0)
-        radius_range = (radius_range[0] * 0.8, radius_range[1])
+    else:  # the photo domain and its shifts: lighter backgrounds, colour jitter, more noise
+        tone_a, tone_b = _tone(rng, 0.1, 0.35), _tone(rng, 0.25, 0.55)
+        fg = np.clip(fg + rng.normal(0, 20, 3), 0, 255)
+        noise = rng.uniform(6.0, 12.0)
+        radius_range = (radius_range[0] * 0.9, radius_range[1])
     pattern = pattern_mask(scene["pattern"], rng, size)[..., None]
     img = pattern * tone_b + (1 - pattern) * tone_a
     if style == "cluttered":  # small distractor shapes of other kinds under the labelled one
@@ -211,5 +212,5 @@ class WorldTask(GeneratedDataset):
         return Image.fromarray(render_scene(scene, rng, self.style), "RGB")
 
     def generator_params(self):
-        return {"world_version": WORLD_VERSION, "classes": self.classes, "style": self.style,
+        return {"world_version": WORLD_VERSION, "task_version": TASK_VERSION, "classes": self.classes, "style": self.style,
                 "counts": dict(self.counts), "seed": self.seed, "size": IMAGE_SIZE}
