@@ -14,16 +14,13 @@ benchmarks (other styles, domain shifts).
 import colorsys
 import math
 import os
-import shutil
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from dassl.utils import write_json
-
-from .common import CoOpDataset, read_json_file
+from .common import GeneratedDataset, generate_image_split
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "diamond", "hexagon", "heart", "crescent")
 SPLITS = ("train", "val", "test")
@@ -145,31 +142,14 @@ def render_random_shape(shape, rng, size=32):
 
 
 # ----------------------------------------------------------------------------- generation
-def _save_png(img, path):
-    tmp = f"{path}.{os.getpid()}.tmp"
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
 def generate_shapes(dataset_dir, classes=SHAPES, counts=None, size=32, seed=0,
                     split_name="split_zhou_SyntheticShapes.json"):
     """Render the images under ``dataset_dir/images/<class>/`` and write the CoOp split file
-    (written last and atomically: its presence means the set is complete) and
-    ``generator.json`` (the parameters, to detect a stale set). Returns the split dict."""
+    and ``generator.json`` (datasets.common.generate_image_split). Returns the split dict."""
     counts = dict(counts or DEFAULT_COUNTS)
-    image_dir = os.path.join(dataset_dir, "images")
-    split = {s: [] for s in SPLITS}
-    for label, shape in enumerate(classes):
-        os.makedirs(os.path.join(image_dir, shape), exist_ok=True)
-        for s_idx, s in enumerate(SPLITS):
-            for i in range(counts[s]):
-                rng = np.random.default_rng([seed, label, s_idx, i])
-                rel = f"{shape}/{s}_{i:03d}.png"
-                _save_png(render_random_shape(shape, rng, size), os.path.join(image_dir, rel))
-                split[s].append([rel, label, shape])
-    write_json(generator_params(classes, counts, size, seed), os.path.join(dataset_dir, "generator.json"))
-    write_json(split, os.path.join(dataset_dir, split_name))
-    return split
+    return generate_image_split(
+        dataset_dir, classes, lambda label, shape, rng: render_random_shape(shape, rng, size), counts, seed,
+        os.path.join(dataset_dir, split_name), generator_params(classes, counts, size, seed))
 
 
 def generator_params(classes=SHAPES, counts=None, size=32, seed=0):
@@ -178,22 +158,17 @@ def generator_params(classes=SHAPES, counts=None, size=32, seed=0):
 
 
 @DATASET_REGISTRY.register()
-class SyntheticShapes(CoOpDataset):
+class SyntheticShapes(GeneratedDataset):
     """10 shape classes, 20 train / 10 val / 20 test 32x32 images each, generated on first use."""
 
     dataset_dir = "synthetic_shapes"
-    image_subdir = "images"
-    generated = True
+    counts = DEFAULT_COUNTS
 
-    def load_splits(self):
-        meta_path = os.path.join(self.dataset_dir, "generator.json")
-        fresh = os.path.exists(self.split_path) and os.path.exists(meta_path) \
-            and read_json_file(meta_path, "generator file") == generator_params()
-        if not fresh:
-            if os.path.exists(self.split_path):
-                print(f"{self.dataset_dir} was made with other generator settings; regenerating it")
-                os.remove(self.split_path)
-                shutil.rmtree(self.split_fewshot_dir, ignore_errors=True)  # stale few-shot caches
-            print(f"Generating SyntheticShapes under {self.dataset_dir}")
-            generate_shapes(self.dataset_dir)
-        return self.read_split(self.split_path, self.image_dir)
+    def classnames_in_order(self):
+        return list(SHAPES)
+
+    def render(self, label, shape, rng):
+        return render_random_shape(shape, rng, 32)
+
+    def generator_params(self):
+        return generator_params()

@@ -1,8 +1,9 @@
 """The CLIP plumbing every trainer shares, written once.
 
 - `load_clip(cfg)`: a CLIP by name from the clip package's download cache, from a local file
-  (MODEL.BACKBONE.CHECKPOINT), or one built from LOCAL_CLIP_CONFIGS (tiny ones for tests and
-  the bundled runs, random-init ones with OpenAI shapes for benchmarks).
+  (MODEL.BACKBONE.CHECKPOINT), or one built from LOCAL_CLIP_CONFIGS (tiny ones for tests, the
+  world-pretrained ones of the bundled benchmark whose weights LOCAL_CLIP_WEIGHTS provides,
+  random-init ones with OpenAI shapes for benchmarks).
 - `resolve_precision`: CoOp's PREC (fp16 / fp32 / amp) on the device at hand.
 - `TextEncoder`: CLIP's text transformer run block by block from our code, on prompt
   embeddings, cut to the longest prompt; it can stop or start at any block (EMPL) and replace
@@ -14,7 +15,7 @@
 """
 import os
 import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -34,12 +35,27 @@ LOCAL_CLIP_CONFIGS = {
         embed_dim=64, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
         context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=2, transformer_layers=4,
     ),
+    # Pretrained on the procedural world (datasets/world.py) by trainers/world_clip.py, which
+    # also provides their weights (LOCAL_CLIP_WEIGHTS): "world-tiny" in minutes on 2 CPU cores,
+    # "world-small" for a GPU.
+    "world-tiny": dict(
+        embed_dim=64, image_resolution=32, vision_layers=4, vision_width=64, vision_patch_size=4,
+        context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=2, transformer_layers=4,
+    ),
+    "world-small": dict(
+        embed_dim=128, image_resolution=32, vision_layers=6, vision_width=128, vision_patch_size=4,
+        context_length=77, vocab_size=49408, transformer_width=128, transformer_heads=4, transformer_layers=6,
+    ),
     "random-vit-b16": dict(
         embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=16,
         context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8, transformer_layers=12,
     ),
 }
 LOCAL_CLIP_SEED = 0
+# name -> a function returning the state dict of a local CLIP's default weights (used when
+# MODEL.BACKBONE.CHECKPOINT is empty; it raises a clear error when they are missing). Local CLIPs
+# not listed here are random-init by default.
+LOCAL_CLIP_WEIGHTS: Dict[str, Callable[[], Dict[str, torch.Tensor]]] = {}
 PRECISIONS = ("fp16", "fp32", "amp")
 
 
@@ -96,6 +112,8 @@ def load_clip(cfg) -> CLIP:
         model = build_local_clip(name)
         if checkpoint:
             model.load_state_dict(read_clip_state_dict(checkpoint))
+        elif name in LOCAL_CLIP_WEIGHTS:
+            model.load_state_dict(LOCAL_CLIP_WEIGHTS[name]())
         return model
 
     if not checkpoint:
