@@ -32,7 +32,6 @@ import torch
 import torch.nn.functional as F
 from clip.model import CLIP
 
-
 from .clip_backbone import LOCAL_CLIP_CONFIGS, LOCAL_CLIP_WEIGHTS, TextEncoder, build_local_clip, l2_normalize, tokenize
 
 # Pretraining recipes, one per world CLIP of LOCAL_CLIP_CONFIGS. Changing any value (or the
