@@ -1,6 +1,6 @@
 #!/bin/bash
 # The bundled benchmark (all synthetic; CPU, no downloads; docs/BENCHMARK.md):
-#   1. pretrain the tiny world CLIP, or find it in the cache (python -m trainers.world_clip);
+#   1. pretrain the tiny world CLIP, or find it in the cache (python tools/pretrain_world_clip.py);
 #   2. base-to-new (train on the base classes, test on base and new) for every trainer on the
 #      World* tasks with fixed seeds, then the side-by-side table (base, new, H) and plots
 #      (tools/compare.py). Finished runs are skipped, so an interrupted quickstart resumes.
@@ -19,7 +19,7 @@ DATASETS="world_shapes world_compositions"  # WorldPatterns: at chance for world
 ALL_TRAINERS="ZeroshotCLIP CoOp CoCoOp ProDA MaPLe EMPL_CoOp EMPL_ProDA"
 
 start=$(date +%s)
-$PYTHON -m trainers.world_clip --config world-tiny --device "$DEVICE"
+$PYTHON tools/pretrain_world_clip.py --config world-tiny --device "$DEVICE"
 
 # Trainers this checkout does not have are skipped with a note.
 TRAINERS=$($PYTHON - $ALL_TRAINERS <<'PY'

@@ -87,7 +87,7 @@ def test_cache_is_keyed_by_config_written_once_and_loaded_by_trainers(small_pret
     assert path.startswith(os.environ["EMPL_CACHE_DIR"]) and "/tiny_clip/world-tiny-" in path
     assert world_clip.checkpoint_path(world_clip.pretrain_config("world-tiny", steps=13)) != path
 
-    with pytest.raises(FileNotFoundError, match="python -m trainers.world_clip --config world-tiny"):
+    with pytest.raises(FileNotFoundError, match="python tools/pretrain_world_clip.py --config world-tiny"):
         load_clip(make_cfg(tmp_path, "CoOp", "configs/trainers/CoOp/bundled.yaml", tmp_path / "out"))
 
     trained = []
@@ -108,7 +108,7 @@ def test_corrupt_cache_gives_a_clear_error(small_world_clip):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
         f.write(b"PK\x03\x04 truncated")
-    with pytest.raises(ValueError, match="delete the file and pretrain again: python -m trainers.world_clip"):
+    with pytest.raises(ValueError, match="delete the file and pretrain again: python tools/pretrain_world_clip.py"):
         world_clip.load_cached_state(small_world_clip)
     with pytest.raises(ValueError, match="cannot read the cached world-tiny CLIP"):
         world_clip.ensure_pretrained(small_world_clip, log=lambda *a: None)
@@ -140,7 +140,8 @@ def test_world_tasks_generate_layout_and_disjoint_base_new(tmp_path, name, folde
 
     full = build_world_dataset(str(tmp_path), name)
     assert full.num_classes == 10 and full.classnames[0] == first_class
-    assert (len(full.train_x), len(full.val), len(full.test)) == (160, 40, 500)
+    per_class = world.WorldTask.counts
+    assert (len(full.train_x), len(full.val), len(full.test)) == tuple(10 * per_class[s] for s in ("train", "val", "test"))
     split = tmp_path / folder / f"split_zhou_{name}.json"
     png = tmp_path / folder / "images" / first_class.replace(" ", "_") / "train_003.png"
     assert split.is_file() and png.is_file() and (tmp_path / folder / "generator.json").is_file()

@@ -1,7 +1,7 @@
 """Pretrain a small CLIP on the procedural world (datasets/world.py), cache it, load it.
 
-    python -m trainers.world_clip                                  # world-tiny, CPU, ~3 min on 2 cores
-    python -m trainers.world_clip --config world-small --device cuda
+    python tools/pretrain_world_clip.py                                  # world-tiny, CPU, ~3 min on 2 cores
+    python tools/pretrain_world_clip.py --config world-small --device cuda
 
 The model is the real ``clip.model.CLIP`` at small width (architectures in
 ``clip_backbone.LOCAL_CLIP_CONFIGS``), trained from its deterministic init with the standard
@@ -43,7 +43,7 @@ PRETRAIN_CONFIGS = {
 MAX_LOGIT_SCALE = math.log(100.0)
 PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's, as INPUT.PIXEL_MEAN in the configs
 PIXEL_STD = (0.26862954, 0.26130258, 0.27577711)
-COMMAND = "python -m trainers.world_clip"
+COMMAND = "python tools/pretrain_world_clip.py"
 log_line = functools.partial(print, flush=True)
 
 
@@ -250,7 +250,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     ensure_pretrained(config, device=args.device)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
