@@ -37,7 +37,7 @@ from .clip_backbone import LOCAL_CLIP_CONFIGS, LOCAL_CLIP_WEIGHTS, TextEncoder, 
 # Pretraining recipes, one per world CLIP of LOCAL_CLIP_CONFIGS. Changing any value (or the
 # world's WORLD_VERSION / caption templates) changes the cache key.
 PRETRAIN_CONFIGS = {
-    "world-tiny": dict(steps=1600, batch_size=64, lr=3e-3, weight_decay=0.05, warmup_fraction=0.1, seed=0),
+    "world-tiny": dict(steps=2400, batch_size=64, lr=3e-3, weight_decay=0.05, warmup_fraction=0.1, seed=0),
     "world-small": dict(steps=3000, batch_size=256, lr=1e-3, weight_decay=0.05, warmup_fraction=0.1, seed=0),
 }
 MAX_LOGIT_SCALE = math.log(100.0)
