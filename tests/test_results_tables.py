@@ -104,9 +104,13 @@ def test_base2new_means_stds_h_and_average_by_hand(b2n_tree, tmp_path):
         mean_of_hs = mean([hmean(mean(ACCS[(trainer, d)][0]), mean(ACCS[(trainer, d)][1])) for d in ("eurosat", "dtd")])
         assert abs(avg_h - mean_of_hs) > 1.0  # the data tell the two conventions apart
     md = (tmp_path / "tables" / "base2new.md").read_text()
-    # Markdown: a column per trainer, and the mean +- std cell of CoOp on eurosat.
-    assert "CoOp Base" in md and "EMPL_CoOp H" in md
-    assert f"{mean([80.0, 82.0, 87.0]):.2f} ± {pstd([80.0, 82.0, 87.0]):.2f}" in md
+    # Markdown: a table per dataset (and the average) with a row per trainer; CoOp's eurosat row
+    # holds its mean +- std cells.
+    assert "### Average over 2 datasets" in md and "### eurosat" in md and "### dtd" in md
+    eurosat = md.split("### eurosat")[1].split("###")[0]
+    coop_row = next(line for line in eurosat.splitlines() if line.startswith("| CoOp |"))
+    assert f"| {mean([80.0, 82.0, 87.0]):.2f} ± {pstd([80.0, 82.0, 87.0]):.2f} |" in coop_row
+    assert any(line.startswith("| EMPL_CoOp |") for line in eurosat.splitlines())
     assert md in out.getvalue()
 
 
@@ -115,10 +119,10 @@ def test_published_rows_carry_their_source(b2n_tree, tmp_path):
     reference = make_tables.load_reference()
     maple = reference["sources"]["maple_cvpr23"]["label"]
     md = (tmp_path / "t" / "base2new.md").read_text()
-    assert f"Average, published: {maple}" in md
-    # MaPLe's CoOp average sits in the CoOp columns of that row.
-    published_row = next(line for line in md.splitlines() if line.startswith(f"| Average, published: {maple}"))
-    assert "| 82.69 | 63.22 | 71.66 |" in published_row
+    # MaPLe's published CoOp average is a row of the average table, under the measured rows.
+    average = md.split("### Average")[1].split("###")[0]
+    published_row = next(line for line in average.splitlines() if line.startswith(f"| CoOp (published: {maple})"))
+    assert published_row.endswith("| 82.69 | 63.22 | 71.66 |")
     rows = read_csv(tmp_path / "t" / "base2new.csv")
     assert float(lookup(rows, "average", "MaPLe", "H", source=maple)["mean"]) == pytest.approx(78.55)
     empl = reference["sources"]["empl_iccv"]["label"]
@@ -304,14 +308,16 @@ def test_compare_end_to_end_on_the_tiny_clip(tmp_path):
                        "--plots", str(tmp_path / "plots"), "--", "OPTIM.MAX_EPOCH", "1", "TRAINER.EMPL.SGLD_STEPS", "1"], out=out)
     text = out.getvalue()
     assert rc == 0, text
+    # One line per run (its output is in its log.txt): 2 trainers x (train base, test new).
+    assert text.count("    accuracy ") == 4 and "Building transform" not in text
     rows = read_csv(output / "tables" / "base2new.csv")
     for trainer in ("CoOp", "EMPL_CoOp"):
         for metric in ("base", "new", "H"):
             value = float(lookup(rows, "synthetic_shapes", trainer, metric)["mean"])
             assert 0.0 <= value <= 100.0
         assert (output / "base2new" / "test_new" / "synthetic_shapes" / "shots_2" / trainer / "tiny" / "seed1" / "log.txt").is_file()
-    header = next(line for line in text.splitlines() if line.startswith("| Dataset"))
-    assert "CoOp Base" in header and "EMPL_CoOp Base" in header
+    table = text.split("### synthetic_shapes")[1]
+    assert {line.split(" | ")[0] for line in table.splitlines() if line.startswith("| ")} >= {"| CoOp", "| EMPL_CoOp"}
     assert (tmp_path / "plots" / "base2new_H_by_dataset.png").read_bytes().startswith(PNG_MAGIC)
     # A second call finds every run finished and only re-prints the table.
     again = io.StringIO()

@@ -50,7 +50,7 @@ def main(argv=None, out=None) -> int:
                                  **run_protocol.run_kwargs(args, extra_opts))
         if not runs:
             raise run_protocol.ProtocolError(f"none of the trainers {args.trainers} can run here (see the notes above)")
-        n_failed = run_protocol.execute(runs, dry_run=args.dry_run, out=out)
+        n_failed = run_protocol.execute(runs, dry_run=args.dry_run, out=out, verbose=args.verbose)
         if args.dry_run:
             return 0
         trainers = sorted({r.trainer for r in runs})

@@ -342,18 +342,22 @@ def _published_rows(reference: dict, table: str):
 
 
 def render_base2new(summary, datasets, reference, show_std=False):
-    """(markdown, csv rows)."""
+    """(markdown, csv rows). As in the CoCoOp and MaPLe papers: one small table per dataset and
+    one for the average, each with a row per method (Base, New, H); published rows, labelled
+    with their source, under the measured ones of the same dataset."""
     labels = list(summary)
-    header = ["Dataset"] + [f"{label} {m}" for label in labels for m in ("Base", "New", "H")]
-    rows, csv_rows = [], []
+    published = _published_rows(reference, "base2new")
+    csv_rows, blocks = [], []
     n_datasets = len(datasets)
-    for dataset in datasets + [AVERAGE]:
-        row = ["**Average**" if dataset == AVERAGE else dataset]
+    for dataset in [AVERAGE] + datasets:
+        rows = []
+        total = n_datasets if dataset == AVERAGE else None
         for label in labels:
             cell = summary[label].get(dataset, {})
-            total = n_datasets if dataset == AVERAGE else None
-            row += [_cell(cell.get("base"), show_std, total), _cell(cell.get("new"), show_std, total),
-                    f"{cell['H']:.2f}" if "H" in cell else "–"]
+            if not cell:
+                continue
+            rows.append([label, _cell(cell.get("base"), show_std, total), _cell(cell.get("new"), show_std, total),
+                         f"{cell['H']:.2f}" if "H" in cell else "–"])
             for metric in ("base", "new", "H"):
                 if metric in cell:
                     stat = cell[metric]
@@ -361,29 +365,21 @@ def render_base2new(summary, datasets, reference, show_std=False):
                     if dataset == AVERAGE:
                         std = ""
                     csv_rows.append(["base2new", dataset, label, metric, _num(mean), _num(std), n, MEASURED])
-        rows.append(row)
-    published = _published_rows(reference, "base2new")
-    for source_label in dict.fromkeys(lbl for _, lbl in published):
-        row = [f"Average, published: {source_label}"]
-        for label in labels:
-            match = [p for p, lbl in published if lbl == source_label and p["trainer"] == label.split(" (")[0]
-                     and p["dataset"] == AVERAGE]
-            p = match[0] if match else {}
-            row += [f"{p[m]:.2f}" if m in p else "–" for m in ("base", "new", "H")]
-        if any(cell != "–" for cell in row[1:]):  # the source reports one of these trainers
-            rows.append(row)
-    all_published = []
+        shown = {label.split(" (")[0] for label in labels}
+        for p, source_label in published:
+            if p["dataset"] == dataset and p["trainer"] in shown:
+                rows.append([f"{p['method']} (published: {source_label})"]
+                            + [f"{p[m]:.2f}" if m in p else "–" for m in ("base", "new", "H")])
+        title = f"Average over {n_datasets} dataset{'s' * (n_datasets != 1)}" if dataset == AVERAGE else dataset
+        blocks.append(f"### {title}\n\n" + _md_table(["Method", "Base", "New", "H"], rows))
     for p, source_label in published:
-        all_published.append([p["dataset"], p["method"]] + [f"{p[m]:.2f}" if m in p else "–" for m in ("base", "new", "H")]
-                             + [source_label])
         for metric in ("base", "new", "H"):
             if metric in p:
                 csv_rows.append(["base2new", p["dataset"], p["method"], metric, _num(p[metric]), "", "", source_label])
     md = "## Base-to-new generalization (accuracy %, mean over seeds" + (" ± std" if show_std else "") + ")\n\n"
-    md += _md_table(header, rows)
-    md += "\n\nH = 2·Base·New/(Base+New) of the mean Base and New; the Average row's H is that of the averages.\n"
-    if all_published:
-        md += "\nPublished rows:\n\n" + _md_table(["Dataset", "Method", "Base", "New", "H", "Source"], all_published) + "\n"
+    md += "\n\n".join(blocks)
+    md += ("\n\nH = 2·Base·New/(Base+New) of the mean Base and New; the average's H is that of the averages. "
+           "Published rows come from docs/reference_results.json (all published rows are in the CSV).\n")
     return md, csv_rows
 
 
@@ -427,7 +423,7 @@ def write_outputs(name: str, md: str, csv_rows, out_dir: str, stream) -> None:
     with open(os.path.join(out_dir, f"{name}.csv"), "w", encoding="utf-8", newline="") as f:
         f.write(buffer.getvalue())
     print(md, file=stream)
-    print(f"```csv\n{buffer.getvalue()}```\n", file=stream)
+    print(f"(written: {os.path.join(out_dir, name)}.md and .csv)\n", file=stream)
 
 
 # ------------------------------------------------------------------------------------- plots

@@ -32,6 +32,7 @@ another --output-dir (one per sweep value) for that.
 import argparse
 import difflib
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -349,9 +350,16 @@ def command_line(run: Run) -> str:
     return shlex.join([_shown(a) if os.path.isabs(a) else a for a in run.argv])
 
 
-def execute(runs: Sequence[Run], dry_run: bool = False, out=None) -> int:
+FAILURE_TAIL_LINES = 20
+ACCURACY_LINE = re.compile(r"^\* accuracy: ([\d.]+)%", re.MULTILINE)
+
+
+def execute(runs: Sequence[Run], dry_run: bool = False, out=None, verbose: bool = False) -> int:
     """Run (or, with dry_run, print) every unfinished run in order; return the number that failed.
-    An evaluation whose training run failed in this call is not attempted."""
+    An evaluation whose training run failed in this call is not attempted.
+
+    A run's own output is in its log.txt; here each run prints one line with its accuracy and
+    time (the last lines of its output when it fails). verbose streams the output instead."""
     out = out or sys.stdout
     failed = set()
     n_failed = 0
@@ -370,11 +378,18 @@ def execute(runs: Sequence[Run], dry_run: bool = False, out=None) -> int:
             continue
         if os.path.isfile(run.log_path):
             os.replace(run.log_path, run.log_path + time.strftime("-interrupted-%Y%m%d-%H%M%S"))
-        proc = subprocess.run(run.argv)
+        start = time.time()
+        proc = subprocess.run(run.argv, **({} if verbose else dict(capture_output=True, text=True)))
         if proc.returncode != 0 or not is_finished(run.output_dir, run.eval_only):
+            if not verbose:
+                tail = (proc.stdout + proc.stderr).strip().splitlines()[-FAILURE_TAIL_LINES:]
+                print("\n".join("    " + line for line in tail), file=out)
             print(f"[failed: exit {proc.returncode}] {run.output_dir}", file=out, flush=True)
             failed.add(id(run))
             n_failed += 1
+        elif not verbose:
+            accuracy = ACCURACY_LINE.findall(proc.stdout)
+            print(f"    accuracy {accuracy[-1] if accuracy else '?'}%, {time.time() - start:.0f} s", file=out, flush=True)
     return n_failed
 
 
@@ -396,6 +411,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, seeds=DEFAULT_SEEDS, shot
     parser.add_argument("--output-dir", default=output_dir, help="output root (CoOp's output/)")
     parser.add_argument("--source", default=DEFAULT_SOURCE, help="source dataset of cross_dataset / domain_generalization")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--verbose", action="store_true", help="stream each run's output (default: one line per run)")
     parser.add_argument("--python", default=sys.executable, help="interpreter for train.py")
 
 
@@ -426,7 +442,7 @@ def main(argv=None, out=None) -> int:
     except ProtocolError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    n_failed = execute(runs, dry_run=args.dry_run, out=out)
+    n_failed = execute(runs, dry_run=args.dry_run, out=out, verbose=args.verbose)
     if n_failed:
         print(f"{n_failed} run(s) failed; re-run the same command to resume them", file=out or sys.stdout)
     return 1 if n_failed else 0
