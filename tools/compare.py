@@ -24,7 +24,18 @@ from tools import make_tables, run_protocol  # noqa: E402
 
 # The bundled benchmark (docs/BENCHMARK.md): its base-to-new tasks and the config name every
 # trainer uses on it (configs/trainers/<T>/bundled.yaml: the world-pretrained tiny CLIP).
-BUNDLED = {"datasets": ("world_shapes", "world_compositions"), "cfg": "bundled", "root": os.path.join(ROOT, "data")}
+# Cross-dataset and domain generalization train on WorldShapes (all classes) and test on the other
+# task or on WorldShapes' restyled renderings.
+BUNDLED = {
+    "datasets": {
+        "base2new": ("world_shapes", "world_compositions"),
+        "cross_dataset": ("world_compositions",),
+        "domain_generalization": run_protocol.SHIFTED_DOMAINS["world_shapes"],
+    },
+    "source": "world_shapes",
+    "cfg": "bundled",
+    "root": os.path.join(ROOT, "data"),
+}
 DEFAULT_TRAINERS = ("CoOp", "MaPLe", "EMPL_CoOp", "EMPL_MaPLe")
 DEFAULT_SEEDS = (1,)
 
@@ -36,16 +47,20 @@ def main(argv=None, out=None) -> int:
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Config opts after '--' (KEY VALUE ...) go to every train.py call of every trainer.",
     )
-    parser.add_argument("--datasets", nargs="+", default=list(BUNDLED["datasets"]),
-                        help=f"dataset config names (default: {' '.join(BUNDLED['datasets'])})")
+    parser.add_argument("--datasets", nargs="+", default=None,
+                        help="dataset config names (default: the bundled tasks of the protocol)")
     parser.add_argument("--trainers", nargs="+", default=list(DEFAULT_TRAINERS))
     parser.add_argument("--protocol", default="base2new", help="base2new, cross_dataset or domain_generalization")
     parser.add_argument("--plots", help="folder for the PNG plots")
     parser.add_argument("--std", action="store_true", help="show ± std over seeds")
     run_protocol.add_run_arguments(parser, seeds=DEFAULT_SEEDS, output_dir=os.path.join("output", "compare"))
-    parser.set_defaults(root=BUNDLED["root"], cfg=BUNDLED["cfg"])  # not $DATA: real data needs --root
+    # Not $DATA: real data needs --root (and --datasets, --source for the transfer protocols).
+    parser.set_defaults(root=BUNDLED["root"], cfg=BUNDLED["cfg"], source=BUNDLED["source"])
     args = parser.parse_args(own)
     try:
+        if args.datasets is None:
+            protocol = run_protocol.normalize_protocol(args.protocol)
+            args.datasets = list(BUNDLED["datasets"][protocol])
         runs = run_protocol.plan(args.protocol, args.trainers, args.datasets, out=out,
                                  **run_protocol.run_kwargs(args, extra_opts))
         if not runs:

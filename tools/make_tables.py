@@ -58,7 +58,7 @@ from tools.run_protocol import (  # noqa: E402
     BASE2NEW_DATASETS,
     CROSS_DATASET_TARGETS,
     DEFAULT_SOURCE,
-    DOMAIN_GENERALIZATION_TARGETS,
+    SHIFTED_DOMAINS,
 )
 
 REFERENCE_FILE = os.path.join(ROOT, "docs", "reference_results.json")
@@ -541,10 +541,10 @@ def make_tables(root: str, out_dir: Optional[str] = None, plots_dir: Optional[st
         md, rows = render_base2new(b2n, b2n_datasets, reference, show_std)
         write_outputs("base2new", md, rows, out_dir, stream)
         written["base2new"] = os.path.join(out_dir, "base2new.md")
+    shifted = SHIFTED_DOMAINS.get(source, ())
     for name, title, targets in (
-        ("domain_generalization", "Domain generalization", DOMAIN_GENERALIZATION_TARGETS),
-        ("cross_dataset", "Cross-dataset transfer", [d for d in _all_eval_targets(results, source)
-                                                     if d not in DOMAIN_GENERALIZATION_TARGETS]),
+        ("domain_generalization", "Domain generalization", shifted),
+        ("cross_dataset", "Cross-dataset transfer", [d for d in _all_eval_targets(results, source) if d not in shifted]),
     ):
         summary, columns = transfer_summary(results, targets, source)
         if columns:

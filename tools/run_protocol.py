@@ -76,7 +76,13 @@ BASE2NEW_DATASETS = (
     "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101",
 )
 CROSS_DATASET_TARGETS = BASE2NEW_DATASETS[1:]
-DOMAIN_GENERALIZATION_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+# Shifted renderings of a source's classes: the domain-generalization targets of each source
+# (ImageNet's variants; the bundled world's restyled WorldShapes).
+SHIFTED_DOMAINS = {
+    "imagenet": ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"),
+    "world_shapes": ("world_shapes_sketch", "world_shapes_inverted", "world_shapes_noisy", "world_shapes_cluttered"),
+}
+DOMAIN_GENERALIZATION_TARGETS = SHIFTED_DOMAINS["imagenet"]
 PROTOCOL_DATASETS = {
     "base2new": BASE2NEW_DATASETS,
     "cross_dataset": CROSS_DATASET_TARGETS,
@@ -326,9 +332,14 @@ def plan(
     """Validate names and plan the runs of every runnable trainer; print a note per skipped one."""
     out = out or sys.stdout
     protocol = normalize_protocol(protocol)
-    datasets = resolve_datasets(datasets) if datasets else list(PROTOCOL_DATASETS[protocol])
     if "source" in kwargs and kwargs["source"]:
         kwargs["source"] = resolve_datasets([kwargs["source"]])[0]
+    if datasets:
+        datasets = resolve_datasets(datasets)
+    elif protocol == "domain_generalization":
+        datasets = list(SHIFTED_DOMAINS.get(kwargs.get("source") or DEFAULT_SOURCE, ()))
+    else:
+        datasets = list(PROTOCOL_DATASETS[protocol])
     registered = registered_trainers()
     if list(trainers) == ["all"]:
         trainers = list(TRAINER_DEFAULTS)
