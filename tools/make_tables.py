@@ -397,11 +397,13 @@ def render_transfer(table: str, title: str, summary, columns, reference, show_st
                 csv_rows.append([table, d, label, "accuracy", _num(s.mean), "" if d == AVERAGE else _num(s.std), s.n, MEASURED])
     for p, source_label in _published_rows(reference, table):
         acc = p["accuracy"]
+        for d, value in acc.items():
+            csv_rows.append([table, d, p["method"], "accuracy", _num(value), "", "", source_label])
+        if not set(acc) & set(columns):  # published on other datasets (its average is theirs too)
+            continue
         rows.append([f"{p['method']} (published: {source_label})"]
                     + [f"{acc[d]:.2f}" if d in acc else "–" for d in columns]
                     + [f"{acc[AVERAGE]:.2f}" if AVERAGE in acc else "–"])
-        for d, value in acc.items():
-            csv_rows.append([table, d, p["method"], "accuracy", _num(value), "", "", source_label])
     md = f"## {title} (accuracy %, mean over seeds" + (" ± std" if show_std else "") + ")\n\n"
     md += _md_table(header, rows)
     md += f"\n\nSource: {columns[0]}; Average: mean over the targets shown.\n"
