@@ -274,6 +274,16 @@ def test_config_unknown_key_errors(tmp_path):
         cfg.merge_from_list(["SEED"])
 
 
+def test_config_mistyped_value_says_the_type_and_the_fix(tmp_path):
+    cfg = _extended_cfg(COOP_EXTRA)
+    with pytest.raises(ValueError, match=r"^OPTIM.LR takes a float \(default .*\), got int 1 in command-line opts: "
+                                         r"give a float \(write 1.0\)$"):
+        cfg.merge_from_list(["OPTIM.LR", "1"])
+    (tmp_path / "bad.yaml").write_text("OPTIM:\n  MAX_EPOCH: 2.5\n")
+    with pytest.raises(ValueError, match=r"^OPTIM.MAX_EPOCH takes an int .* got float 2.5 in .*bad.yaml: give an int$"):
+        cfg.merge_from_file(str(tmp_path / "bad.yaml"))
+
+
 # ----------------------------------------------------------------------------- optim
 def _optim_cfg(**kw):
     cfg = get_cfg_default().OPTIM

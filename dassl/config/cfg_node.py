@@ -1,6 +1,7 @@
-"""yacs ``CfgNode`` with short, explicit errors for unknown keys."""
+"""yacs ``CfgNode`` with short, explicit errors for unknown keys and mistyped values."""
 from __future__ import annotations
 
+import re
 from difflib import SequenceMatcher
 from typing import Optional
 
@@ -30,6 +31,12 @@ def _suggest(root: _YacsCfgNode, key: str) -> Optional[str]:
             return None
         return ".".join(parts[:i] + [best] + parts[i + 1:])
     return None
+
+
+# yacs: "Type mismatch (<class 'float'> vs. <class 'int'>) with values (0.1 vs. 0) for config key: K"
+_TYPE_MISMATCH = re.compile(
+    r"Type mismatch \(<class '(\w+)'> vs\. <class '(\w+)'>\) with values \((.*) vs\. (.*)\) for config key: (\S+)"
+)
 
 
 class CfgNode(_YacsCfgNode):
@@ -62,6 +69,18 @@ class CfgNode(_YacsCfgNode):
         prefixes = ("Non-existent config key: ", "Non-existent key: ")
         try:
             merge_fn(arg)
+        except ValueError as e:
+            match = _TYPE_MISMATCH.match(str(e))
+            if match is None:
+                raise
+            expected, given, old, new, key = match.groups()
+            where = f" in {source}" if source else ""
+            hint = f" (write {new}.0)" if (expected, given) == ("float", "int") else ""
+            article = "an" if expected[0] in "aeiou" else "a"
+            raise ValueError(
+                f"{key} takes {article} {expected} (default {old}), got {given} {new}{where}: "
+                f"give {article} {expected}{hint}"
+            ) from None
         except (KeyError, AssertionError) as e:
             text = str(e.args[0]) if e.args else ""
             if isinstance(e, ConfigKeyError) or not text.startswith(prefixes):
