@@ -309,9 +309,9 @@ def main(argv=None):
     print_table(rows)
     for n_classes in args.classes:
         full, cut = (coop_step_flops(args.backbone, n_classes, 32, n) for n in (77, args.flops_text_len))
-        print(f"CoOp step, {n_classes} classes, batch 32: {full / 1e12:.2f} TFLOP with 77-token prompts, "
-              f"{cut / 1e12:.2f} TFLOP cut to {args.flops_text_len} tokens; at {args.peak_tflops:.0f} TFLOP/s: "
-              f"{1000 * full / args.peak_tflops / 1e12:.2f} / {1000 * cut / args.peak_tflops / 1e12:.2f} ms")
+        print(f"CoOp step, {n_classes} classes, batch 32: {full / 1e9:.1f} GFLOP with 77-token prompts, "
+              f"{cut / 1e9:.1f} GFLOP cut to {args.flops_text_len} tokens; at {args.peak_tflops:.0f} TFLOP/s: "
+              f"{1000 * full / args.peak_tflops / 1e12:.3f} / {1000 * cut / args.peak_tflops / 1e12:.3f} ms")
     if args.json:
         with open(args.json, "w") as f:
             # NaN (no training step, no CUDA memory counter) is written as null: valid JSON.
