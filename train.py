@@ -227,14 +227,21 @@ def one_line(err):
     return " ".join(message.split())
 
 
-if __name__ == "__main__":
+def run_reporting_user_errors(fn, *args):
+    """fn(*args); a user error ends the program with one line and exit status 2 (train.py and
+    the tools/ command lines)."""
     try:
-        main(build_parser().parse_args())
+        return fn(*args)
     except USER_ERRORS as err:
         if os.environ.get("TRAIN_DEBUG"):
             raise
         rank = f"[rank {get_rank()}] " if get_rank() else ""
         print(f"{rank}error: {one_line(err)}\n(TRAIN_DEBUG=1 shows the traceback)", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    try:
+        run_reporting_user_errors(main, build_parser().parse_args())
     finally:
         cleanup_distributed()

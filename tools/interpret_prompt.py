@@ -14,7 +14,6 @@ TRAINER.EMPL.SGLD_LAYERS equal to the text depth (pass it with --opts to draw su
 the same anchor); at a deeper block the tool says so and prints the anchor only.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 from typing import List, Tuple
@@ -168,12 +167,6 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    from tools.run_loading import NotARunDirError
+    from train import run_reporting_user_errors
 
-    try:
-        main()
-    except (NotARunDirError, FileNotFoundError, ValueError, KeyError) as err:
-        if os.environ.get("TRAIN_DEBUG"):
-            raise
-        print(f"error: {err}\n(TRAIN_DEBUG=1 shows the traceback)", file=sys.stderr)
-        sys.exit(2)
+    run_reporting_user_errors(main)

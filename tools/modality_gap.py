@@ -32,7 +32,7 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 
 from tools.embedding_stats import modality_gap_stats, summarize_gap_stats  # noqa: E402
-from tools.run_loading import NotARunDirError, build_trainer_from_run, run_label  # noqa: E402
+from tools.run_loading import build_trainer_from_run, run_label  # noqa: E402
 from trainers.clip_backbone import l2_normalize  # noqa: E402
 
 SPLITS = ("test", "val", "train")
@@ -200,10 +200,6 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (NotARunDirError, FileNotFoundError, ValueError, KeyError) as err:
-        if os.environ.get("TRAIN_DEBUG"):
-            raise
-        print(f"error: {err}\n(TRAIN_DEBUG=1 shows the traceback)", file=sys.stderr)
-        sys.exit(2)
+    from train import run_reporting_user_errors
+
+    run_reporting_user_errors(main)

@@ -29,7 +29,7 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 
 from tools.embedding_stats import prompt_set_diversity  # noqa: E402
-from tools.run_loading import NotARunDirError, build_trainer_from_run, run_label  # noqa: E402
+from tools.run_loading import build_trainer_from_run, run_label  # noqa: E402
 from trainers.empl import EMPLMixin  # noqa: E402
 from trainers.sgld import _mean_pairwise_rms, rms  # noqa: E402
 
@@ -135,10 +135,6 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (NotARunDirError, FileNotFoundError, ValueError, KeyError) as err:
-        if os.environ.get("TRAIN_DEBUG"):
-            raise
-        print(f"error: {err}\n(TRAIN_DEBUG=1 shows the traceback)", file=sys.stderr)
-        sys.exit(2)
+    from train import run_reporting_user_errors
+
+    run_reporting_user_errors(main)
