@@ -20,7 +20,6 @@ from . import (  # noqa: F401
     synthetic_shapes,
     ucf101,
     world_compositions,
-    world_patterns,
     world_shapes,
     world_shapes_cluttered,
     world_shapes_inverted,

@@ -133,7 +133,6 @@ def build_world_dataset(root, name, subsample="all", num_shots=0):
 @pytest.mark.parametrize("name, folder, first_class", [
     ("WorldShapes", "world_shapes", "circle"),
     ("WorldCompositions", "world_compositions", "red circle"),
-    ("WorldPatterns", "world_patterns", "plain"),
 ])
 def test_world_tasks_generate_layout_and_disjoint_base_new(tmp_path, name, folder, first_class):
     import datasets  # noqa: F401  (registers the datasets)
