@@ -152,6 +152,23 @@ def test_transfer_tables_by_hand(tmp_path):
     assert "MaPLe (published: MaPLe paper" in md and "50.90" in md
 
 
+def test_bundled_domain_generalization_targets_and_no_foreign_published_rows(tmp_path):
+    """Trained on WorldShapes: its restyled sets form the DG table, the other task the
+    cross-dataset one, and ImageNet's published rows appear in neither."""
+    root = tmp_path / "output"
+    accs = {"world_shapes": 50.0, "world_shapes_noisy": 24.0, "world_shapes_cluttered": 40.0, "world_compositions": 70.0}
+    write_log(str(root / "world_shapes" / "CoOp" / "bundled_16shots" / "seed1" / "log.txt"), fake_log(accs["world_shapes"], False))
+    for d in ("world_shapes_noisy", "world_shapes_cluttered", "world_compositions"):
+        write_log(str(root / "evaluation" / "CoOp" / "bundled_16shots" / d / "seed1" / "log.txt"), fake_log(accs[d], True))
+    make_tables.make_tables(str(root), out_dir=str(tmp_path / "t"), source="world_shapes", stream=io.StringIO())
+    dg = read_csv(tmp_path / "t" / "domain_generalization.csv")
+    xd = read_csv(tmp_path / "t" / "cross_dataset.csv")
+    assert float(lookup(dg, "average", "CoOp", "accuracy")["mean"]) == pytest.approx(mean([24.0, 40.0]))
+    assert float(lookup(xd, "average", "CoOp", "accuracy")["mean"]) == pytest.approx(70.0)
+    for name in ("domain_generalization", "cross_dataset"):
+        assert "published" not in (tmp_path / "t" / f"{name}.md").read_text()
+
+
 def test_plots_and_sweeps_are_valid_pngs(tmp_path):
     sweep = tmp_path / "sweeps"
     for lam, shift in ((0.01, 0.0), (0.1, 2.0), (1.0, -3.0)):

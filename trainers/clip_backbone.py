@@ -20,7 +20,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from clip import clip
+
+# clip-anytorch imports pkg_resources, whose deprecation warning (setuptools < 81 is pinned for
+# it) would be the first line of every run.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+from clip import clip  # noqa: E402
 from clip.model import CLIP
 from clip.simple_tokenizer import SimpleTokenizer
 
