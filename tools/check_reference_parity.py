@@ -33,36 +33,44 @@ from trainers.clip_backbone import LOCAL_CLIP_CONFIGS, build_local_clip  # noqa:
 CLASSNAMES = ["circle", "square", "sea_lion", "hexagon shape", "red traffic light"]
 
 
-def import_reference_trainers(repo: str, package: str = "reference_trainers") -> types.ModuleType:
-    """Import <repo>/trainers as a package under another name; its @register() calls are
-    made no-ops so the reference classes do not collide with ours in TRAINER_REGISTRY."""
-    trainers_dir = os.path.join(repo, "trainers")
-    if not os.path.isdir(trainers_dir):
-        raise SystemExit(f"error: {trainers_dir} not found (pass the root of a CoOp/MaPLe checkout)")
+@contextmanager
+def registrations_ignored():
+    """Make TRAINER_REGISTRY.register a no-op, so reference classes imported meanwhile do not
+    collide with ours."""
     original = TRAINER_REGISTRY.register
     TRAINER_REGISTRY.register = lambda obj=None, **kw: (obj if obj is not None else (lambda o: o))
     try:
-        spec = importlib.util.spec_from_file_location(
-            package, os.path.join(trainers_dir, "__init__.py"), submodule_search_locations=[trainers_dir]
-        )
-        pkg = importlib.util.module_from_spec(spec)
-        sys.modules[package] = pkg
-        spec.loader.exec_module(pkg)
-        return pkg
+        yield
     finally:
         TRAINER_REGISTRY.register = original
+
+
+def import_package(name: str, directory: str) -> types.ModuleType:
+    """Import the package in `directory` under the module name `name`."""
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(directory, "__init__.py"), submodule_search_locations=[directory]
+    )
+    pkg = importlib.util.module_from_spec(spec)
+    sys.modules[name] = pkg
+    spec.loader.exec_module(pkg)
+    return pkg
+
+
+def import_reference_trainers(repo: str, package: str = "reference_trainers") -> types.ModuleType:
+    """Import <repo>/trainers as a package under another name, its registrations ignored."""
+    trainers_dir = os.path.join(repo, "trainers")
+    if not os.path.isdir(trainers_dir):
+        raise SystemExit(f"error: {trainers_dir} not found (pass the root of a CoOp/MaPLe checkout)")
+    with registrations_ignored():
+        return import_package(package, trainers_dir)
 
 
 def reference_module(pkg, name):
     spec = importlib.util.find_spec(f"{pkg.__name__}.{name}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
-    original = TRAINER_REGISTRY.register
-    TRAINER_REGISTRY.register = lambda obj=None, **kw: (obj if obj is not None else (lambda o: o))
-    try:
+    with registrations_ignored():
         spec.loader.exec_module(module)
-    finally:
-        TRAINER_REGISTRY.register = original
     return module
 
 
@@ -159,13 +167,7 @@ def import_forked_clip(repo: str) -> types.ModuleType:
         raise SystemExit(f"error: {clip_dir}/model.py not found (pass the root of a MaPLe checkout)")
     if FORKED_CLIP_PACKAGE in sys.modules:
         return sys.modules[FORKED_CLIP_PACKAGE]
-    spec = importlib.util.spec_from_file_location(
-        FORKED_CLIP_PACKAGE, os.path.join(clip_dir, "__init__.py"), submodule_search_locations=[clip_dir]
-    )
-    pkg = importlib.util.module_from_spec(spec)
-    sys.modules[FORKED_CLIP_PACKAGE] = pkg
-    spec.loader.exec_module(pkg)
-    return pkg
+    return import_package(FORKED_CLIP_PACKAGE, clip_dir)
 
 
 @contextmanager

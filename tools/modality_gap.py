@@ -20,7 +20,6 @@ DIR/modality_gap.png, and prints the summary as a Markdown table.
 """
 import argparse
 import csv
-import os
 import os.path as osp
 import re
 import sys
@@ -32,7 +31,7 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 
 from tools.embedding_stats import modality_gap_stats, summarize_gap_stats  # noqa: E402
-from tools.run_loading import build_trainer_from_run, run_label  # noqa: E402
+from tools.run_loading import add_run_arguments, build_trainer_from_run, run_labels  # noqa: E402
 from trainers.clip_backbone import l2_normalize  # noqa: E402
 
 SPLITS = ("test", "val", "train")
@@ -164,26 +163,16 @@ def plot_gaps(rows, path: str, title: str = "") -> None:
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("runs", nargs="+", help="train.py output folders")
-    parser.add_argument("--out", required=True, help="folder for the CSV files and the figure")
-    parser.add_argument("--root", default="", help="dataset root (default: the run's DATASET.ROOT)")
+    add_run_arguments(parser, "folder for the CSV files and the figure", "TRAINER.EMPL.INFERENCE anchor")
     parser.add_argument("--split", default="test", choices=SPLITS)
-    parser.add_argument("--labels", nargs="+", help="names of the runs in the table and figure (default: folder)")
-    parser.add_argument("--load-epoch", type=int, help="checkpoint epoch (default: the last saved)")
     parser.add_argument("--title", default="", help="figure title")
-    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                        help="config overrides for every run, e.g. TRAINER.EMPL.INFERENCE anchor")
     return parser
 
 
 def main(argv=None) -> str:
     args = build_parser().parse_args(argv)
-    if args.labels and len(args.labels) != len(args.runs):
-        raise ValueError(f"--labels gives {len(args.labels)} names for {len(args.runs)} runs")
-    os.makedirs(args.out, exist_ok=True)
     rows, per_class_rows = [], []
-    for i, run_dir in enumerate(args.runs):
-        label = args.labels[i] if args.labels else run_label(run_dir)
+    for label, run_dir in zip(run_labels(args), args.runs):
         summary, per_class = analyse_run(run_dir, args.split, args.root or None, args.opts, args.load_epoch)
         rows.append({"run": label, "run_dir": run_dir, "split": args.split, **summary})
         per_class_rows += [{"run": label, **r} for r in per_class]

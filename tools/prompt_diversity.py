@@ -18,7 +18,6 @@ rms distance in units of rms(prompt), the sampler's own `sgld_diversity` measure
 """
 import argparse
 import csv
-import os
 import os.path as osp
 import sys
 
@@ -29,7 +28,7 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 
 from tools.embedding_stats import prompt_set_diversity  # noqa: E402
-from tools.run_loading import build_trainer_from_run, run_label  # noqa: E402
+from tools.run_loading import add_run_arguments, build_trainer_from_run, run_labels  # noqa: E402
 from trainers.empl import EMPLMixin  # noqa: E402
 from trainers.sgld import _mean_pairwise_rms, rms  # noqa: E402
 
@@ -100,26 +99,17 @@ def markdown_table(rows) -> str:
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("runs", nargs="+", help="train.py output folders")
-    parser.add_argument("--out", required=True, help="folder for prompt_diversity.csv")
-    parser.add_argument("--root", default="", help="dataset root (default: the run's DATASET.ROOT)")
-    parser.add_argument("--labels", nargs="+", help="names of the runs in the table")
-    parser.add_argument("--load-epoch", type=int, help="checkpoint epoch (default: the last saved)")
-    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                        help="config overrides, e.g. TRAINER.EMPL.N_PROMPTS 16")
+    add_run_arguments(parser, "folder for prompt_diversity.csv", "TRAINER.EMPL.N_PROMPTS 16")
     return parser
 
 
 def main(argv=None) -> str:
     args = build_parser().parse_args(argv)
-    if args.labels and len(args.labels) != len(args.runs):
-        raise ValueError(f"--labels gives {len(args.labels)} names for {len(args.runs)} runs")
-    os.makedirs(args.out, exist_ok=True)
     rows = []
-    for i, run_dir in enumerate(args.runs):
+    for label, run_dir in zip(run_labels(args), args.runs):
         trainer = build_trainer_from_run(run_dir, args.root or None, args.opts, args.load_epoch)
         prompts = trainer_prompts(trainer)
-        row = {"run": args.labels[i] if args.labels else run_label(run_dir), "trainer": trainer.cfg.TRAINER.NAME,
+        row = {"run": label, "trainer": trainer.cfg.TRAINER.NAME,
                "run_dir": run_dir, "level": prompts["level"]}
         row.update(prompt_diversity(prompts["context"], prompts["text_features"]))
         rows.append(row)

@@ -5,10 +5,11 @@ A run folder holds log.txt (train.py prints the full config there, between "** C
 "Collecting env info") and, for trained methods, <model name>/model.pth.tar-<epoch> with a
 `checkpoint` pointer to the last one. ZeroshotCLIP's folder (from --eval-only) has only log.txt.
 """
+import argparse
 import os
 import os.path as osp
 import sys
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import yaml
 
@@ -134,3 +135,23 @@ def run_label(run_dir: str) -> str:
     """A short name for a run in tables: its trainer and the folder's last parts."""
     parts = os.path.normpath(run_dir).split(os.sep)
     return "/".join(parts[-2:]) if len(parts) >= 2 else parts[-1]
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, out_help: str, opts_example: str) -> None:
+    """The command-line arguments of a tool that reads run folders (runs, --out, --root,
+    --labels, --load-epoch, --opts)."""
+    parser.add_argument("runs", nargs="+", help="train.py output folders")
+    parser.add_argument("--out", required=True, help=out_help)
+    parser.add_argument("--root", default="", help="dataset root (default: the run's DATASET.ROOT)")
+    parser.add_argument("--labels", nargs="+", help="names of the runs in the table (default: folder)")
+    parser.add_argument("--load-epoch", type=int, help="checkpoint epoch (default: the last saved)")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                        help=f"config overrides for every run, e.g. {opts_example}")
+
+
+def run_labels(args: argparse.Namespace) -> List[str]:
+    """--labels, or each run's run_label; also makes the --out folder."""
+    if args.labels and len(args.labels) != len(args.runs):
+        raise ValueError(f"--labels gives {len(args.labels)} names for {len(args.runs)} runs")
+    os.makedirs(args.out, exist_ok=True)
+    return list(args.labels) if args.labels else [run_label(run_dir) for run_dir in args.runs]
