@@ -49,3 +49,19 @@ def test_transformer_flops_match_torch_flop_counter(tiny_clip):
         encoder.run_blocks(x, 0, encoder.num_layers)
     expected = bench.transformer_flops(n_seq * seq_len, width, encoder.num_layers, seq_len)
     assert counter.get_total_flops() == expected
+
+
+def test_flop_count_ranks_empl_sgld_gradients(capsys):
+    """--count-flops and --opts: EMPL's linearised SGLD (one energy gradient per step) costs
+    fewer FLOPs than exact SGLD and more than CoOp, whose count the EMPL key leaves alone."""
+    common = ["--device", "cpu", "--backbone", "tiny-vit", "--classes", "5", "--trainers", "CoOp", "EMPL_CoOp",
+              "--warmup", "0", "--steps", "1", "--eval-batches", "1", "--eval-batch-size", "4", "--count-flops"]
+    runs = {g: bench.main(common + ["--opts", "TRAINER.EMPL.SGLD_GRADIENT", g]) for g in ("exact", "anchor")}
+    printed = capsys.readouterr().out
+    assert "train FLOP x our CoOp" in printed and "opts TRAINER.EMPL.SGLD_GRADIENT anchor" in printed
+    coop = {g: rows[0]["train_gflop"] for g, rows in runs.items()}
+    empl = {g: rows[1]["train_gflop"] for g, rows in runs.items()}
+    assert coop["exact"] == coop["anchor"] > 0
+    assert coop["anchor"] < empl["anchor"] < empl["exact"]
+    anchor_mode = {g: rows[3] for g, rows in runs.items()}  # EMPL_CoOp (anchor): no sampling at test
+    assert anchor_mode["exact"]["eval_gflop_per_batch"] == anchor_mode["anchor"]["eval_gflop_per_batch"]

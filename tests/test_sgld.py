@@ -80,7 +80,62 @@ def test_non_finite_steps_are_rejected_and_counted():
     assert not torch.equal(result.samples[0, 0], anchor[0])
 
 
+def test_anchor_gradient_equals_exact_on_a_linear_energy():
+    """A linear data energy is its own linearisation: both modes draw the same samples."""
+    weights = torch.randn(2, 3)
+    energy = lambda h: (h * weights).flatten(2).sum(-1)  # noqa: E731
+    anchor = torch.randn(1, 2, 3)
+    kwargs = dict(n_chains=3, n_steps=4, step_size=0.05, init_std=0.1, prior_std=0.3)
+    exact, linear = (
+        langevin_sample(anchor, energy, gradient=g, generator=torch.Generator().manual_seed(5), **kwargs)
+        for g in ("exact", "anchor")
+    )
+    assert torch.allclose(exact.samples, linear.samples, atol=1e-6)
+    assert exact.energy_before == pytest.approx(linear.energy_before, rel=1e-5)
+    assert exact.energy_after == pytest.approx(linear.energy_after, rel=1e-5)
+
+
+def test_anchor_gradient_follows_the_drift_taken_at_the_anchor():
+    """On a curved energy the chain uses grad E(anchor) at every step (checked against the
+    recursion written out by hand, without noise), and evaluates the energy once, on one chain."""
+    mu, s, prior_std, alpha = torch.tensor([[0.5, -1.0]]), 0.7, 0.4, 0.2
+    calls = []
+
+    def energy(h):
+        calls.append(tuple(h.shape))
+        return gaussian_energy(mu, s)(h)
+
+    anchor = torch.tensor([[[2.0, 1.0]]])
+    result = langevin_sample(
+        anchor, energy, n_chains=3, n_steps=6, step_size=alpha, noise_std=0.0, prior_std=prior_std,
+        gradient="anchor",
+    )
+    assert calls == [(1, 1, 1, 2)]
+    r = anchor.pow(2).mean().sqrt()
+    slope = (anchor[0] - mu) / s**2  # grad of the data energy at the anchor
+    h = anchor[0].clone()
+    for _ in range(6):
+        h = h - 0.5 * alpha * r**2 * (slope + (h - anchor[0]) / (prior_std * r) ** 2)
+    assert torch.allclose(result.samples[0], h.expand(3, 1, 2), atol=1e-6)
+    exact = langevin_sample(anchor, energy, n_chains=3, n_steps=6, step_size=alpha, noise_std=0.0, prior_std=prior_std)
+    assert not torch.allclose(exact.samples, result.samples, atol=1e-3)  # the curvature matters here
+    assert len(calls) == 1 + 6 + 1  # exact: every step, plus the energy after
+
+
+def test_anchor_gradient_backprop_full_reaches_the_anchor_through_the_slope():
+    anchor = torch.randn(1, 2, 3, requires_grad=True)
+    result = langevin_sample(
+        anchor, lambda h: h.pow(3).flatten(2).sum(-1), n_chains=2, n_steps=2, step_size=0.1,
+        noise_std=0.0, backprop="full", gradient="anchor",
+    )
+    (grad,) = torch.autograd.grad(result.samples.sum(), anchor)
+    # samples = anchor - alpha r^2 (...) 3 anchor^2: the slope's own graph adds a non-constant term.
+    assert not torch.allclose(grad, torch.full_like(grad, 2.0))
+
+
 def test_bad_config_values_are_rejected():
+    with pytest.raises(ValueError, match="SGLD_GRADIENT"):
+        langevin_sample(torch.ones(1, 1, 1), lambda h: h.sum((2, 3)), 1, 1, 0.1, gradient="first-order")
     with pytest.raises(ValueError, match="BACKPROP"):
         langevin_sample(torch.ones(1, 1, 1), lambda h: h.sum((2, 3)), 1, 1, 0.1, backprop="chain")
     with pytest.raises(ValueError, match="N_PROMPTS"):

@@ -3,6 +3,8 @@
     python tools/bench.py --device cuda --backbone random-vit-b16 --classes 10 100 1000 --prec amp fp16 \
         --json bench.json [--reference-coop /path/to/KaiyangZhou/CoOp]
     python tools/bench.py --device cpu --backbone tiny-vit --classes 10 100      # the CPU table
+    python tools/bench.py --device cpu --backbone random-vit-b16 --classes 100 --count-flops \
+        --warmup 0 --steps 1 --eval-batches 1     # FLOPs per step at ViT-B/16 shapes, any machine
 
 Inputs are synthetic tensors (no data loading, no disk), so the numbers measure the trainers.
 Each trainer is built from its ViT-B/16 config (batch size and method keys), with the backbone,
@@ -11,7 +13,10 @@ precision and class count given here. A training step is the trainer's own forwa
 --eval-batches batches of --eval-batch-size images through model_inference, including the
 once-per-evaluation work (class text features, EMPL's cache). With --reference-coop, the
 reference CoOp and CoCoOp models of that checkout are timed in the same run on the same CLIP;
-their code is imported from there, never copied.
+their code is imported from there, never copied. --count-flops adds the FLOPs of one training
+step and of one evaluation batch (torch's FLOP counter, attention through the math kernel):
+machine-independent figures, the cost a compute-bound GPU run approaches. --opts KEY VALUE ...
+sets config keys for every trainer (e.g. TRAINER.EMPL.SGLD_GRADIENT anchor).
 """
 import argparse
 import copy
@@ -40,6 +45,9 @@ from trainers.open_vocab import clip_bpe_words  # noqa: E402
 
 # trainer -> (its ViT-B/16 config: batch size and method keys, the node holding PREC). The
 # tiny backbone uses tiny.yaml of the same folder (MaPLe's depth 9 does not fit a 2-block ViT).
+# Every EMPL trainer is timed with its host's prompt (HOST_PROMPT_OPTS), so that its ratio to
+# the host measures EMPL's own cost: EMPL_CoOp's configs use 4 context words, CoOp's 16.
+HOST_PROMPT_OPTS = {"EMPL_CoOp": ["TRAINER.COOP.N_CTX", 16, "TRAINER.COOP.CTX_INIT", ""]}
 TRAINER_CONFIGS = {
     "ZeroshotCLIP": ("configs/trainers/CoOp/vit_b16.yaml", None),
     "CoOp": ("configs/trainers/CoOp/vit_b16.yaml", "COOP"),
@@ -117,6 +125,7 @@ def make_cfg(trainer, args, n_classes, output_dir, batch_size=None):
         cfg.DATALOADER.TRAIN_X.BATCH_SIZE = batch_size
     if node:
         cfg.TRAINER[node].PREC = args.prec_now
+    cfg.merge_from_list(HOST_PROMPT_OPTS.get(trainer, []) + list(args.opts))
     cfg.freeze()
     return cfg
 
@@ -163,6 +172,16 @@ def measure_evaluation(reset, infer, images, device, n_batches):
     return timed(evaluation, device) / n_batches
 
 
+def count_flops(fn):
+    """FLOPs of fn() (forward and backward) by torch's counter, attention as matmuls."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
 def bench_ours(trainer_name, n_classes, args, device):
     names = class_names(n_classes)
     size = clip_backbone.LOCAL_CLIP_CONFIGS[args.backbone]["image_resolution"]
@@ -173,11 +192,13 @@ def bench_ours(trainer_name, n_classes, args, device):
         rows = []
         batch = trainer.train_loader_x[0]
         images = torch.randn(args.eval_batch_size, 3, size, size, device=device)
-        train_ms, peak = float("nan"), float("nan")
+        train_ms, peak, train_gflop = float("nan"), float("nan"), float("nan")
         if hasattr(trainer, "forward_backward") and trainer_name != "ZeroshotCLIP":
             trainer.batch_idx, trainer.num_batches = 0, 10**9  # never step the LR schedule
             trainer.set_model_mode("train")
             train_ms, peak = measure_training(lambda: trainer.forward_backward(batch), device, args.warmup, args.steps)
+            if args.count_flops:
+                train_gflop = count_flops(lambda: trainer.forward_backward(batch)) / 1e9
         if hasattr(trainer, "set_model_mode") and trainer_name != "ZeroshotCLIP":
             trainer.set_model_mode("eval")
         modes = ["sample", "amortized", "anchor"] if trainer_name.startswith("EMPL") else [None]
@@ -189,10 +210,16 @@ def bench_ours(trainer_name, n_classes, args, device):
 
             reset = getattr(trainer, "clear_eval_cache", lambda: None)
             eval_s = measure_evaluation(reset, trainer.model_inference, images, device, args.eval_batches)
+            eval_gflop = float("nan")
+            if args.count_flops:
+                eval_gflop = count_flops(
+                    lambda: measure_evaluation(reset, trainer.model_inference, images, device, args.eval_batches)
+                ) / 2e9 / args.eval_batches  # measure_evaluation runs the evaluation twice
             rows.append(dict(
                 trainer=trainer_name + (f" ({mode})" if mode else ""), code="ours", classes=n_classes,
                 batch=batch_size, prec=args.prec_now, train_ms=train_ms, train_img_s=batch_size / train_ms * 1000,
                 peak_gib=peak, eval_ms_per_batch=1000 * eval_s, eval_img_s=args.eval_batch_size / eval_s,
+                train_gflop=train_gflop, eval_gflop_per_batch=eval_gflop,
             ))
         del trainer
         if device.type == "cuda":
@@ -253,20 +280,34 @@ def bench_reference(repo, trainer_name, n_classes, args, device, clip_model):
         trainer=trainer_name, code="reference", classes=n_classes, batch=batch_size, prec=prec,
         train_ms=train_ms, train_img_s=batch_size / train_ms * 1000, peak_gib=peak,
         eval_ms_per_batch=1000 * eval_s, eval_img_s=args.eval_batch_size / eval_s,
+        train_gflop=float("nan"), eval_gflop_per_batch=float("nan"),
     )]
 
 
-def print_table(rows):
-    print("| trainer | code | classes | batch | prec | train ms/step | train img/s | peak GiB | eval ms/batch | eval img/s | train x our CoOp |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    base = {(r["classes"], r["prec"]): r["train_ms"] for r in rows if r["trainer"] == "CoOp" and r["code"] == "ours"}
+def print_table(rows, with_flops=False):
+    """One markdown row per measurement; ratios against our CoOp of the same class count and
+    precision, by time and (with_flops) by counted FLOPs."""
+    head = "| trainer | code | classes | batch | prec | train ms/step | train img/s | peak GiB | eval ms/batch | eval img/s | train x our CoOp |"
+    if with_flops:
+        head += " train GFLOP | eval GFLOP/batch | train FLOP x our CoOp | eval FLOP x our CoOp |"
+    print(head)
+    print("|---" * head.count(" | ") + "|---|")
+    coop = {(r["classes"], r["prec"]): r for r in rows if r["trainer"] == "CoOp" and r["code"] == "ours"}
+    nan_row = dict(train_ms=float("nan"), train_gflop=float("nan"), eval_gflop_per_batch=float("nan"))
     for r in rows:
-        ratio = r["train_ms"] / base.get((r["classes"], r["prec"]), float("nan"))
-        print(
+        base = coop.get((r["classes"], r["prec"]), nan_row)
+        line = (
             f"| {r['trainer']} | {r['code']} | {r['classes']} | {r['batch']} | {r['prec']} | {r['train_ms']:.1f} | "
             f"{r['train_img_s']:.0f} | {r['peak_gib']:.2f} | {r['eval_ms_per_batch']:.1f} | {r['eval_img_s']:.0f} | "
-            f"{ratio:.2f} |"
+            f"{r['train_ms'] / base['train_ms']:.2f} |"
         )
+        if with_flops:
+            line += (
+                f" {r['train_gflop']:.4g} | {r['eval_gflop_per_batch']:.4g} | "
+                f"{r['train_gflop'] / base['train_gflop']:.2f} | "
+                f"{r['eval_gflop_per_batch'] / base['eval_gflop_per_batch']:.2f} |"
+            )
+        print(line)
 
 
 def main(argv=None):
@@ -282,6 +323,9 @@ def main(argv=None):
     parser.add_argument("--eval-batch-size", type=int, default=100)
     parser.add_argument("--reference-coop", default="", help="a KaiyangZhou/CoOp checkout to time beside ours")
     parser.add_argument("--json", default="", help="write the rows here")
+    parser.add_argument("--count-flops", action="store_true",
+                        help="also count the FLOPs of one training step and one evaluation batch")
+    parser.add_argument("--opts", nargs="+", default=[], help="config KEY VALUE pairs for every trainer")
     parser.add_argument("--peak-tflops", type=float, default=989.0,
                         help="the device's dense fp16 rate for the FLOP-bound line (H100 SXM: 989)")
     parser.add_argument("--flops-text-len", type=int, default=24,
@@ -305,8 +349,9 @@ def main(argv=None):
                 for trainer_name in ("CoOp", "CoCoOp"):
                     rows += bench_reference(args.reference_coop, trainer_name, n_classes, args, device, clip_model)
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}, "
-          f"backbone {args.backbone}, {args.steps} timed steps after {args.warmup} warm-up")
-    print_table(rows)
+          f"backbone {args.backbone}, {args.steps} timed steps after {args.warmup} warm-up"
+          + (f", opts {' '.join(args.opts)}" if args.opts else ""))
+    print_table(rows, with_flops=args.count_flops)
     for n_classes in args.classes:
         full, cut = (coop_step_flops(args.backbone, n_classes, 32, n) for n in (77, args.flops_text_len))
         print(f"CoOp step, {n_classes} classes, batch 32: {full / 1e9:.1f} GFLOP with 77-token prompts, "
@@ -316,7 +361,7 @@ def main(argv=None):
         with open(args.json, "w") as f:
             # NaN (no training step, no CUDA memory counter) is written as null: valid JSON.
             clean = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows]
-            json.dump({"device": str(device), "backbone": args.backbone, "rows": clean}, f, indent=1)
+            json.dump({"device": str(device), "backbone": args.backbone, "opts": args.opts, "rows": clean}, f, indent=1)
     return rows
 
 

@@ -28,6 +28,7 @@ def add_method_config(cfg):
     cfg.TRAINER.EMPL.NOISE_STD = 1.0  # 1 = exact Langevin noise
     cfg.TRAINER.EMPL.INIT_STD = 0.1  # chain starts: anchor + INIT_STD * r * eps
     cfg.TRAINER.EMPL.PRIOR_STD = 0.1  # sigma / rms(anchor) of the anchoring prior; <= 0: no prior
+    cfg.TRAINER.EMPL.SGLD_GRADIENT = "exact"  # exact, or anchor: the data energy's gradient taken once, at the anchor
     cfg.TRAINER.EMPL.SGLD_LAYERS = 2  # l: sample at the input of text block L - l
     cfg.TRAINER.EMPL.ENERGY_TEMP = 1.0  # T_E
     cfg.TRAINER.EMPL.CONDITION = "batch"  # batch or image

@@ -7,6 +7,7 @@
   three inference modes. How K prompt sets x S samples of logits become a loss and a prediction
   is the host method's business: `multi_prompt_loss` / `multi_prompt_prediction`.
 """
+import warnings
 from contextlib import nullcontext
 from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
@@ -15,9 +16,16 @@ import torch
 from .clip_backbone import ClassPrompts, eot_positions, l2_normalize, replace_tokens
 from .multi_prompt_losses import free_energy, open_vocabulary_loss
 from .open_vocab import OpenVocabulary
-from .sgld import SGLDPromptSampler, SGLDResult
+from .sgld import SGLD_GRADIENTS, SGLDPromptSampler, SGLDResult
 
 CONDITIONS = ("batch", "image")
+# Private generators are seeded at cfg.SEED plus an offset, so their streams differ from the
+# global RNG's (the data order) under the same seed.
+SGLD_SEED_OFFSET = 1_000_003
+EVAL_SEED_OFFSET = 2_000_003
+# How far (rms, in units of rms(anchor)) chains went where SGLD_GRADIENT anchor was measured to
+# give exact SGLD's accuracy on the bundled benchmark (0.64 r; at 1.15 r it did not): docs/EMPL.md.
+LINEARISATION_CHECKED_DISTANCE = 0.75
 INFERENCE_MODES = ("sample", "amortized", "anchor")
 
 
@@ -84,6 +92,8 @@ def check_empl_cfg(empl) -> None:
         raise ValueError(f"TRAINER.EMPL.CONDITION must be one of {CONDITIONS}, got {empl.CONDITION!r}")
     if empl.INFERENCE not in INFERENCE_MODES:
         raise ValueError(f"TRAINER.EMPL.INFERENCE must be one of {INFERENCE_MODES}, got {empl.INFERENCE!r}")
+    if empl.SGLD_GRADIENT not in SGLD_GRADIENTS:
+        raise ValueError(f"TRAINER.EMPL.SGLD_GRADIENT must be one of {SGLD_GRADIENTS}, got {empl.SGLD_GRADIENT!r}")
     if empl.OPEN_LOSS not in ("entropy", "energy", "none"):
         raise ValueError(f"TRAINER.EMPL.OPEN_LOSS must be entropy, energy or none, got {empl.OPEN_LOSS!r}")
     if empl.BACKPROP not in ("detach", "full"):
@@ -121,6 +131,14 @@ class EMPLMixin(SGLDPromptSampler):
         names = list(getattr(dataset, "all_classnames", dataset.classnames)) + list(dataset.classnames)
         self.open_vocab = OpenVocabulary(names, empl.VOCAB_FILE, seed=max(self.cfg.SEED, 0))
         print(f"Open vocabulary: {len(self.open_vocab)} words, {empl.N_UNSEEN} unseen words per batch")
+        # SGLD noise comes from private generators, not torch's global RNG, so the batches and
+        # augmentations a run sees do not depend on the EMPL settings (a sweep over N_PROMPTS or
+        # SGLD_STEPS compares runs on the same data), and an evaluation draws the same prompts
+        # however often and whenever it runs (the evaluation generator restarts at each test()).
+        self.sgld_seed = self.cfg.SEED if self.cfg.SEED >= 0 else torch.initial_seed() % 2**62
+        self.sgld_generator = torch.Generator(device=self.device).manual_seed(self.sgld_seed + SGLD_SEED_OFFSET)
+        self.eval_generator = torch.Generator(device=self.device)
+        self.clear_eval_cache()
 
     # ------------------------------------------------------------------ resume
     def resume_state(self) -> dict:
@@ -141,6 +159,12 @@ class EMPLMixin(SGLDPromptSampler):
             self.open_vocab.load_state_dict(state["open_vocab"])
         if "sgld_generator" in state and self.sgld_generator is not None:
             self.sgld_generator.set_state(state["sgld_generator"])
+
+    def clear_eval_cache(self):
+        """Also restart the evaluation's SGLD noise: every evaluation draws the same prompts."""
+        super().clear_eval_cache()
+        if getattr(self, "eval_generator", None) is not None:
+            self.eval_generator.manual_seed(self.sgld_seed + EVAL_SEED_OFFSET)
 
     # ------------------------------------------------------------------ building blocks
     @property
@@ -179,7 +203,7 @@ class EMPLMixin(SGLDPromptSampler):
 
     def sampled_features(
         self, hidden: torch.Tensor, eot: torch.Tensor, image_features: Optional[torch.Tensor],
-        sample: bool = True, allow_per_image: bool = True,
+        sample: bool = True, allow_per_image: bool = True, generator: Optional[torch.Generator] = None,
     ) -> Tuple[torch.Tensor, bool, Optional[SGLDResult]]:
         """Text features of the anchors and their SGLD samples on the classes of `hidden`.
 
@@ -187,6 +211,7 @@ class EMPLMixin(SGLDPromptSampler):
         -> (features [K, S, P, D] or, with CONDITION image, [K, B, S, P, D]; per_image flag;
         the sampler's result). S = 1 + N_PROMPTS (anchor first); S = 1 without sampling.
         allow_per_image=False conditions on the whole batch whatever CONDITION says (amortized).
+        generator: the chains' noise (default: the training generator).
         """
         empl = self.empl_cfg
         anchors = self.split_text.context_states(hidden[:, 0])  # [K, M, d]: class-independent
@@ -210,7 +235,7 @@ class EMPLMixin(SGLDPromptSampler):
             logits = tau * torch.einsum("anpd,abd->anbp", feats, images)
             return free_energy(logits, empl.ENERGY_TEMP)
 
-        result = self.sample_prompts(anchors.repeat_interleave(groups, dim=0), energy)
+        result = self.sample_prompts(anchors.repeat_interleave(groups, dim=0), energy, generator=generator)
         group_anchors = anchors.repeat_interleave(groups, dim=0).unsqueeze(1)
         states = torch.cat([group_anchors, result.samples.type(group_anchors.dtype)], dim=1)
         feats = self.split_text.features(group_hidden, eot, states)  # [K*G, S, P, D]
@@ -241,12 +266,32 @@ class EMPLMixin(SGLDPromptSampler):
         self.extra_loss_summary = {"loss_in": loss_in.item(), "loss_out": loss_out.item()}
         if result is not None:
             self.extra_loss_summary.update(result.as_dict(prefix="sgld_"))
+            self.check_linearisation_range(result)
         return loss_in + empl.LAMBDA * loss_out, output
+
+    def check_linearisation_range(self, result: SGLDResult) -> None:
+        """Warn once when SGLD_GRADIENT anchor runs chains farther from the anchor than where
+        it was measured to match exact SGLD (docs/EMPL.md, "Speed and accuracy of the two")."""
+        if self.empl_cfg.SGLD_GRADIENT != "anchor" or getattr(self, "_warned_linearisation", False):
+            return
+        if result.distance_to_anchor > LINEARISATION_CHECKED_DISTANCE:
+            self._warned_linearisation = True
+            warnings.warn(
+                f"TRAINER.EMPL.SGLD_GRADIENT anchor linearises the energy at the anchor, but the chains end "
+                f"{result.distance_to_anchor:.2f} r from it; it was checked against exact SGLD up to "
+                f"{LINEARISATION_CHECKED_DISTANCE} r. Use SGLD_GRADIENT exact, or a smaller SGLD_STEP_SIZE / PRIOR_STD."
+            )
 
     # ------------------------------------------------------------------ inference
     def calibration_features(self) -> torch.Tensor:
-        """Image features of the first training batch: amortized mode's fixed condition."""
-        batch = next(iter(self.train_loader_x))
+        """Image features of a training batch: amortized mode's fixed condition.
+
+        The batch is drawn under a forked CPU RNG seeded from cfg.SEED: the same batch at every
+        evaluation, and the training run's data order is left as it was.
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(self.sgld_seed + EVAL_SEED_OFFSET)
+            batch = next(iter(self.train_loader_x))
         return self.model.encode_image(batch["img"].to(self.device))
 
     def model_inference(self, image):
@@ -273,7 +318,8 @@ class EMPLMixin(SGLDPromptSampler):
             if mode == "amortized":
                 image_features = self.calibration_features()
             feats, _, _ = self.sampled_features(
-                hidden, eot, image_features, sample=mode != "anchor", allow_per_image=False
+                hidden, eot, image_features, sample=mode != "anchor", allow_per_image=False,
+                generator=self.eval_generator,
             )
         return feats.flatten(0, 1).float()
 
@@ -287,12 +333,13 @@ class EMPLMixin(SGLDPromptSampler):
             else:  # anchor or amortized: the text features of the whole evaluation, once
                 condition = self.calibration_features() if mode == "amortized" else None
                 feats, _, _ = self.sampled_features(
-                    hidden, eot, condition, sample=mode == "amortized", allow_per_image=False
+                    hidden, eot, condition, sample=mode == "amortized", allow_per_image=False,
+                    generator=self.eval_generator,
                 )
                 self._eval_cache = feats
         if mode == "sample":
             hidden, eot = self._eval_cache
-            feats, per_image, _ = self.sampled_features(hidden, eot, image_features)
+            feats, per_image, _ = self.sampled_features(hidden, eot, image_features, generator=self.eval_generator)
         else:
             feats, per_image = self._eval_cache, False
         return self.multi_prompt_prediction(self.image_logits(image_features, feats, per_image))

@@ -12,11 +12,20 @@ Formulation: docs/EMPL.md ("Sampling"), summarised:
 i.e. Langevin dynamics in units of r, so SGLD_STEP_SIZE (alpha) means the same thing at every
 text layer and for every CLIP. A step that gives a non-finite chain state is rejected for that
 chain (it keeps H_t) and counted.
+
+Where the data energy's gradient is taken (SGLD_GRADIENT):
+- "exact": at every chain state, T x N gradient evaluations per call (the paper's SGLD).
+- "anchor": once, at the anchor, and reused by every step and chain: the data energy is
+  linearised at the anchor, E_data(H) ~ E_data(anchor) + <g, H - anchor>, the prior stays exact.
+  One gradient evaluation per call instead of T x N; exact when E_data is linear in H, and close
+  while the chains stay near the anchor (docs/EMPL.md measures both).
 """
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
+
+SGLD_GRADIENTS = ("exact", "anchor")
 
 # energy_fn(H) -> per-chain data energy. H: [n_anchors, n_chains, *prompt_shape]; returns
 # [n_anchors, n_chains].
@@ -70,14 +79,19 @@ def langevin_sample(
     backprop: str = "detach",
     compute_energy_after: bool = True,
     generator: Optional[torch.Generator] = None,
+    gradient: str = "exact",
 ) -> SGLDResult:
     """Run n_chains Langevin chains per anchor, all batched.
 
     anchor: [n_anchors, *prompt_shape] (e.g. [1, M, d] for one shared CoOp context, [K, M, d]
         for ProDA's K prompt sets). prior_std <= 0 turns the anchoring prior off.
+    gradient: "exact" or "anchor" (the module docstring). With "anchor" the reported energies
+        are those of the linearised data term the chains actually followed.
     """
     if backprop not in ("detach", "full"):
         raise ValueError(f"TRAINER.EMPL.BACKPROP must be 'detach' or 'full', got {backprop!r}")
+    if gradient not in SGLD_GRADIENTS:
+        raise ValueError(f"TRAINER.EMPL.SGLD_GRADIENT must be one of {SGLD_GRADIENTS}, got {gradient!r}")
     if n_chains < 1 or n_steps < 0:
         raise ValueError(f"need N_PROMPTS >= 1 and SGLD_STEPS >= 0, got {n_chains} and {n_steps}")
     n_anchors = anchor.shape[0]
@@ -87,9 +101,12 @@ def langevin_sample(
     r = r.view(n_anchors, 1, *([1] * (anchor.dim() - 1)))
     center = anchor.detach().unsqueeze(1)  # [n_anchors, 1, *prompt_shape]
     sigma = prior_std * r
+    data_energy = energy_fn
+    if gradient == "anchor" and n_steps > 0:
+        data_energy = linearised_energy(energy_fn, anchor.unsqueeze(1), keep_graph=backprop == "full")
 
     def total_energy(h):
-        e = energy_fn(h)
+        e = data_energy(h)
         if prior_std > 0:
             e = e + (h - center).pow(2).flatten(2).sum(-1) / (2 * sigma.flatten(1) ** 2)
         return e
@@ -148,6 +165,27 @@ def langevin_sample(
     )
 
 
+def linearised_energy(energy_fn: EnergyFn, anchor: torch.Tensor, keep_graph: bool) -> EnergyFn:
+    """energy_fn linearised at the anchor: h -> E(a) + <grad E(a), h - a>.
+
+    anchor: [n_anchors, 1, *prompt_shape]; energy_fn is evaluated once, on this one chain. The
+    returned function maps h [n_anchors, n_chains, *prompt_shape] to [n_anchors, n_chains], like
+    energy_fn. keep_graph (BACKPROP full) keeps the graph of E(a) and of its gradient.
+    """
+    keep_graph = keep_graph and anchor.requires_grad
+    with torch.enable_grad():
+        point = anchor if keep_graph else anchor.detach().requires_grad_(True)
+        value = energy_fn(point)  # [n_anchors, 1]
+        (slope,) = torch.autograd.grad(value.sum(), point, create_graph=keep_graph)
+    if not keep_graph:
+        value, point = value.detach(), point.detach()
+
+    def energy(h):
+        return value + (slope * (h - point)).flatten(2).sum(-1)
+
+    return energy
+
+
 def _mean_pairwise_rms(offset: torch.Tensor) -> float:
     """offset: [n_anchors, n_chains, ...] -> mean over anchors and chain pairs of rms distance."""
     n_chains = offset.shape[1]
@@ -163,14 +201,15 @@ class SGLDPromptSampler:
     """Mixin: `self.sample_prompts(anchor, energy_fn)` with the TRAINER.EMPL config.
 
     The host class provides `self.cfg` (a Dassl config with a TRAINER.EMPL node). Chains draw
-    their noise from `self.sgld_generator` when the host sets one (e.g. for a reproducible
-    amortized cache), else from torch's global RNG (seeded by train.py).
+    their noise from `generator`, else from `self.sgld_generator` when the host sets one, else
+    from torch's global RNG.
     """
 
     sgld_generator: Optional[torch.Generator] = None
 
     def sample_prompts(
-        self, anchor: torch.Tensor, energy_fn: EnergyFn, compute_energy_after: bool = True
+        self, anchor: torch.Tensor, energy_fn: EnergyFn, compute_energy_after: bool = True,
+        generator: Optional[torch.Generator] = None,
     ) -> SGLDResult:
         empl = self.cfg.TRAINER.EMPL
         return langevin_sample(
@@ -184,5 +223,6 @@ class SGLDPromptSampler:
             prior_std=empl.PRIOR_STD,
             backprop=empl.BACKPROP,
             compute_energy_after=compute_energy_after,
-            generator=self.sgld_generator,
+            generator=generator if generator is not None else self.sgld_generator,
+            gradient=empl.SGLD_GRADIENT,
         )
