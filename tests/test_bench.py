@@ -65,3 +65,10 @@ def test_flop_count_ranks_empl_sgld_gradients(capsys):
     assert coop["anchor"] < empl["anchor"] < empl["exact"]
     anchor_mode = {g: rows[3] for g, rows in runs.items()}  # EMPL_CoOp (anchor): no sampling at test
     assert anchor_mode["exact"]["eval_gflop_per_batch"] == anchor_mode["anchor"]["eval_gflop_per_batch"]
+    # Evaluation split: class text features once, images per batch. Amortized mode pays for its
+    # samples once and then only N+1 dot products per batch; sample mode pays SGLD every batch.
+    coop_row, sample, amortized, anchor = runs["exact"][0], *runs["exact"][1:]
+    assert coop_row["eval_gflop_once"] > 0 and coop_row["eval_gflop_per_batch"] > 0
+    assert amortized["eval_gflop_once"] > anchor["eval_gflop_once"] > 0
+    assert anchor["eval_gflop_per_batch"] <= amortized["eval_gflop_per_batch"] < 1.01 * anchor["eval_gflop_per_batch"]
+    assert sample["eval_gflop_per_batch"] > 2 * anchor["eval_gflop_per_batch"]

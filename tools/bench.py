@@ -14,8 +14,9 @@ precision and class count given here. A training step is the trainer's own forwa
 once-per-evaluation work (class text features, EMPL's cache). With --reference-coop, the
 reference CoOp and CoCoOp models of that checkout are timed in the same run on the same CLIP;
 their code is imported from there, never copied. --count-flops adds the FLOPs of one training
-step and of one evaluation batch (torch's FLOP counter, attention through the math kernel):
-machine-independent figures, the cost a compute-bound GPU run approaches. --opts KEY VALUE ...
+step and of evaluation, split into the once-per-evaluation part (class text features, EMPL's
+amortized cache) and the part per batch (torch's FLOP counter, attention through the math
+kernel): machine-independent figures, the cost a compute-bound GPU run approaches. --opts KEY VALUE ...
 sets config keys for every trainer (e.g. TRAINER.EMPL.SGLD_GRADIENT anchor).
 """
 import argparse
@@ -159,17 +160,25 @@ def measure_training(step, device, warmup, steps):
     return 1000 * statistics.median(times), peak
 
 
+def run_evaluation(reset, infer, images, n_batches):
+    """One evaluation: the trainer's per-evaluation reset, then n_batches batches."""
+    reset()
+    with torch.no_grad():
+        for _ in range(n_batches):
+            infer(images)
+
+
 def measure_evaluation(reset, infer, images, device, n_batches):
     """Seconds per batch over one evaluation of n_batches batches (one-time work included)."""
+    run_evaluation(reset, infer, images, n_batches)  # warm-up
+    return timed(lambda: run_evaluation(reset, infer, images, n_batches), device) / n_batches
 
-    def evaluation():
-        reset()
-        with torch.no_grad():
-            for _ in range(n_batches):
-                infer(images)
 
-    evaluation()  # warm-up
-    return timed(evaluation, device) / n_batches
+def evaluation_flops(reset, infer, images):
+    """(FLOPs once per evaluation, FLOPs per batch), from counted evaluations of 1 and 2 batches:
+    the class text features (and EMPL's amortized cache) are the once-per-evaluation part."""
+    one, two = (count_flops(lambda n=n: run_evaluation(reset, infer, images, n)) for n in (1, 2))
+    return 2 * one - two, two - one
 
 
 def count_flops(fn):
@@ -210,16 +219,15 @@ def bench_ours(trainer_name, n_classes, args, device):
 
             reset = getattr(trainer, "clear_eval_cache", lambda: None)
             eval_s = measure_evaluation(reset, trainer.model_inference, images, device, args.eval_batches)
-            eval_gflop = float("nan")
+            eval_once_gflop = eval_gflop = float("nan")
             if args.count_flops:
-                eval_gflop = count_flops(
-                    lambda: measure_evaluation(reset, trainer.model_inference, images, device, args.eval_batches)
-                ) / 2e9 / args.eval_batches  # measure_evaluation runs the evaluation twice
+                once, per_batch = evaluation_flops(reset, trainer.model_inference, images)
+                eval_once_gflop, eval_gflop = once / 1e9, per_batch / 1e9
             rows.append(dict(
                 trainer=trainer_name + (f" ({mode})" if mode else ""), code="ours", classes=n_classes,
                 batch=batch_size, prec=args.prec_now, train_ms=train_ms, train_img_s=batch_size / train_ms * 1000,
                 peak_gib=peak, eval_ms_per_batch=1000 * eval_s, eval_img_s=args.eval_batch_size / eval_s,
-                train_gflop=train_gflop, eval_gflop_per_batch=eval_gflop,
+                train_gflop=train_gflop, eval_gflop_once=eval_once_gflop, eval_gflop_per_batch=eval_gflop,
             ))
         del trainer
         if device.type == "cuda":
@@ -280,7 +288,7 @@ def bench_reference(repo, trainer_name, n_classes, args, device, clip_model):
         trainer=trainer_name, code="reference", classes=n_classes, batch=batch_size, prec=prec,
         train_ms=train_ms, train_img_s=batch_size / train_ms * 1000, peak_gib=peak,
         eval_ms_per_batch=1000 * eval_s, eval_img_s=args.eval_batch_size / eval_s,
-        train_gflop=float("nan"), eval_gflop_per_batch=float("nan"),
+        train_gflop=float("nan"), eval_gflop_once=float("nan"), eval_gflop_per_batch=float("nan"),
     )]
 
 
@@ -289,7 +297,8 @@ def print_table(rows, with_flops=False):
     precision, by time and (with_flops) by counted FLOPs."""
     head = "| trainer | code | classes | batch | prec | train ms/step | train img/s | peak GiB | eval ms/batch | eval img/s | train x our CoOp |"
     if with_flops:
-        head += " train GFLOP | eval GFLOP/batch | train FLOP x our CoOp | eval FLOP x our CoOp |"
+        head += (" train GFLOP | eval GFLOP once | eval GFLOP/batch | train FLOP x our CoOp |"
+                 " eval FLOP/batch x our CoOp |")
     print(head)
     print("|---" * head.count(" | ") + "|---|")
     coop = {(r["classes"], r["prec"]): r for r in rows if r["trainer"] == "CoOp" and r["code"] == "ours"}
@@ -303,7 +312,7 @@ def print_table(rows, with_flops=False):
         )
         if with_flops:
             line += (
-                f" {r['train_gflop']:.4g} | {r['eval_gflop_per_batch']:.4g} | "
+                f" {r['train_gflop']:.4g} | {r['eval_gflop_once']:.4g} | {r['eval_gflop_per_batch']:.4g} | "
                 f"{r['train_gflop'] / base['train_gflop']:.2f} | "
                 f"{r['eval_gflop_per_batch'] / base['eval_gflop_per_batch']:.2f} |"
             )
