@@ -28,6 +28,12 @@ def make_cfg(root, trainer, config_file, output_dir, opts=()):
     return cfg
 
 
+def fixed_batch(trainer, n=8):
+    """The first n images and labels of the trainer's training loader, on its device."""
+    batch = next(iter(trainer.train_loader_x))
+    return batch["img"][:n].to(trainer.device), batch["label"][:n].to(trainer.device)
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     """One generated SyntheticShapes folder for every test of the session."""

@@ -1,19 +1,16 @@
-"""EMPL_CoOp, ProDA and EMPL_ProDA on the tiny CLIP: equivalences, gradients, sampling, inference."""
+"""EMPL_CoOp, ProDA and EMPL_ProDA (and EMPL_MaPLe's sampling) on the tiny CLIP: equivalences, gradients, sampling, inference."""
 import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import fixed_batch
 from trainers.open_vocab import name_words
 
 EMPL_COOP = "configs/trainers/EMPL_CoOp/tiny.yaml"
 EMPL_PRODA = "configs/trainers/EMPL_ProDA/tiny.yaml"
+EMPL_MAPLE = "configs/trainers/EMPL_MaPLe/tiny.yaml"
 PRODA = "configs/trainers/ProDA/tiny.yaml"
 COOP = "configs/trainers/CoOp/tiny_ctxv1.yaml"
-
-
-def fixed_batch(trainer, n=8):
-    batch = next(iter(trainer.train_loader_x))
-    return batch["img"][:n].to(trainer.device), batch["label"][:n].to(trainer.device)
 
 
 @pytest.fixture(scope="module")
@@ -67,21 +64,25 @@ def test_gradient_reaches_the_context_and_nothing_frozen(build_tiny_trainer, nam
     assert frozen_with_grad == []
 
 
-def test_samples_differ_from_each_other_and_from_the_anchor(empl_coop):
-    images, _ = fixed_batch(empl_coop)
+@pytest.mark.parametrize("name, config", [("EMPL_CoOp", EMPL_COOP), ("EMPL_MaPLe", EMPL_MAPLE)])
+def test_samples_differ_from_each_other_and_from_the_anchor(build_tiny_trainer, name, config):
+    trainer = build_tiny_trainer(name, config)
+    images, labels = fixed_batch(trainer)
     with torch.no_grad():
-        image_features = empl_coop.model.encode_image(images)
-    hidden, eot = empl_coop.prefix_states([empl_coop.model.prompt_learner.classes])
-    feats, per_image, result = empl_coop.sampled_features(hidden, eot, image_features)
-    n = empl_coop.cfg.TRAINER.EMPL.N_PROMPTS
+        image_features = trainer.model.encode_image(images)
+    hidden, eot = trainer.prefix_states([trainer.model.prompt_learner.classes])
+    feats, per_image, result = trainer.sampled_features(hidden, eot, image_features)
+    n = trainer.cfg.TRAINER.EMPL.N_PROMPTS
     assert feats.shape[:2] == (1, n + 1) and not per_image
     samples = result.samples[0].detach().flatten(1)  # [N, M*d]
-    anchor = empl_coop.split_text.context_states(hidden[0, 0]).detach().flatten()
+    anchor = trainer.split_text.context_states(hidden[0, 0]).detach().flatten()
     assert torch.cdist(samples, samples)[~torch.eye(n, dtype=torch.bool)].min() > 0
     assert (samples - anchor).norm(dim=1).min() > 0
     assert result.rejected_steps == 0 and result.diversity > 0
     # Different prompts give different class features.
     assert (feats[0, 1:] - feats[0, :1]).abs().max() > 1e-4
+    loss, output = trainer.compute_loss(images, labels)
+    assert torch.isfinite(loss) and output.shape == (len(labels), trainer.dm.num_classes)
 
 
 def test_unseen_words_never_hold_a_class_name(empl_coop):
