@@ -19,7 +19,6 @@ Writes DIR/modality_gap_summary.csv (one row per run), DIR/modality_gap_per_clas
 DIR/modality_gap.png, and prints the summary as a Markdown table.
 """
 import argparse
-import csv
 import os.path as osp
 import re
 import sys
@@ -31,7 +30,7 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 
 from tools.embedding_stats import modality_gap_stats, summarize_gap_stats  # noqa: E402
-from tools.run_loading import add_run_arguments, build_trainer_from_run, run_labels  # noqa: E402
+from tools.run_loading import add_run_arguments, build_trainer_from_run, run_labels, write_csv  # noqa: E402
 from trainers.clip_backbone import l2_normalize  # noqa: E402
 
 SPLITS = ("test", "val", "train")
@@ -120,14 +119,6 @@ def markdown_table(rows) -> str:
         cells.append(acc)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def write_csv(path: str, rows, columns) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row.get(k) for k in columns})
 
 
 def plot_gaps(rows, path: str, title: str = "") -> None:

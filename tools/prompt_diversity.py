@@ -17,7 +17,6 @@ rms distance in units of rms(prompt), the sampler's own `sgld_diversity` measure
 (trainers/sgld.py). Writes DIR/prompt_diversity.csv and prints a Markdown table.
 """
 import argparse
-import csv
 import os.path as osp
 import sys
 
@@ -28,7 +27,7 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 
 from tools.embedding_stats import prompt_set_diversity  # noqa: E402
-from tools.run_loading import add_run_arguments, build_trainer_from_run, run_labels  # noqa: E402
+from tools.run_loading import add_run_arguments, build_trainer_from_run, run_labels, write_csv  # noqa: E402
 from trainers.empl import EMPLMixin  # noqa: E402
 from trainers.sgld import _mean_pairwise_rms, rms  # noqa: E402
 
@@ -114,10 +113,7 @@ def main(argv=None) -> str:
         row.update(prompt_diversity(prompts["context"], prompts["text_features"]))
         rows.append(row)
     path = osp.join(args.out, "prompt_diversity.csv")
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["run", "trainer", "run_dir", "level", *COLUMNS])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, rows, ("run", "trainer", "run_dir", "level", *COLUMNS))
     table = markdown_table(rows)
     print(table)
     print(f"\nwrote {path}")

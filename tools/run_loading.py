@@ -6,6 +6,7 @@ A run folder holds log.txt (train.py prints the full config there, between "** C
 `checkpoint` pointer to the last one. ZeroshotCLIP's folder (from --eval-only) has only log.txt.
 """
 import argparse
+import csv
 import os
 import os.path as osp
 import sys
@@ -155,3 +156,12 @@ def run_labels(args: argparse.Namespace) -> List[str]:
         raise ValueError(f"--labels gives {len(args.labels)} names for {len(args.runs)} runs")
     os.makedirs(args.out, exist_ok=True)
     return list(args.labels) if args.labels else [run_label(run_dir) for run_dir in args.runs]
+
+
+def write_csv(path: str, rows, columns) -> None:
+    """The analysis tools' CSV output: one line per row dict, the given columns in order."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k) for k in columns})
