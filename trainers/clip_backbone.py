@@ -347,6 +347,22 @@ class PromptedCLIP(nn.Module):
         return l2_normalize(self.image_encoder(image.type(self.dtype)))
 
 
+class ClassTextCLIP(PromptedCLIP):
+    """A PromptedCLIP whose text features depend on the class set only, not on the image (CoOp,
+    MaPLe, ProDA): evaluation computes them once per class set (ClipPromptTrainer.model_inference).
+
+    A subclass defines class_text_features() -> normalised [C, D] (or its own shape, with its own
+    logits_from_features, as ProDA's K prompt sets).
+    """
+
+    def logits_from_features(self, image: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """image [B, 3, H, W], text_features [C, D] -> logits [B, C]."""
+        return self.logit_scale.exp() * self.encode_image(image) @ text_features.t()
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.logits_from_features(image, self.class_text_features())
+
+
 # --------------------------------------------------------------------------- prompts
 def clean_classname(name: str) -> str:
     return name.replace("_", " ")

@@ -7,7 +7,7 @@ front. Keys: TRAINER.COOP.N_CTX, CSC, CTX_INIT, PREC, CLASS_TOKEN_POSITION.
 import torch
 import torch.nn as nn
 
-from .clip_backbone import ClassPrompts, PromptedCLIP, init_context, l2_normalize
+from .clip_backbone import ClassPrompts, ClassTextCLIP, init_context, l2_normalize
 from .prompt_trainer import ClipPromptTrainer, register_trainer
 
 
@@ -45,7 +45,7 @@ class PromptLearner(nn.Module):
         return self.classes.assemble(self.ctx, self.class_token_position)
 
 
-class CustomCLIP(PromptedCLIP):
+class CustomCLIP(ClassTextCLIP):
     def __init__(self, cfg, classnames, clip_model, prompt_learner_cls=PromptLearner):
         super().__init__(prompt_learner_cls(cfg, classnames, clip_model), clip_model)
 
@@ -53,12 +53,6 @@ class CustomCLIP(PromptedCLIP):
         """Normalised [C, D] text features of the current prompts."""
         prompts = self.prompt_learner()
         return l2_normalize(self.text_encoder(prompts, self.prompt_learner.tokenized_prompts.to(prompts.device)))
-
-    def logits_from_features(self, image, text_features):
-        return self.logit_scale.exp() * self.encode_image(image) @ text_features.t()
-
-    def forward(self, image):
-        return self.logits_from_features(image, self.class_text_features())
 
 
 @register_trainer

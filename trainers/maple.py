@@ -22,7 +22,7 @@ from typing import Dict, Tuple
 import torch
 import torch.nn as nn
 
-from .clip_backbone import ClassPrompts, PromptedCLIP, VisionEncoder, init_context, l2_normalize, word_embeddings
+from .clip_backbone import ClassPrompts, ClassTextCLIP, VisionEncoder, init_context, l2_normalize, word_embeddings
 from .prompt_trainer import ClipPromptTrainer, register_trainer
 
 # The reference initialises ctx from words only up to this many context tokens.
@@ -112,9 +112,8 @@ class MultiModalPromptLearner(nn.Module):
         return self.classes.assemble(self.ctx)
 
 
-class CustomCLIP(PromptedCLIP):
-    """Frozen CLIP with MaPLe's prompts on both encoders. Text features do not depend on the
-    image, so evaluation computes them once per class set (ClipPromptTrainer.model_inference)."""
+class CustomCLIP(ClassTextCLIP):
+    """Frozen CLIP with MaPLe's prompts on both encoders."""
 
     def __init__(self, cfg, classnames, clip_model):
         vision_encoder = VisionEncoder(clip_model.visual)  # clear error for ResNet backbones
@@ -133,13 +132,6 @@ class CustomCLIP(PromptedCLIP):
         prompts = learner()
         tokenized = learner.tokenized_prompts.to(prompts.device)
         return l2_normalize(self.text_encoder(prompts, tokenized, deep_prompts=learner.text_deep_prompts()))
-
-    def logits_from_features(self, image: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-        """image [B, 3, H, W], text_features [C, D] -> logits [B, C]."""
-        return self.logit_scale.exp() * self.encode_image(image) @ text_features.t()
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.logits_from_features(image, self.class_text_features())
 
 
 @register_trainer

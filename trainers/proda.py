@@ -8,7 +8,7 @@ Keys: TRAINER.PRODA.N_PROMPTS, N_CTX, CTX_INIT, PREC, ORTHO_WEIGHT.
 import torch
 import torch.nn as nn
 
-from .clip_backbone import ClassPrompts, PromptedCLIP, init_context, l2_normalize
+from .clip_backbone import ClassPrompts, ClassTextCLIP, init_context, l2_normalize
 from .multi_prompt_losses import proda_gaussian_bound_loss, prompt_orthogonality
 from .prompt_trainer import ClipPromptTrainer, register_trainer
 
@@ -42,7 +42,7 @@ class PromptLearner(nn.Module):
         return torch.cat([self.classes.assemble(ctx) for ctx in self.ctx])
 
 
-class CustomCLIP(PromptedCLIP):
+class CustomCLIP(ClassTextCLIP):
     def __init__(self, cfg, classnames, clip_model):
         super().__init__(PromptLearner(cfg, classnames, clip_model), clip_model)
 
@@ -60,9 +60,6 @@ class CustomCLIP(PromptedCLIP):
     def logits_from_features(self, image, text_features):
         """Prediction with the mean text feature: tau z.mu_c = mean_k of the per-prompt logits."""
         return self.prompt_logits(image, text_features).mean(0)
-
-    def forward(self, image):
-        return self.logits_from_features(image, self.class_text_features())
 
 
 def proda_loss(prompt_logits, labels, anchor_features, ortho_weight):
