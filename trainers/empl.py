@@ -139,6 +139,7 @@ class EMPLMixin(SGLDPromptSampler):
         self.sgld_generator = torch.Generator(device=self.device).manual_seed(self.sgld_seed + SGLD_SEED_OFFSET)
         self.eval_generator = torch.Generator(device=self.device)
         self.clear_eval_cache()
+        self.warned_linearisation = False  # check_linearisation_range warns once per trainer
 
     # ------------------------------------------------------------------ resume
     def resume_state(self) -> dict:
@@ -272,10 +273,10 @@ class EMPLMixin(SGLDPromptSampler):
     def check_linearisation_range(self, result: SGLDResult) -> None:
         """Warn once when SGLD_GRADIENT anchor runs chains farther from the anchor than where
         it was measured to match exact SGLD (docs/EMPL.md, "Speed and accuracy of the two")."""
-        if self.empl_cfg.SGLD_GRADIENT != "anchor" or getattr(self, "_warned_linearisation", False):
+        if self.empl_cfg.SGLD_GRADIENT != "anchor" or self.warned_linearisation:
             return
         if result.distance_to_anchor > LINEARISATION_CHECKED_DISTANCE:
-            self._warned_linearisation = True
+            self.warned_linearisation = True
             warnings.warn(
                 f"TRAINER.EMPL.SGLD_GRADIENT anchor linearises the energy at the anchor, but the chains end "
                 f"{result.distance_to_anchor:.2f} r from it; it was checked against exact SGLD up to "
