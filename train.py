@@ -28,9 +28,12 @@ from dassl.utils import (
     setup_logger,
 )
 
+import benchmark
 import datasets  # noqa: F401  (registers every dataset in DATASET_REGISTRY)
 import trainers  # noqa: F401  (registers every trainer in TRAINER_REGISTRY)
 from trainers.config import add_method_config
+
+benchmark.register()  # the bundled benchmark's World* datasets and world CLIPs
 
 
 def print_args(args, cfg):

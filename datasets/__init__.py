@@ -1,6 +1,6 @@
 """CoOp's datasets, registered in dassl's DATASET_REGISTRY under CoOp's names (import this
-package to register them), plus the generated ones: SyntheticShapes and the World* tasks of
-the bundled benchmark (datasets/world.py, docs/BENCHMARK.md). Shared machinery:
+package to register them), plus SyntheticShapes (generated, for tests). The bundled benchmark's
+World* tasks live in benchmark/tasks.py (benchmark.register()). Shared machinery:
 datasets/common.py; layouts: docs/DATASETS.md."""
 from . import (  # noqa: F401
     caltech101,
@@ -19,10 +19,4 @@ from . import (  # noqa: F401
     sun397,
     synthetic_shapes,
     ucf101,
-    world_compositions,
-    world_shapes,
-    world_shapes_cluttered,
-    world_shapes_inverted,
-    world_shapes_noisy,
-    world_shapes_sketch,
 )

@@ -114,9 +114,6 @@ class CoOpDataset(DatasetBase):
         self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
 
         train, val, test = self.load_splits()
-        # Every class name, before base/new subsampling: EMPL keeps its unseen words clear of
-        # the classes it will be tested on too.
-        self.all_classnames = self.get_lab2cname(test)[1]
         if self.val_is_test:  # ImageNet: no val split; the test set doubles as val
             train, _ = self.fewshot(train)
             train, test = self.subsample_classes(train, test, subsample=self.subsample)

@@ -1,127 +1,99 @@
-"""The bundled benchmark (synthetic): the procedural world, the world CLIP's pretraining, cache
-and loading, and the World* datasets, on a smaller configuration of the same code."""
+"""The bundled benchmark (synthetic): the world, its rendering, the tasks, the world CLIP's
+weights and pretraining, and EMPL's open vocabulary on it."""
+import hashlib
 import os
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import make_cfg
-from datasets import world
-from trainers import world_clip
+from benchmark import render, tasks, world, world_clip
+from conftest import ROOT, make_cfg
+from trainers import clip_backbone
 from trainers.clip_backbone import _tokenizer, eot_positions, load_clip, tokenize
+from trainers.open_vocab import OpenVocabulary, name_words
 
-SMALL_RECIPE = dict(steps=10, batch_size=32, lr=3e-3, warmup_fraction=0.2)
+SMALL_RECIPE = dict(steps=24, batch_size=16, lr=2e-3, warmup_fraction=0.25)
 
 
-# ----------------------------------------------------------------------------- rendering
+# ----------------------------------------------------------------------------- the world
+def test_vocabulary_has_300_distinct_words_of_known_kinds():
+    assert len(world.VOCABULARY) >= 300 and len(set(world.VOCABULARY)) == len(world.VOCABULARY)
+    kinds = {world.attribute_of(w) for w in world.VOCABULARY}
+    assert kinds == {"family", "member", "color", "texture", "scene", "size", "position", "look"}
+    assert world.attribute_of("photo") is None
+    assert all(len(members) == len(world.MARKINGS) for members in world.FAMILIES.values())
+
+
 def test_rendering_is_deterministic_and_shaped():
-    images, captions = world.render_caption_batch(np.random.default_rng([0, 5]), 6)
-    again, captions_again = world.render_caption_batch(np.random.default_rng([0, 5]), 6)
-    other, _ = world.render_caption_batch(np.random.default_rng([0, 6]), 6)
-    assert images.shape == (6, 32, 32, 3) and images.dtype == np.uint8
+    images, captions, scenes = render.render_caption_batch(np.random.default_rng([0, 5]), 8)
+    again, captions_again, _ = render.render_caption_batch(np.random.default_rng([0, 5]), 8)
+    other, _, _ = render.render_caption_batch(np.random.default_rng([0, 6]), 8)
+    assert len(scenes) == 8 and {s["kind"] for s in scenes} <= set(world.KINDS)
+    assert images.shape == (8, 32, 32, 3) and images.dtype == np.uint8
     assert np.array_equal(images, again) and captions == captions_again
     assert not np.array_equal(images, other)
-    for style in world.STYLES:
-        rng = np.random.default_rng(1)
-        img = world.render_scene(world.sample_scene(rng, shape="star"), rng, style)
-        assert img.shape == (32, 32, 3) and img.dtype == np.uint8 and img.std() > 5  # not blank
+    for style in render.STYLES:
+        for kind in world.KINDS:
+            rng = np.random.default_rng(1)
+            img = render.render_scene(world.sample_scene(rng, kind=kind), rng, style)
+            assert img.shape == (32, 32, 3) and img.dtype == np.uint8 and img.std() > 5, (style, kind)
     with pytest.raises(ValueError, match="unknown style"):
-        world.render_scene(world.sample_scene(np.random.default_rng(0)), np.random.default_rng(0), "oil")
+        render.render_scene(world.sample_scene(np.random.default_rng(0)), np.random.default_rng(0), "oil")
     with pytest.raises(ValueError, match="unknown scene attributes"):
-        world.sample_scene(np.random.default_rng(0), texture="striped")
+        world.sample_scene(np.random.default_rng(0), shape="star")
+    with pytest.raises(ValueError, match="unknown color"):
+        world.sample_scene(np.random.default_rng(0), color="octarine")
 
 
-def test_scene_attributes_fix_what_a_class_fixes():
+def test_members_differ_only_in_their_marking():
+    """Two members of one family drawn at the same place share the silhouette; their markings
+    differ; members of two families differ in silhouette."""
+    robin, sparrow = world.FAMILIES["bird"][:2]
+    salmon = world.FAMILIES["fish"][0]
+    body_a, mark_a = render.object_masks(robin, (0.5, 0.5), 0.4, 0.0)
+    body_b, mark_b = render.object_masks(sparrow, (0.5, 0.5), 0.4, 0.0)
+    body_c, _ = render.object_masks(salmon, (0.5, 0.5), 0.4, 0.0)
+    assert np.array_equal(body_a, body_b) and mark_a.sum() == 0 and mark_b.sum() > 5
+    assert np.all(mark_b <= body_b + 1e-6)  # the marking lies inside the silhouette
+    assert np.abs(body_a - body_c).sum() > 20
+
+
+def test_scene_sampling_fixes_what_a_class_fixes_and_correlates_only_in_pretraining():
     rng = np.random.default_rng(3)
-    scenes = [world.sample_scene(rng, color="red", shape="ring") for _ in range(20)]
-    assert all(s["color"] == "red" and s["shape"] == "ring" for s in scenes)
-    assert len({s["pattern"] for s in scenes}) > 1  # the rest varies
+    scenes = [world.sample_scene(rng, family="fish", color="red") for _ in range(50)]
+    assert all(world.MEMBER_FAMILY[s["member"]] == "fish" and s["color"] == "red" for s in scenes)
+    assert len({s["scene"] for s in scenes}) > 5 and {s["kind"] for s in scenes} == {"object"}
+    assert {s["look"] for s in scenes} == {"plain"}  # a task's domain is its render style
+    # Pretraining shows a family in its habitats far more often than chance (3 of 24 scenes).
+    fish = [world.sample_scene(rng, correlated=True, family="fish") for _ in range(400)]
+    in_habitat = np.mean([s["scene"] in world.HABITATS["fish"] for s in fish])
+    assert in_habitat > 0.5 and {s["look"] for s in fish} == set(world.LOOKS)
+    uniform = [world.sample_scene(rng, family="fish") for _ in range(400)]
+    assert np.mean([s["scene"] in world.HABITATS["fish"] for s in uniform]) < 0.25
 
 
-def test_captions_tokenize_within_the_truncated_text_length():
-    """Every caption names its scene's words and fits the 16 tokens the text encoder is cut to."""
-    longest = {key: max(values, key=lambda w: len(_tokenizer.encode(w)))
-               for key, values in (("shape", world.SHAPES), ("color", world.COLORS), ("size", world.SIZES),
-                                   ("pattern", world.PATTERNS))}
-    captions = [world.caption(longest, t) for t in world.CAPTION_TEMPLATES]
-    tokens = tokenize(captions)
-    assert tokens.shape == (len(captions), 77)
-    assert int(eot_positions(tokens).max()) + 1 <= 16
-    assert _tokenizer.decode(tokens[0, 1:int(eot_positions(tokens[:1])[0])].tolist()).replace(" .", ".").strip() == captions[0]
-    assert not any("photo" in t for t in world.CAPTION_TEMPLATES)  # the zero-shot template stays unseen
+def test_captions_name_their_scene_and_fit_the_text_encoder():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        scene = world.sample_scene(rng, correlated=True)
+        text = world.caption(scene, rng)
+        words = set(text.rstrip(".").split())
+        if scene["kind"] == "object":
+            assert scene["member"] in words or world.MEMBER_FAMILY[scene["member"]] in words
+        else:
+            assert scene["texture" if scene["kind"] == "texture" else "scene"] in words
+        assert words <= set(world.VOCABULARY) | {"a", "photo", "of", "on", "at", "the", "scene", "pattern"}
+        for look, phrase in world.LOOKS.items():  # a look a caption names is the image's look
+            if look != "plain" and text.startswith(phrase + " "):
+                assert scene["look"] == look, text
+    longest = tokenize([world.longest_caption()])
+    assert int(eot_positions(longest)[0]) + 1 <= 24
+    ids = set(world_clip.trained_token_ids())
+    assert all(set(_tokenizer.encode(w)) <= ids for w in world.VOCABULARY)
 
 
-# ----------------------------------------------------------------------------- pretraining and cache
-@pytest.fixture(scope="module")
-def small_pretraining(tmp_path_factory):
-    """world-tiny with a few-step recipe, cached under a temporary EMPL_CACHE_DIR: yields
-    (config, model, history) of one pretraining run."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EMPL_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        mp.setitem(world_clip.PRETRAIN_CONFIGS, "world-tiny", dict(world_clip.PRETRAIN_CONFIGS["world-tiny"], **SMALL_RECIPE))
-        config = world_clip.pretrain_config("world-tiny")
-        model, history = world_clip.pretrain(config, log_every=0)
-        yield config, model, history
-
-
-@pytest.fixture
-def small_world_clip(small_pretraining):
-    return small_pretraining[0]
-
-
-def test_pretraining_lowers_the_loss_and_is_deterministic(small_pretraining):
-    config, model, history = small_pretraining
-    losses = history["loss"]
-    assert len(losses) == SMALL_RECIPE["steps"] and np.isfinite(losses).all()
-    assert np.mean(losses[-3:]) < losses[0] - 0.1  # starts near log(32) = 3.47
-    assert model.logit_scale.item() <= world_clip.MAX_LOGIT_SCALE + 1e-6
-    again, _ = world_clip.pretrain(config, log_every=0)
-    for key, value in model.state_dict().items():
-        assert torch.equal(value, again.state_dict()[key]), key
-
-
-def test_cache_is_keyed_by_config_written_once_and_loaded_by_trainers(small_pretraining, monkeypatch, tmp_path):
-    config, model, history = small_pretraining
-    path = world_clip.checkpoint_path(config)
-    assert path.startswith(os.environ["EMPL_CACHE_DIR"]) and "/tiny_clip/world-tiny-" in path
-    assert world_clip.checkpoint_path(world_clip.pretrain_config("world-tiny", steps=13)) != path
-
-    with pytest.raises(FileNotFoundError, match="python tools/pretrain_world_clip.py --config world-tiny"):
-        load_clip(make_cfg(tmp_path, "CoOp", "configs/trainers/CoOp/bundled.yaml", tmp_path / "out"))
-
-    trained = []
-    monkeypatch.setattr(world_clip, "pretrain", lambda cfg, **kw: trained.append(cfg) or (model, history))
-    assert world_clip.ensure_pretrained(config, log=lambda *a: None) == path
-    assert world_clip.ensure_pretrained(config, log=lambda *a: None) == path
-    assert trained == [config]  # pretrained once, then found in the cache
-    saved = torch.load(path, weights_only=False)
-    assert saved["config"] == config and len(saved["history"]["loss"]) == SMALL_RECIPE["steps"]
-    loaded = load_clip(make_cfg(tmp_path, "CoOp", "configs/trainers/CoOp/bundled.yaml", tmp_path / "out"))
-    for key, value in model.state_dict().items():
-        assert torch.equal(loaded.state_dict()[key], value), key
-    os.remove(path)
-
-
-def test_corrupt_cache_gives_a_clear_error(small_world_clip):
-    path = world_clip.checkpoint_path(small_world_clip)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(b"PK\x03\x04 truncated")
-    with pytest.raises(ValueError, match="delete the file and pretrain again: python tools/pretrain_world_clip.py"):
-        world_clip.load_cached_state(small_world_clip)
-    with pytest.raises(ValueError, match="cannot read the cached world-tiny CLIP"):
-        world_clip.ensure_pretrained(small_world_clip, log=lambda *a: None)
-
-
-def test_unknown_world_clip_or_recipe_key():
-    with pytest.raises(ValueError, match="unknown world CLIP"):
-        world_clip.pretrain_config("world-huge")
-    with pytest.raises(ValueError, match="unknown pretraining keys"):
-        world_clip.pretrain_config("world-tiny", epochs=3)
-
-
-# ----------------------------------------------------------------------------- datasets
+# ----------------------------------------------------------------------------- tasks
 def build_world_dataset(root, name, subsample="all", num_shots=0):
     cfg = make_cfg(root, "CoOp", "configs/trainers/CoOp/bundled.yaml", os.path.join(root, "out"),
                    ["DATASET.NAME", name, "DATASET.SUBSAMPLE_CLASSES", subsample, "DATASET.NUM_SHOTS", num_shots])
@@ -130,41 +102,153 @@ def build_world_dataset(root, name, subsample="all", num_shots=0):
     return build_dataset(cfg)
 
 
-@pytest.mark.parametrize("name, folder, first_class", [
-    ("WorldShapes", "world_shapes", "circle"),
-    ("WorldCompositions", "world_compositions", "red circle"),
-])
-def test_world_tasks_generate_layout_and_disjoint_base_new(tmp_path, name, folder, first_class):
-    import datasets  # noqa: F401  (registers the datasets)
-
-    full = build_world_dataset(str(tmp_path), name)
-    assert full.num_classes == 10 and full.classnames[0] == first_class
-    per_class = world.WorldTask.counts
-    assert (len(full.train_x), len(full.val), len(full.test)) == tuple(10 * per_class[s] for s in ("train", "val", "test"))
-    split = tmp_path / folder / f"split_zhou_{name}.json"
-    png = tmp_path / folder / "images" / first_class.replace(" ", "_") / "train_003.png"
-    assert split.is_file() and png.is_file() and (tmp_path / folder / "generator.json").is_file()
-
-    base = build_world_dataset(str(tmp_path), name, "base", num_shots=4)
-    new = build_world_dataset(str(tmp_path), name, "new")
-    assert len(base.classnames) == len(new.classnames) == 5
-    assert not set(base.classnames) & set(new.classnames)
-    assert set(base.classnames) | set(new.classnames) == set(full.classnames)
-    assert len(base.train_x) == 20 and {x.label for x in new.test} == set(range(5))
-
-    data = png.read_bytes()
-    os.remove(split)
-    build_world_dataset(str(tmp_path), name)
-    assert png.read_bytes() == data  # regenerated with the same pixels
+def test_tasks_are_distinct_world_concepts_with_enough_classes():
+    for task in tasks.BASE2NEW_TASKS:
+        names = list(task.classes)
+        assert len(names) >= 20 and len(set(names)) == len(names), task.__name__
+        assert all(world.attribute_of(n) is not None for n in names), task.__name__
+        assert not set(task.heldout) & set(names) and task.heldout, task.__name__
+        assert len({world.attribute_of(n) for n in names}) == 1  # one kind of concept per task
+    for task in tasks.DOMAIN_SHIFTS:
+        assert task.classes == tasks.WorldNet.classes and task.style != tasks.WorldNet.style
 
 
-def test_domain_shifted_variants_keep_the_classes_and_change_the_pixels(tmp_path):
-    import datasets  # noqa: F401
-    from PIL import Image
+@pytest.fixture(scope="module")
+def world_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("world_data")
 
-    photo = build_world_dataset(str(tmp_path), "WorldShapes")
-    sketch = build_world_dataset(str(tmp_path), "WorldShapesSketch")
-    assert sketch.classnames == photo.classnames
-    a = np.asarray(Image.open(photo.test[0].impath), np.float32)
-    b = np.asarray(Image.open(sketch.test[0].impath), np.float32)
-    assert np.abs(a - b).mean() > 20
+
+def _hash_tree(folder):
+    digest = hashlib.sha256()
+    for dirpath, _, files in sorted(os.walk(folder)):
+        for name in sorted(files):
+            if name.endswith(".png"):
+                with open(os.path.join(dirpath, name), "rb") as f:
+                    digest.update(name.encode() + f.read())
+    return digest.hexdigest()
+
+
+def test_task_generation_is_deterministic_and_splits_base_new(world_root, tmp_path):
+    full = build_world_dataset(str(world_root), "WorldTextures")
+    counts = tasks.WorldTask.counts
+    assert full.classnames == list(tasks.WorldTextures.classes)
+    assert (len(full.train_x), len(full.val), len(full.test)) == tuple(20 * counts[s] for s in ("train", "val", "test"))
+    base = build_world_dataset(str(world_root), "WorldTextures", "base", num_shots=16)
+    new = build_world_dataset(str(world_root), "WorldTextures", "new")
+    assert base.classnames == full.classnames[:10] and new.classnames == full.classnames[10:]
+    assert len(base.train_x) == 160 and {x.label for x in new.test} == set(range(10))
+    again = build_world_dataset(str(tmp_path), "WorldTextures")
+    assert len(again.test) == len(full.test)
+    assert _hash_tree(tmp_path / "world_textures") == _hash_tree(world_root / "world_textures")
+
+
+# ----------------------------------------------------------------------------- the world CLIP
+def test_shipped_world_clip_loads_through_load_clip_and_is_checked(tmp_path, monkeypatch):
+    import benchmark
+
+    benchmark.register()
+    cfg = make_cfg(tmp_path, "CoOp", "configs/trainers/CoOp/bundled.yaml", tmp_path / "out")
+    model = load_clip(cfg)
+    assert cfg.MODEL.BACKBONE.NAME in world_clip.WORLD_CLIP_CONFIGS
+    assert model.visual.input_resolution == 32 and torch.isfinite(model.logit_scale)
+
+    name = cfg.MODEL.BACKBONE.NAME
+    original = world_clip.shipped_path(name)
+    assert os.path.getsize(original) < 10 * 2 ** 20  # ships in the repository
+    monkeypatch.setattr(world_clip, "WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=f"the weights of {name} are missing"):
+        load_clip(cfg)
+    with open(original, "rb") as f:
+        data = bytearray(f.read())
+    data[-100] ^= 1
+    with open(tmp_path / f"{name}.pt", "wb") as f:
+        f.write(bytes(data))
+    with pytest.raises(ValueError, match="is not the shipped"):
+        load_clip(cfg)
+
+
+def test_unregistered_world_clip_is_an_error_not_a_random_init(tmp_path):
+    cfg = make_cfg(tmp_path, "CoOp", "configs/trainers/CoOp/bundled.yaml", tmp_path / "out",
+                   ["MODEL.BACKBONE.NAME", "world-huge"])
+    with pytest.raises(ValueError, match="no world CLIP of that name is registered"):
+        load_clip(cfg)
+
+
+def test_pretraining_lowers_the_loss_is_deterministic_and_round_trips(tmp_path, monkeypatch):
+    monkeypatch.setitem(world_clip.WORLD_CLIP_CONFIGS, "world-test", dict(clip_backbone.LOCAL_CLIP_CONFIGS["tiny-vit"]))
+    monkeypatch.setitem(world_clip.PRETRAIN_RECIPES, "world-test", dict(world_clip.PRETRAIN_RECIPES["world-vit"], **SMALL_RECIPE))
+    monkeypatch.setitem(clip_backbone.LOCAL_CLIP_CONFIGS, "world-test", dict(clip_backbone.LOCAL_CLIP_CONFIGS["tiny-vit"]))
+    config = world_clip.pretrain_config("world-test")
+    model, history = world_clip.pretrain(config, log_every=0)
+    losses = history["loss"]
+    assert len(losses) == SMALL_RECIPE["steps"] and np.isfinite(losses).all()
+    assert np.mean(losses[-6:]) < np.mean(losses[:6])  # single steps are noisy at batch 16
+    again, _ = world_clip.pretrain(config, log_every=0)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+    # Untrained token rows keep their seeded init: the weight file stores only the trained ones.
+    init = clip_backbone.build_local_clip("world-test").token_embedding.weight
+    untouched = torch.ones(init.shape[0], dtype=torch.bool)
+    untouched[world_clip.trained_token_ids()] = False
+    assert torch.equal(model.token_embedding.weight[untouched], init[untouched])
+    path = str(tmp_path / "w.pt")
+    world_clip.save_weights(model, config, history, path)
+    restored = world_clip.read_weights(path, "world-test")
+    for key, value in model.state_dict().items():
+        assert torch.equal(restored[key], value), key
+    with pytest.raises(ValueError, match="unknown pretraining keys"):
+        world_clip.pretrain_config("world-vit", epochs=3)
+
+
+# ----------------------------------------------------------------------------- EMPL's open vocabulary
+def test_world_open_vocabulary_is_the_world_minus_the_training_classes():
+    base = list(tasks.WorldObjects.classes)[:10]
+    vocab = OpenVocabulary(base, default_words=world.VOCABULARY, seed=1)
+    assert set(vocab.words) == set(world.VOCABULARY) - set(base)
+    drawn = {w for _ in range(300) for w in vocab.draw(4)}
+    assert not drawn & name_words(base) and len(drawn) > 200
+
+
+# ----------------------------------------------------------------------------- tuning on validation data
+def test_tuning_tool_reads_only_validation_data(world_root, tmp_path):
+    """tools/tune_bundled.py end to end on one task, two grid points, the shipped world CLIP: a
+    table with both points and the chosen one; every evaluation is on the base classes' val
+    split or on the held-out classes, never on a reported task's test split."""
+    import io
+
+    from tools import tune_bundled
+
+    out = io.StringIO()
+    output = tmp_path / "tune"
+    rc = tune_bundled.main(["--trainers", "CoOp", "--tasks", "world_textures", "--seeds", "1", "--root", str(world_root),
+                            "--output-dir", str(output), "--points", "OPTIM.MAX_EPOCH 1 OPTIM.LR 0.002",
+                            "OPTIM.MAX_EPOCH 1 OPTIM.LR 0.01"], out=out)
+    text = out.getvalue()
+    assert rc == 0, text
+    rows = [line for line in text.splitlines() if line.startswith("| CoOp")]
+    assert len(rows) == 2 and sum("**chosen**" in row for row in rows) == 1
+    for row in rows:
+        base, heldout = (float(cell) for cell in row.split(" | ")[2:4])
+        assert 0 <= base <= 100 and 0 <= heldout <= 100
+    logs = list(output.rglob("log.txt"))
+    assert len(logs) == 2 * 3  # per point: train, val base, held-out
+    for log in logs:
+        text = log.read_text()
+        if "/heldout/" in str(log):
+            assert "WorldTexturesHeldout" in text
+        else:
+            assert "Evaluate on the *val* set" in text and "Evaluate on the *test* set" not in text
+
+
+def test_zero_shot_uses_the_task_template(world_root, tmp_path):
+    import benchmark
+    from dassl.engine import build_trainer
+
+    import trainers  # noqa: F401  (registers the trainers)
+
+    benchmark.register()
+    cfg = make_cfg(world_root, "ZeroshotCLIP", "configs/trainers/CoOp/bundled.yaml", tmp_path / "zs",
+                   ["DATASET.NAME", "WorldTextures", "DATASET.SUBSAMPLE_CLASSES", "base"])
+    trainer = build_trainer(cfg)
+    assert trainer.templates() == ["a photo of a {} pattern."]
+    assert trainer.text_features.shape == (10, world_clip.WORLD_CLIP_CONFIGS["world-vit"]["embed_dim"])

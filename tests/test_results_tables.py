@@ -103,6 +103,14 @@ def test_base2new_means_stds_h_and_average_by_hand(b2n_tree, tmp_path):
         assert avg_h == pytest.approx(hmean(avg_b, avg_n), abs=1e-4)
         mean_of_hs = mean([hmean(mean(ACCS[(trainer, d)][0]), mean(ACCS[(trainer, d)][1])) for d in ("eurosat", "dtd")])
         assert abs(avg_h - mean_of_hs) > 1.0  # the data tell the two conventions apart
+        # The average's spreads are over seeds, of each seed's average over the datasets (and its H).
+        n_seeds = len(ACCS[(trainer, "eurosat")][0])
+        seed_b = [mean([ACCS[(trainer, d)][0][s] for d in ("eurosat", "dtd")]) for s in range(n_seeds)]
+        seed_n = [mean([ACCS[(trainer, d)][1][s] for d in ("eurosat", "dtd")]) for s in range(n_seeds)]
+        assert float(lookup(rows, "average", trainer, "base")["std"]) == pytest.approx(pstd(seed_b), abs=1e-4)
+        assert float(lookup(rows, "average", trainer, "new")["std"]) == pytest.approx(pstd(seed_n), abs=1e-4)
+        seed_h = [hmean(b, n) for b, n in zip(seed_b, seed_n)]
+        assert float(lookup(rows, "average", trainer, "H")["std"]) == pytest.approx(pstd(seed_h), abs=1e-4)
     md = (tmp_path / "tables" / "base2new.md").read_text()
     # Markdown: a table per dataset (and the average) with a row per trainer; CoOp's eurosat row
     # holds its mean +- std cells.
@@ -153,14 +161,14 @@ def test_transfer_tables_by_hand(tmp_path):
 
 
 def test_bundled_domain_generalization_targets_and_no_foreign_published_rows(tmp_path):
-    """Trained on WorldShapes: its restyled sets form the DG table, the other task the
-    cross-dataset one, and ImageNet's published rows appear in neither."""
+    """Trained on WorldNet: its restyled sets form the DG table, another task the cross-dataset
+    one, and ImageNet's published rows appear in neither."""
     root = tmp_path / "output"
-    accs = {"world_shapes": 50.0, "world_shapes_noisy": 24.0, "world_shapes_cluttered": 40.0, "world_compositions": 70.0}
-    write_log(str(root / "world_shapes" / "CoOp" / "bundled_16shots" / "seed1" / "log.txt"), fake_log(accs["world_shapes"], False))
-    for d in ("world_shapes_noisy", "world_shapes_cluttered", "world_compositions"):
+    accs = {"world_net": 50.0, "world_net_noisy": 24.0, "world_net_cluttered": 40.0, "world_objects": 70.0}
+    write_log(str(root / "world_net" / "CoOp" / "bundled_16shots" / "seed1" / "log.txt"), fake_log(accs["world_net"], False))
+    for d in ("world_net_noisy", "world_net_cluttered", "world_objects"):
         write_log(str(root / "evaluation" / "CoOp" / "bundled_16shots" / d / "seed1" / "log.txt"), fake_log(accs[d], True))
-    make_tables.make_tables(str(root), out_dir=str(tmp_path / "t"), source="world_shapes", stream=io.StringIO())
+    make_tables.make_tables(str(root), out_dir=str(tmp_path / "t"), source="world_net", stream=io.StringIO())
     dg = read_csv(tmp_path / "t" / "domain_generalization.csv")
     xd = read_csv(tmp_path / "t" / "cross_dataset.csv")
     assert float(lookup(dg, "average", "CoOp", "accuracy")["mean"]) == pytest.approx(mean([24.0, 40.0]))
@@ -342,3 +350,21 @@ def test_compare_end_to_end_on_the_tiny_clip(tmp_path):
                          "--seeds", "1", "--cfg", "tiny", "--shots", "2", "--output-dir", str(output), "--", "TRAINER.EMPL.SGLD_STEPS", "1",
                          "OPTIM.MAX_EPOCH", "1"], out=again) == 0
     assert again.getvalue().count("[skip: finished]") == 4 and "train.py" not in again.getvalue()
+
+
+def test_compare_all_protocols_share_the_source_runs(tmp_path):
+    """The main job's plan (--protocol all): base-to-new on the four bundled tasks, and one
+    source training per trainer and seed that both transfer protocols evaluate."""
+    out = io.StringIO()
+    output = str(tmp_path / "q")
+    assert compare.main(["--protocol", "all", "--trainers", "CoOp", "ZeroshotCLIP", "--seeds", "1", "2",
+                         "--output-dir", output, "--in-process", "--dry-run"], out=out) == 0
+    starts = [line[len("[start] "):] for line in out.getvalue().splitlines() if line.startswith("[start] ")]
+    assert len(starts) == len(set(starts))
+    sources = [s for s in starts if s.startswith(f"{output}/world_net/")]
+    assert sources == [f"{output}/world_net/CoOp/bundled_xd_16shots/seed{n}" for n in (1, 2)]
+    evaluations = [s for s in starts if "/evaluation/CoOp/" in s]
+    assert len(evaluations) == 2 * (len(compare.BUNDLED_BASE2NEW) + len(run_protocol.SHIFTED_DOMAINS["world_net"]))
+    b2n = [s for s in starts if "/base2new/" in s and "/CoOp/" in s]
+    assert len(b2n) == len(compare.BUNDLED_BASE2NEW) * 2 * 2  # train base + test new, per task and seed
+    assert "train.py" not in out.getvalue()  # in-process: no command lines

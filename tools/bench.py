@@ -140,7 +140,7 @@ def synthetic_trainer_class(cls, names, batch_size, image_size, device):
             "img": torch.randn(batch_size, 3, image_size, image_size, generator=g).to(device),
             "label": torch.randint(len(names), (batch_size,), generator=g).to(device),
         }
-        dataset = types.SimpleNamespace(classnames=names, all_classnames=names)
+        dataset = types.SimpleNamespace(classnames=names)
         self.dm = types.SimpleNamespace(dataset=dataset, num_classes=len(names))
         self.train_loader_x = [batch]  # EMPL's amortized mode calibrates on it
         self.train_loader_u = self.val_loader = self.test_loader = None

@@ -1,13 +1,17 @@
 """Run EMPL and the methods it is compared with on the same datasets, seeds and budget; print the table.
 
     python tools/compare.py                                   # bundled data, default trainers, 1 seed
+    python tools/compare.py --protocol all --in-process --seeds 1 2 3 --std   # the main job (scripts/quickstart.sh)
     python tools/compare.py --root data --datasets synthetic_shapes --trainers CoOp EMPL_CoOp \
         --seeds 1 --cfg tiny --shots 4 --output-dir output/compare -- OPTIM.MAX_EPOCH 1
     python tools/compare.py --root $DATA --datasets eurosat dtd --cfg vit_b16_ep50_ctxv1 --seeds 1 2 3
 
 Every trainer runs through tools/run_protocol.py (same layout, skip/resume rules) with the same
---cfg name (configs/trainers/<T>/<cfg>.yaml; ZeroshotCLIP uses CoOp's, as scripts/coop/zeroshot.sh),
-the same shots, seeds and extra config opts (after '--'), so the budgets match. A trainer that is
+--cfg name (configs/trainers/<T>/<cfg>.yaml; ZeroshotCLIP uses CoOp's, as scripts/coop/zeroshot.sh;
+without --cfg, the bundled benchmark's: bundled for base-to-new, bundled_xd for the transfer
+protocols' source training), the same shots, seeds and extra config opts (after '--'), so the
+budgets match. --protocol takes several protocols (or all); the transfer protocols share their
+source runs. --in-process runs everything in this process (tools/run_protocol.run_in_process). A trainer that is
 not registered or has no such config is skipped with a one-line note. Then tools/make_tables.py
 prints the side-by-side table of the trainers and datasets compared (and writes it, with CSV,
 under OUTPUT_DIR/tables; plots with --plots).
@@ -23,17 +27,19 @@ if ROOT not in sys.path:
 from tools import make_tables, run_protocol  # noqa: E402
 
 # The bundled benchmark (docs/BENCHMARK.md): its base-to-new tasks and the config name every
-# trainer uses on it (configs/trainers/<T>/bundled.yaml: the world-pretrained tiny CLIP).
-# Cross-dataset and domain generalization train on WorldShapes (all classes) and test on the other
-# task or on WorldShapes' restyled renderings.
+# trainer uses on it per protocol (configs/trainers/<T>/bundled.yaml and bundled_xd.yaml: the
+# world CLIP; as the reference repos, the transfer protocols' source training has its own
+# config). Cross-dataset and domain generalization train on WorldNet (all classes) and test on
+# the four base-to-new tasks or on WorldNet's restyled renderings.
+BUNDLED_BASE2NEW = ("world_objects", "world_breeds", "world_textures", "world_aerial")
 BUNDLED = {
     "datasets": {
-        "base2new": ("world_shapes", "world_compositions"),
-        "cross_dataset": ("world_compositions",),
-        "domain_generalization": run_protocol.SHIFTED_DOMAINS["world_shapes"],
+        "base2new": BUNDLED_BASE2NEW,
+        "cross_dataset": BUNDLED_BASE2NEW,
+        "domain_generalization": run_protocol.SHIFTED_DOMAINS["world_net"],
     },
-    "source": "world_shapes",
-    "cfg": "bundled",
+    "source": "world_net",
+    "cfg": {"base2new": "bundled", "cross_dataset": "bundled_xd", "domain_generalization": "bundled_xd"},
     "root": os.path.join(ROOT, "data"),
 }
 DEFAULT_TRAINERS = ("CoOp", "MaPLe", "EMPL_CoOp", "EMPL_MaPLe")
@@ -50,28 +56,41 @@ def main(argv=None, out=None) -> int:
     parser.add_argument("--datasets", nargs="+", default=None,
                         help="dataset config names (default: the bundled tasks of the protocol)")
     parser.add_argument("--trainers", nargs="+", default=list(DEFAULT_TRAINERS))
-    parser.add_argument("--protocol", default="base2new", help="base2new, cross_dataset or domain_generalization")
+    parser.add_argument("--protocol", nargs="+", default=["base2new"],
+                        help="base2new, cross_dataset, domain_generalization, or all (the three)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="every run in this process (faster: imports once, shared image features)")
     parser.add_argument("--plots", help="folder for the PNG plots")
+    parser.add_argument("--no-tables", action="store_true",
+                        help="only run (for parallel groups of trainers; a later call makes the tables)")
     parser.add_argument("--std", action="store_true", help="show ± std over seeds")
     run_protocol.add_run_arguments(parser, seeds=DEFAULT_SEEDS, output_dir=os.path.join("output", "compare"))
     # Not $DATA: real data needs --root (and --datasets, --source for the transfer protocols).
-    parser.set_defaults(root=BUNDLED["root"], cfg=BUNDLED["cfg"], source=BUNDLED["source"])
+    parser.set_defaults(root=BUNDLED["root"], source=BUNDLED["source"])
     args = parser.parse_args(own)
     try:
-        if args.datasets is None:
-            protocol = run_protocol.normalize_protocol(args.protocol)
-            args.datasets = list(BUNDLED["datasets"][protocol])
-        runs = run_protocol.plan(args.protocol, args.trainers, args.datasets, out=out,
-                                 **run_protocol.run_kwargs(args, extra_opts))
+        protocols = list(BUNDLED["datasets"]) if args.protocol == ["all"] else args.protocol
+        by_folder, datasets = {}, []
+        for protocol in protocols:
+            protocol = run_protocol.normalize_protocol(protocol)
+            names = args.datasets or list(BUNDLED["datasets"][protocol])
+            kwargs = dict(run_protocol.run_kwargs(args, extra_opts), cfg=args.cfg or BUNDLED["cfg"][protocol])
+            for run in run_protocol.plan(protocol, args.trainers, names, out=out, **kwargs):
+                if run.depends_on is not None:  # cross-dataset and DG share their source runs
+                    run.depends_on = by_folder.get(run.depends_on.output_dir, run.depends_on)
+                by_folder.setdefault(run.output_dir, run)
+            datasets += names
+        runs = list(by_folder.values())
         if not runs:
             raise run_protocol.ProtocolError(f"none of the trainers {args.trainers} can run here (see the notes above)")
-        n_failed = run_protocol.execute(runs, dry_run=args.dry_run, out=out, verbose=args.verbose)
-        if args.dry_run:
-            return 0
+        n_failed = run_protocol.execute(runs, dry_run=args.dry_run, out=out, verbose=args.verbose,
+                                        in_process=args.in_process)
+        if args.dry_run or args.no_tables:
+            return 1 if n_failed else 0
         trainers = sorted({r.trainer for r in runs})
-        datasets = sorted({r.dataset for r in runs})
         make_tables.make_tables(args.output_dir, plots_dir=args.plots, show_std=args.std, trainers=trainers,
-                                datasets=datasets, source=args.source, stream=out)
+                                datasets=sorted(set(run_protocol.resolve_datasets(datasets))), source=args.source,
+                                stream=out)
     except (run_protocol.ProtocolError, make_tables.TableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

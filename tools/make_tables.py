@@ -31,7 +31,8 @@ Published numbers come from docs/reference_results.json and appear as extra rows
 their source.
 
 Outputs: <out>/{base2new,domain_generalization,cross_dataset}.{md,csv} (out: --out, default
-<root>/tables) and, with --plots DIR, PNGs: base2new_H_by_dataset.png and, when EMPL runs with
+<root>/tables) and, with --plots DIR, PNGs: base2new_average.png (average base, new, H per method with
+std error bars), base2new_H_by_dataset.png and, when EMPL runs with
 different TRAINER.EMPL.LAMBDA / N_PROMPTS values exist, base2new_vs_lambda.png and
 base2new_vs_n_prompts.png (values read from each run's config dump in its log.txt).
 The CSV is long: table,dataset,method,metric,mean,std,n,source (n: seeds, or datasets for an
@@ -288,12 +289,28 @@ def base2new_summary(results: Sequence[RunResult]):
                 rows[dataset] = row
         complete = [d for d in datasets if "H" in rows.get(d, {})]
         if complete:
-            avg_base = statistics.fmean(rows[d]["base"].mean for d in complete)
-            avg_new = statistics.fmean(rows[d]["new"].mean for d in complete)
-            rows[AVERAGE] = {"base": Stat(avg_base, 0.0, len(complete)), "new": Stat(avg_new, 0.0, len(complete)),
-                             "H": harmonic_mean(avg_base, avg_new)}
+            rows[AVERAGE] = _average_over_seeds(
+                [(values[(label, d, "base")], values[(label, d, "new")]) for d in complete])
         summary[label] = rows
     return summary, datasets
+
+
+def _average_over_seeds(per_dataset: Sequence[Tuple[Dict[int, float], Dict[int, float]]]) -> dict:
+    """The Average row of base-to-new from per-dataset {seed: base}, {seed: new}: base and new are
+    the mean over datasets of their seed means, H their harmonic mean (the papers' convention).
+    The spreads are over seeds, of each seed's average over datasets (and of its H), for the
+    seeds every dataset has."""
+    avg_base = statistics.fmean(statistics.fmean(base.values()) for base, _ in per_dataset)
+    avg_new = statistics.fmean(statistics.fmean(new.values()) for _, new in per_dataset)
+    seeds = sorted(set.intersection(*(set(base) & set(new) for base, new in per_dataset)))
+    seed_base = [statistics.fmean(base[s] for base, _ in per_dataset) for s in seeds]
+    seed_new = [statistics.fmean(new[s] for _, new in per_dataset) for s in seeds]
+    seed_h = [harmonic_mean(b, n) for b, n in zip(seed_base, seed_new)]
+    spread = {name: parse_test_res.mean_and_spread(v)[1] if v else 0.0
+              for name, v in (("base", seed_base), ("new", seed_new), ("H", seed_h))}
+    n = len(per_dataset)
+    return {"base": Stat(avg_base, spread["base"], n), "new": Stat(avg_new, spread["new"], n),
+            "H": harmonic_mean(avg_base, avg_new), "H_std": spread["H"], "seeds": len(seeds)}
 
 
 def transfer_summary(results: Sequence[RunResult], targets: Sequence[str], source: str = DEFAULT_SOURCE):
@@ -314,7 +331,10 @@ def transfer_summary(results: Sequence[RunResult], targets: Sequence[str], sourc
         row = {d: Stat.of(list(values[(label, d)].values())) for d in columns if values.get((label, d))}
         have = [d for d in present_targets if d in row]
         if have:
-            row[AVERAGE] = Stat(statistics.fmean(row[d].mean for d in have), 0.0, len(have))
+            seeds = sorted(set.intersection(*(set(values[(label, d)]) for d in have)))
+            per_seed = [statistics.fmean(values[(label, d)][s] for d in have) for s in seeds]
+            spread = parse_test_res.mean_and_spread(per_seed)[1] if per_seed else 0.0
+            row[AVERAGE] = Stat(statistics.fmean(row[d].mean for d in have), spread, len(have))
         summary[label] = row
     return summary, columns
 
@@ -324,14 +344,14 @@ def _cell(stat: Optional[Stat], show_std: bool, total: Optional[int] = None) -> 
     if stat is None:
         return "–"
     text = f"{stat.mean:.2f}"
-    if show_std and total is None:
+    if show_std:
         text += f" ± {stat.std:.2f}"
     if total is not None and stat.n < total:
         text += f" ({stat.n}/{total})"
     return text
 
 
-def _md_table(header: List[str], rows: List[List[str]]) -> str:
+def md_table(header: List[str], rows: List[List[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -356,14 +376,18 @@ def render_base2new(summary, datasets, reference, show_std=False):
             cell = summary[label].get(dataset, {})
             if not cell:
                 continue
+            h_cell = f"{cell['H']:.2f}" if "H" in cell else "–"
+            if "H_std" in cell and show_std:
+                h_cell += f" ± {cell['H_std']:.2f}"
             rows.append([label, _cell(cell.get("base"), show_std, total), _cell(cell.get("new"), show_std, total),
-                         f"{cell['H']:.2f}" if "H" in cell else "–"])
+                         h_cell])
             for metric in ("base", "new", "H"):
                 if metric in cell:
                     stat = cell[metric]
-                    mean, std, n = (stat, "", cell["base"].n) if metric == "H" else (stat.mean, stat.std, stat.n)
-                    if dataset == AVERAGE:
-                        std = ""
+                    if metric == "H":
+                        mean, std, n = stat, cell.get("H_std", ""), cell["base"].n
+                    else:
+                        mean, std, n = stat.mean, stat.std, stat.n
                     csv_rows.append(["base2new", dataset, label, metric, _num(mean), _num(std), n, MEASURED])
         shown = {label.split(" (")[0] for label in labels}
         for p, source_label in published:
@@ -371,7 +395,7 @@ def render_base2new(summary, datasets, reference, show_std=False):
                 rows.append([f"{p['method']} (published: {source_label})"]
                             + [f"{p[m]:.2f}" if m in p else "–" for m in ("base", "new", "H")])
         title = f"Average over {n_datasets} dataset{'s' * (n_datasets != 1)}" if dataset == AVERAGE else dataset
-        blocks.append(f"### {title}\n\n" + _md_table(["Method", "Base", "New", "H"], rows))
+        blocks.append(f"### {title}\n\n" + md_table(["Method", "Base", "New", "H"], rows))
     for p, source_label in published:
         for metric in ("base", "new", "H"):
             if metric in p:
@@ -379,6 +403,8 @@ def render_base2new(summary, datasets, reference, show_std=False):
     md = "## Base-to-new generalization (accuracy %, mean over seeds" + (" ± std" if show_std else "") + ")\n\n"
     md += "\n\n".join(blocks)
     md += ("\n\nH = 2·Base·New/(Base+New) of the mean Base and New; the average's H is that of the averages. "
+           + ("The average's ± are over seeds, of each seed's average over the datasets (and of its H). "
+              if show_std else "") +
            "Published rows come from docs/reference_results.json (all published rows are in the CSV).\n")
     return md, csv_rows
 
@@ -394,7 +420,7 @@ def render_transfer(table: str, title: str, summary, columns, reference, show_st
         for d in columns + [AVERAGE]:
             if d in row_stats:
                 s = row_stats[d]
-                csv_rows.append([table, d, label, "accuracy", _num(s.mean), "" if d == AVERAGE else _num(s.std), s.n, MEASURED])
+                csv_rows.append([table, d, label, "accuracy", _num(s.mean), _num(s.std), s.n, MEASURED])
     for p, source_label in _published_rows(reference, table):
         acc = p["accuracy"]
         for d, value in acc.items():
@@ -405,7 +431,7 @@ def render_transfer(table: str, title: str, summary, columns, reference, show_st
                     + [f"{acc[d]:.2f}" if d in acc else "–" for d in columns]
                     + [f"{acc[AVERAGE]:.2f}" if AVERAGE in acc else "–"])
     md = f"## {title} (accuracy %, mean over seeds" + (" ± std" if show_std else "") + ")\n\n"
-    md += _md_table(header, rows)
+    md += md_table(header, rows)
     md += f"\n\nSource: {columns[0]}; Average: mean over the targets shown.\n"
     return md, csv_rows
 
@@ -438,21 +464,56 @@ def _pyplot():
     return plt
 
 
+def plot_base_new_h(summary, path: str) -> str:
+    """Average base, new and H per method, with error bars (std over seeds), on an axis cut to
+    the range of the data so the differences show; the legend sits outside the axes."""
+    plt = _pyplot()
+    labels = [label for label in summary if AVERAGE in summary[label]]
+    metrics = (("base", "Base"), ("new", "New"), ("H", "H"))
+    width = 0.8 / max(len(labels), 1)
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    lows, highs = [], []
+    for i, label in enumerate(labels):
+        avg = summary[label][AVERAGE]
+        means = [avg[m].mean if m != "H" else avg["H"] for m, _ in metrics]
+        stds = [avg[m].std if m != "H" else avg.get("H_std", 0.0) for m, _ in metrics]
+        xs = [g + (i - (len(labels) - 1) / 2) * width for g in range(len(metrics))]
+        ax.bar(xs, means, width, yerr=stds, capsize=2, label=label)
+        lows += [m - s for m, s in zip(means, stds)]
+        highs += [m + s for m, s in zip(means, stds)]
+    if lows:
+        span = max(highs) - min(lows)
+        ax.set_ylim(max(0.0, min(lows) - 0.15 * span - 1), min(100.0, max(highs) + 0.1 * span + 1))
+    ax.set_xticks(range(len(metrics)))
+    ax.set_xticklabels([name for _, name in metrics])
+    ax.set_ylabel("accuracy (%), average over datasets")
+    ax.set_title("Base-to-new (mean ± std over seeds)")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_h_by_dataset(summary, datasets, path: str) -> str:
     plt = _pyplot()
     groups = datasets + [AVERAGE]
     labels = list(summary)
     width = 0.8 / max(len(labels), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(groups) * max(1, len(labels) / 2)), 4))
+    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(groups) * max(1, len(labels) / 2)), 4))
+    values = []
     for i, label in enumerate(labels):
         xs = [g + (i - (len(labels) - 1) / 2) * width for g in range(len(groups))]
         hs = [summary[label].get(d, {}).get("H", 0.0) for d in groups]
+        values += [h for h in hs if h > 0]
         ax.bar(xs, hs, width, label=label)
+    if values:
+        ax.set_ylim(max(0.0, min(values) - 5), min(100.0, max(values) + 3))
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups, rotation=30, ha="right")
     ax.set_ylabel("H (harmonic mean of base and new, %)")
     ax.set_title("Base-to-new: H per dataset")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -557,6 +618,7 @@ def make_tables(root: str, out_dir: Optional[str] = None, plots_dir: Optional[st
         os.makedirs(plots_dir, exist_ok=True)
         if b2n_datasets:
             written["plot_h"] = plot_h_by_dataset(b2n, b2n_datasets, os.path.join(plots_dir, "base2new_H_by_dataset.png"))
+            written["plot_average"] = plot_base_new_h(b2n, os.path.join(plots_dir, "base2new_average.png"))
         for sweep in SWEEP_KEYS:
             points = sweep_points(results, sweep)
             if points:

@@ -1,17 +1,18 @@
-"""Pretrain the bundled benchmark's tiny CLIP on the procedural world, or find it in the cache.
+"""Pretrain the bundled benchmark's world CLIP from scratch (the shipped weights' recipe).
 
-    python tools/pretrain_world_clip.py                                  # world-tiny, CPU, ~3 min on 2 cores
-    python tools/pretrain_world_clip.py --config world-small --device cuda
-    python tools/pretrain_world_clip.py --print-path                     # where the weights are cached
+    python tools/pretrain_world_clip.py                                  # world-vit on CPU (docs/BENCHMARK.md: time)
+    python tools/pretrain_world_clip.py --device cuda --output /tmp/world-vit.pt
 
-The code is trainers/world_clip.py (docs/BENCHMARK.md); this is its command line.
+The code is benchmark/world_clip.py (docs/BENCHMARK.md); this is its command line. The weights
+go to --output (default ./<name>-reproduced.pt); use them with MODEL.BACKBONE.CHECKPOINT, or
+replace benchmark/weights/<name>.pt and its hash in benchmark/world_clip.SHIPPED_SHA256.
 """
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from trainers.world_clip import main  # noqa: E402
+from benchmark.world_clip import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -77,10 +77,10 @@ BASE2NEW_DATASETS = (
 )
 CROSS_DATASET_TARGETS = BASE2NEW_DATASETS[1:]
 # Shifted renderings of a source's classes: the domain-generalization targets of each source
-# (ImageNet's variants; the bundled world's restyled WorldShapes).
+# (ImageNet's variants; the bundled benchmark's restyled WorldNet).
 SHIFTED_DOMAINS = {
     "imagenet": ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"),
-    "world_shapes": ("world_shapes_sketch", "world_shapes_inverted", "world_shapes_noisy", "world_shapes_cluttered"),
+    "world_net": ("world_net_sketch", "world_net_inverted", "world_net_noisy", "world_net_cluttered"),
 }
 DOMAIN_GENERALIZATION_TARGETS = SHIFTED_DOMAINS["imagenet"]
 PROTOCOL_DATASETS = {
@@ -224,7 +224,7 @@ def run_state(run: Run) -> str:
     return "start"
 
 
-def _train_argv(python, root, seed, trainer, dataset, config_file, output_dir, opts):
+def train_argv(python, root, seed, trainer, dataset, config_file, output_dir, opts):
     return [
         python, os.path.join(ROOT, "train.py"),
         "--root", root,
@@ -263,7 +263,7 @@ def plan_protocol(
     load_epoch = None if eval_only else str(max_epoch(config_file, extra_opts))
 
     def eval_run(dataset, seed, output_dir, model_dir, opts, depends_on):
-        argv = _train_argv(python, root, seed, trainer, dataset, config_file, output_dir, [])
+        argv = train_argv(python, root, seed, trainer, dataset, config_file, output_dir, [])
         if model_dir is not None:
             argv += ["--model-dir", model_dir, "--load-epoch", load_epoch]
         argv += ["--eval-only", *opts, *extra_opts]
@@ -280,7 +280,7 @@ def plan_protocol(
                     subs = ("base", "new")
                 else:
                     subs = ("new",)
-                    argv = _train_argv(python, root, seed, trainer, dataset, config_file, train_dir,
+                    argv = train_argv(python, root, seed, trainer, dataset, config_file, train_dir,
                                        shot_opts + ["DATASET.SUBSAMPLE_CLASSES", "base", *extra_opts])
                     train = Run(trainer, cfg, dataset, seed, train_dir, argv, False)
                     runs.append(train)
@@ -296,7 +296,7 @@ def plan_protocol(
                 targets = [source] + [d for d in targets if d != source]
             else:
                 train_dir = os.path.join(output_root, source, trainer, f"{cfg}_{shots}shots", f"seed{seed}")
-                argv = _train_argv(python, root, seed, trainer, source, config_file, train_dir,
+                argv = train_argv(python, root, seed, trainer, source, config_file, train_dir,
                                    ["DATASET.NUM_SHOTS", str(shots), *extra_opts])
                 train = Run(trainer, cfg, source, seed, train_dir, argv, False)
                 runs.append(train)
@@ -365,12 +365,47 @@ FAILURE_TAIL_LINES = 20
 ACCURACY_LINE = re.compile(r"^\* accuracy: ([\d.]+)%", re.MULTILINE)
 
 
-def execute(runs: Sequence[Run], dry_run: bool = False, out=None, verbose: bool = False) -> int:
+def run_in_process(run: Run):
+    """train.py's main() on the run's arguments in this process: (exit status, its output).
+
+    Many runs in one process pay for the imports once and share what can be shared (the image
+    features of MODEL.BACKBONE.CACHE_IMAGE_FEATURES); each run is seeded as train.py seeds it,
+    so its numbers are those of a separate train.py process."""
+    import io
+    import traceback
+
+    import train
+
+    buffer = io.StringIO()
+    saved = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = buffer
+    status = 0
+    try:
+        train.main(train.build_parser().parse_args(run.argv[2:]))
+    except SystemExit as err:  # argparse
+        status = err.code if isinstance(err.code, int) else 2
+    except train.USER_ERRORS as err:
+        print(f"error: {train.one_line(err)}", file=buffer)
+        status = 2
+    except Exception:  # noqa: BLE001  (a failed run is reported, the others go on)
+        traceback.print_exc(file=buffer)
+        status = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):  # setup_logger's tees: close the run's log file
+            if stream is not buffer and hasattr(stream, "close"):
+                stream.close()
+        sys.stdout, sys.stderr = saved
+    return status, buffer.getvalue()
+
+
+def execute(runs: Sequence[Run], dry_run: bool = False, out=None, verbose: bool = False,
+            in_process: bool = False) -> int:
     """Run (or, with dry_run, print) every unfinished run in order; return the number that failed.
     An evaluation whose training run failed in this call is not attempted.
 
     A run's own output is in its log.txt; here each run prints one line with its accuracy and
-    time (the last lines of its output when it fails). verbose streams the output instead."""
+    time (the last lines of its output when it fails). verbose streams the output instead.
+    in_process: every run in this process (run_in_process) instead of one train.py each."""
     out = out or sys.stdout
     failed = set()
     n_failed = 0
@@ -384,23 +419,30 @@ def execute(runs: Sequence[Run], dry_run: bool = False, out=None, verbose: bool 
             failed.add(id(run))
             continue
         print(f"[{state}] {run.output_dir}", file=out)
-        print(command_line(run), file=out, flush=True)
+        if not in_process:
+            print(command_line(run), file=out, flush=True)
         if dry_run:
             continue
         if os.path.isfile(run.log_path):
             os.replace(run.log_path, run.log_path + time.strftime("-interrupted-%Y%m%d-%H%M%S"))
         start = time.time()
-        proc = subprocess.run(run.argv, **({} if verbose else dict(capture_output=True, text=True)))
-        if proc.returncode != 0 or not is_finished(run.output_dir, run.eval_only):
+        if in_process:
+            returncode, output = run_in_process(run)
+            if verbose:
+                print(output, file=out)
+        else:
+            proc = subprocess.run(run.argv, **({} if verbose else dict(capture_output=True, text=True)))
+            returncode, output = proc.returncode, "" if verbose else proc.stdout + proc.stderr
+        if returncode != 0 or not is_finished(run.output_dir, run.eval_only):
             if not verbose:
-                tail = (proc.stdout + proc.stderr).strip().splitlines()[-FAILURE_TAIL_LINES:]
+                tail = output.strip().splitlines()[-FAILURE_TAIL_LINES:]
                 print("\n".join("    " + line for line in tail), file=out)
-            print(f"[failed: exit {proc.returncode}] {run.output_dir}", file=out, flush=True)
+            print(f"[failed: exit {returncode}] {run.output_dir}", file=out, flush=True)
             failed.add(id(run))
             n_failed += 1
         elif not verbose:
-            accuracy = ACCURACY_LINE.findall(proc.stdout)
-            print(f"    accuracy {accuracy[-1] if accuracy else '?'}%, {time.time() - start:.0f} s", file=out, flush=True)
+            accuracy = ACCURACY_LINE.findall(output)
+            print(f"    accuracy {accuracy[-1] if accuracy else '?'}%, {time.time() - start:.1f} s", file=out, flush=True)
     return n_failed
 
 

@@ -1,9 +1,9 @@
 """The CLIP plumbing every trainer shares, written once.
 
 - `load_clip(cfg)`: a CLIP by name from the clip package's download cache, from a local file
-  (MODEL.BACKBONE.CHECKPOINT), or one built from LOCAL_CLIP_CONFIGS (tiny ones for tests, the
-  world-pretrained ones of the bundled benchmark whose weights LOCAL_CLIP_WEIGHTS provides,
-  random-init ones with OpenAI shapes for benchmarks).
+  (MODEL.BACKBONE.CHECKPOINT), or one built from LOCAL_CLIP_CONFIGS (a tiny one for tests, the
+  world-pretrained ones of the bundled benchmark, registered with their weights by
+  benchmark.register(), random-init ones with OpenAI shapes for benchmarks).
 - `resolve_precision`: CoOp's PREC (fp16 / fp32 / amp) on the device at hand.
 - `TextEncoder`: CLIP's text transformer run block by block from our code, on prompt
   embeddings, cut to the longest prompt; it can stop or start at any block (EMPL) and replace
@@ -31,24 +31,14 @@ from clip.simple_tokenizer import SimpleTokenizer
 _tokenizer = SimpleTokenizer()
 
 # CLIPs of the real architecture (clip.model.CLIP) built here from a configuration: random init
-# from a fixed seed unless MODEL.BACKBONE.CHECKPOINT holds weights for them. "tiny-*" run on a
-# CPU in seconds (tests, the bundled benchmark pretrains one); "random-*" have the shapes of the
-# OpenAI models (speed and memory benchmarks, parity checks without the weights).
+# from a fixed seed unless weights are registered for them or MODEL.BACKBONE.CHECKPOINT holds
+# some. "tiny-vit" runs on a CPU in seconds (tests); "random-vit-b16" has the shapes of the
+# OpenAI model (speed and memory benchmarks, parity checks without the weights). The bundled
+# benchmark's world CLIPs ("world-*") are added by register_local_clip (benchmark.register()).
 LOCAL_CLIP_CONFIGS = {
     "tiny-vit": dict(
         embed_dim=64, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
         context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=2, transformer_layers=4,
-    ),
-    # Pretrained on the procedural world (datasets/world.py) by trainers/world_clip.py, which
-    # also provides their weights (LOCAL_CLIP_WEIGHTS): "world-tiny" in minutes on 2 CPU cores,
-    # "world-small" for a GPU.
-    "world-tiny": dict(
-        embed_dim=64, image_resolution=32, vision_layers=4, vision_width=64, vision_patch_size=4,
-        context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=2, transformer_layers=4,
-    ),
-    "world-small": dict(
-        embed_dim=128, image_resolution=32, vision_layers=6, vision_width=128, vision_patch_size=4,
-        context_length=77, vocab_size=49408, transformer_width=128, transformer_heads=4, transformer_layers=6,
     ),
     "random-vit-b16": dict(
         embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=16,
@@ -60,6 +50,24 @@ LOCAL_CLIP_SEED = 0
 # MODEL.BACKBONE.CHECKPOINT is empty; it raises a clear error when they are missing). Local CLIPs
 # not listed here are random-init by default.
 LOCAL_CLIP_WEIGHTS: Dict[str, Callable[[], Dict[str, torch.Tensor]]] = {}
+# name -> the words a local CLIP was pretrained on: EMPL's default open vocabulary for it (the
+# clip package's BPE words otherwise).
+LOCAL_CLIP_VOCABULARIES: Dict[str, Sequence[str]] = {}
+# Names of pretrained local CLIPs: never built with random weights (a missing registration or
+# weight file is an error, not a silent random init).
+PRETRAINED_PREFIX = "world-"
+
+
+def register_local_clip(name: str, config: Dict, weights: Callable[[], Dict[str, torch.Tensor]],
+                        vocabulary: Sequence[str] = ()) -> None:
+    """Make a local CLIP loadable by name: its architecture, a function returning its weights and
+    the words it was pretrained on (EMPL's open vocabulary on it)."""
+    LOCAL_CLIP_CONFIGS[name] = dict(config)
+    LOCAL_CLIP_WEIGHTS[name] = weights
+    if vocabulary:
+        LOCAL_CLIP_VOCABULARIES[name] = tuple(vocabulary)
+
+
 PRECISIONS = ("fp16", "fp32", "amp")
 
 
@@ -112,6 +120,12 @@ def load_clip(cfg) -> CLIP:
     if checkpoint and not os.path.isfile(checkpoint):
         raise FileNotFoundError(f"MODEL.BACKBONE.CHECKPOINT={checkpoint}: no such file")
 
+    if name.startswith(PRETRAINED_PREFIX) and name not in LOCAL_CLIP_WEIGHTS and not checkpoint:
+        raise ValueError(
+            f"MODEL.BACKBONE.NAME {name!r} is a world CLIP of the bundled benchmark, but no world CLIP of that "
+            "name is registered: call benchmark.register() before building the trainer (train.py does), and "
+            f"check the name (registered: {sorted(n for n in LOCAL_CLIP_WEIGHTS if n.startswith(PRETRAINED_PREFIX))})"
+        )
     if name in LOCAL_CLIP_CONFIGS:
         model = build_local_clip(name)
         if checkpoint:
@@ -341,9 +355,17 @@ class PromptedCLIP(nn.Module):
         self.token_embedding = clip_model.token_embedding  # prompt pieces for new words (EMPL)
         self.logit_scale = clip_model.logit_scale
         self.dtype = clip_model.dtype
+        # A trainer.feature_cache.ImageFeatureCache (MODEL.BACKBONE.CACHE_IMAGE_FEATURES); a
+        # subclass whose encode_image uses the prompt learner (MaPLe) never reads it.
+        self.image_feature_cache = None
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        """[B, 3, H, W] -> normalised [B, D]."""
+        """[B, 3, H, W] -> normalised [B, D] of the frozen image encoder."""
+        if self.image_feature_cache is not None:
+            return self.image_feature_cache(image, self._encode_image)
+        return self._encode_image(image)
+
+    def _encode_image(self, image: torch.Tensor) -> torch.Tensor:
         return l2_normalize(self.image_encoder(image.type(self.dtype)))
 
 

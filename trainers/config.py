@@ -11,6 +11,9 @@ def add_method_config(cfg):
     # A local CLIP checkpoint file (JIT archive or state dict). Empty = the clip package's
     # download cache for MODEL.BACKBONE.NAME.
     cfg.MODEL.BACKBONE.CHECKPOINT = ""
+    # Compute a frozen image encoder's features once per process (trainers/feature_cache.py);
+    # needs deterministic INPUT.TRANSFORMS. The bundled benchmark's configs turn it on.
+    cfg.MODEL.BACKBONE.CACHE_IMAGE_FEATURES = False
 
     # ProDA (Lu et al., CVPR 2022): K prompt sets, Gaussian-bound loss (docs/EMPL.md).
     cfg.TRAINER.PRODA = CN()

@@ -13,7 +13,7 @@ from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .clip_backbone import ClassPrompts, eot_positions, l2_normalize, replace_tokens
+from .clip_backbone import LOCAL_CLIP_VOCABULARIES, ClassPrompts, eot_positions, l2_normalize, replace_tokens
 from .multi_prompt_losses import free_energy, open_vocabulary_loss
 from .open_vocab import OpenVocabulary
 from .sgld import SGLD_GRADIENTS, SGLDPromptSampler, SGLDResult
@@ -127,9 +127,9 @@ class EMPLMixin(SGLDPromptSampler):
         learner = self.model.prompt_learner
         deep_blocks = list(self.text_deep_prompts() or ())
         self.split_text = LayerSplitText(self.model.text_encoder, empl.SGLD_LAYERS, learner.n_ctx, deep_blocks)
-        dataset = self.dm.dataset
-        names = list(getattr(dataset, "all_classnames", dataset.classnames)) + list(dataset.classnames)
-        self.open_vocab = OpenVocabulary(names, empl.VOCAB_FILE, seed=max(self.cfg.SEED, 0))
+        self.open_vocab = OpenVocabulary(
+            self.dm.dataset.classnames, empl.VOCAB_FILE, seed=max(self.cfg.SEED, 0),
+            default_words=LOCAL_CLIP_VOCABULARIES.get(self.cfg.MODEL.BACKBONE.NAME, ()))
         print(f"Open vocabulary: {len(self.open_vocab)} words, {empl.N_UNSEEN} unseen words per batch")
         # SGLD noise comes from private generators, not torch's global RNG, so the batches and
         # augmentations a run sees do not depend on the EMPL settings (a sweep over N_PROMPTS or

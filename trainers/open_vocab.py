@@ -1,10 +1,12 @@
 """The open vocabulary W that EMPL draws unseen words U_i from (docs/EMPL.md, "Open-vocabulary
 meta-learning").
 
-Default W: the whole-word entries of the BPE vocabulary that ships with the clip package,
-alphabetic and at least 3 letters long (about 30k words). TRAINER.EMPL.VOCAB_FILE replaces it
-with a word list (one word per line, '#' comments). Every word of every training and test class
-name is removed, so no U_i ever holds a class name.
+Default W: the words the backbone was pretrained on when it is a local CLIP that names them
+(the bundled benchmark's world CLIPs: the world's 308 words), else the whole-word entries of the
+BPE vocabulary that ships with the clip package, alphabetic and at least 3 letters long (about
+30k words). TRAINER.EMPL.VOCAB_FILE replaces it with a word list (one word per line, '#'
+comments). Every word of the training classes' names is removed, so no U_i holds a class the
+run trains on.
 """
 import functools
 import gzip
@@ -63,8 +65,9 @@ def name_words(classnames: Iterable[str]) -> set:
 class OpenVocabulary:
     """W minus the class names, and a seeded uniform draw of U_i from it."""
 
-    def __init__(self, exclude_classnames: Sequence[str], vocab_file: str = "", seed: int = 0):
-        words = read_word_file(vocab_file) if vocab_file else clip_bpe_words()
+    def __init__(self, exclude_classnames: Sequence[str], vocab_file: str = "", seed: int = 0,
+                 default_words: Sequence[str] = ()):
+        words = read_word_file(vocab_file) if vocab_file else tuple(default_words) or clip_bpe_words()
         excluded = name_words(exclude_classnames)
         self.words: List[str] = [w for w in words if w.lower() not in excluded]
         if not self.words:

@@ -17,6 +17,7 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_checkpoint, load_pretrained_weights
 
 from .clip_backbone import load_clip, resolve_precision, set_clip_precision
+from .feature_cache import image_feature_cache
 
 def register_trainer(cls):
     """TRAINER_REGISTRY.register(), except that a name already registered by another module
@@ -65,6 +66,8 @@ class ClipPromptTrainer(TrainerX):
 
         print("Building custom CLIP")
         self.model = self.build_custom_clip(cfg, classnames, clip_model)
+        if cfg.MODEL.BACKBONE.CACHE_IMAGE_FEATURES:
+            self.model.image_feature_cache = image_feature_cache(cfg, clip_model, self.device, self.prec)
 
         print("Turning off gradients in both the image and the text encoder")
         for name, param in self.model.named_parameters():

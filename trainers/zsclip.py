@@ -5,6 +5,7 @@ import torch
 from dassl.engine import TrainerX
 
 from .clip_backbone import clean_classname, l2_normalize, load_clip, resolve_precision, set_clip_precision, tokenize
+from .feature_cache import image_feature_cache
 from .imagenet_templates import IMAGENET_TEMPLATES_SELECT
 from .prompt_trainer import register_trainer
 
@@ -37,14 +38,17 @@ class ZeroshotCLIP(TrainerX):
     """CLIP with one template per dataset."""
 
     def templates(self):
-        return [dataset_template(self.cfg.DATASET.NAME)]
+        """CoOp's template of the dataset; a dataset class may name its own (zero_shot_template)."""
+        own = getattr(self.dm.dataset, "zero_shot_template", None)
+        return [own or dataset_template(self.cfg.DATASET.NAME)]
 
     def build_model(self):
         cfg = self.cfg
         print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
         clip_model = load_clip(cfg)
         # Zero-shot has no PREC key: half weights on GPU (as OpenAI ships them), fp32 on CPU.
-        set_clip_precision(clip_model, resolve_precision("fp16", self.device)).to(self.device)
+        prec = resolve_precision("fp16", self.device)
+        set_clip_precision(clip_model, prec).to(self.device)
         clip_model.requires_grad_(False)
 
         templates = self.templates()
@@ -57,6 +61,9 @@ class ZeroshotCLIP(TrainerX):
                 mean_features = mean_features + l2_normalize(clip_model.encode_text(tokens))
         self.text_features = l2_normalize(mean_features / len(templates))
         self.clip_model = clip_model
+        self.image_feature_cache = None
+        if cfg.MODEL.BACKBONE.get("CACHE_IMAGE_FEATURES", False):
+            self.image_feature_cache = image_feature_cache(cfg, clip_model, self.device, prec)
 
     def model_inference(self, image):
         image_features = self.inference_image_features(image)
@@ -68,6 +75,11 @@ class ZeroshotCLIP(TrainerX):
     @torch.no_grad()
     def inference_image_features(self, image):
         """Normalised image embeddings: [B, 3, H, W] -> [B, D]."""
+        if self.image_feature_cache is not None:
+            return self.image_feature_cache(image, self._encode_image)
+        return self._encode_image(image)
+
+    def _encode_image(self, image):
         return l2_normalize(self.clip_model.encode_image(image.type(self.clip_model.dtype)))
 
     def inference_text_features(self, image_features=None):

@@ -7,7 +7,7 @@ from dassl.utils import UnreadableImageError, get_rank, get_world_size, is_distr
 
 from .datasets import build_dataset
 from .samplers import DistributedSampler, ShardSampler, build_sampler
-from .transforms import INTERPOLATION_MODES, build_transform
+from .transforms import INTERPOLATION_MODES, build_transform, random_choices
 
 
 def build_data_loader(cfg, sampler_type="SequentialSampler", data_source=None, batch_size=64,
@@ -205,11 +205,25 @@ class DatasetWrapper(TorchDataset):
         if "normalize" in cfg.INPUT.TRANSFORMS:
             to_tensor.append(T.Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD))
         self.to_tensor = T.Compose(to_tensor)
+        # DATALOADER.CACHE_IMAGES: idx -> the item's image entries, kept after the first read
+        self.memo = {} if cfg.DATALOADER.get("CACHE_IMAGES", False) else None
+        if self.memo is not None and random_choices(cfg):
+            raise ValueError(
+                f"DATALOADER.CACHE_IMAGES True keeps the first read of each image, but INPUT.TRANSFORMS "
+                f"{random_choices(cfg)} are random: drop them or set DATALOADER.CACHE_IMAGES False"
+            )
 
     def __len__(self):
         return len(self.data_source)
 
     def __getitem__(self, idx):
+        if self.memo is not None:
+            if idx not in self.memo:
+                self.memo[idx] = self._read_item(idx)
+            return dict(self.memo[idx])
+        return self._read_item(idx)
+
+    def _read_item(self, idx):
         item = self.data_source[idx]
         output = {"label": item.label, "domain": item.domain, "impath": item.impath, "index": idx}
         try:

@@ -1,6 +1,7 @@
 """File-system, JSON, seeding and string helpers."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import os.path as osp
@@ -104,8 +105,10 @@ def read_image(path: str) -> Image.Image:
         raise UnreadableImageError(f'Cannot read image "{path}": {e}') from e
 
 
+@functools.lru_cache(maxsize=1)
 def collect_env_info() -> str:
-    """Return a human-readable description of the software environment."""
+    """Return a human-readable description of the software environment (computed once per
+    process: it runs pip and other programs, and many runs in one process share it)."""
     from torch.utils.collect_env import get_pretty_env_info
 
     return get_pretty_env_info() + f"\n        Pillow ({PIL.__version__})"

@@ -1,3 +1,3 @@
-from .transforms import AVAI_CHOICES, INTERPOLATION_MODES, build_transform
+from .transforms import AVAI_CHOICES, INTERPOLATION_MODES, RANDOM_CHOICES, build_transform, random_choices
 
-__all__ = ["AVAI_CHOICES", "INTERPOLATION_MODES", "build_transform"]
+__all__ = ["AVAI_CHOICES", "INTERPOLATION_MODES", "RANDOM_CHOICES", "build_transform", "random_choices"]

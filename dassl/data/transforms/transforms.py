@@ -36,6 +36,17 @@ AVAI_CHOICES = [
     "gaussian_blur",
 ]
 
+# The choices that draw something at random, so that an image's tensor differs between reads.
+RANDOM_CHOICES = ("random_flip", "random_resized_crop", "random_crop", "random_translation", "cutout",
+                  "imagenet_policy", "cifar10_policy", "svhn_policy", "randaugment", "randaugment_fixmatch",
+                  "randaugment2", "gaussian_noise", "colorjitter", "randomgrayscale", "gaussian_blur")
+
+
+def random_choices(cfg):
+    """The random transforms among cfg.INPUT.TRANSFORMS (empty: every read gives the same tensor)."""
+    return [t for t in cfg.INPUT.TRANSFORMS if t in RANDOM_CHOICES]
+
+
 INTERPOLATION_MODES = {
     "bilinear": InterpolationMode.BILINEAR,
     "bicubic": InterpolationMode.BICUBIC,

@@ -1,0 +1,161 @@
+"""The bundled benchmark's classification tasks: CoOp datasets rendered from the world.
+
+Each task is a dataset of dassl's DATASET_REGISTRY (select it with ``--dataset-config-file
+configs/datasets/world_<task>.yaml``). Its images are rendered on first use under
+``DATASET.ROOT/<dataset_dir>/images/<class>/`` with CoOp's split file, and re-made when the
+world or the task changes (``generator.json``). A class is a world word; what it fixes of a
+scene is in ``classes``, everything else is drawn at random, independently (the pretraining
+correlations do not hold here). Labels follow ``classes``' order, so with SUBSAMPLE_CLASSES the
+first half are the base classes and the rest the new ones (CoOp's rule).
+
+Base-to-new tasks (mirroring the real suite's variety), 20 or more classes each:
+
+| task | like | classes | domain |
+|---|---|---|---|
+| WorldObjects | Caltech101 | 20 families (coarse) | photo |
+| WorldBreeds | Oxford Pets, Cars | 24 members of 3 families: same silhouette, one modifier apart | photo |
+| WorldTextures | DTD | 20 textures, as close-ups | photo |
+| WorldAerial | EuroSAT | 20 background scenes seen from above | aerial (blue cast) |
+
+Cross-dataset source: WorldNet (ImageNet-like: 25 members, one of each family); its restyled
+copies WorldNetSketch, -Inverted, -Noisy and -Cluttered are the domain-generalization targets.
+
+Each base-to-new task also names ``heldout`` classes: world words of the same kind that no
+task tests on. ``<Task>Heldout`` datasets hold them; tuning (tools/tune_bundled.py) measures
+new-class behaviour on them, never on the test's new classes.
+"""
+from typing import Dict
+
+from PIL import Image
+
+from dassl.data.datasets import DATASET_REGISTRY
+from datasets.common import GeneratedDataset
+
+from . import render, world
+
+TASK_VERSION = 2  # bump when a task's rendering or classes change: its images are re-made
+
+
+class WorldTask(GeneratedDataset):
+    """A classification task in the world: ``classes`` maps each class name (a world word) to
+    the scene attributes it fixes; images are rendered in ``style``. ``zero_shot_template`` is
+    ZeroshotCLIP's template, as CoOp gives DTD "{} texture." and EuroSAT "a centered satellite
+    photo of {}." (the words pretraining captions use for that kind of scene)."""
+
+    classes: Dict[str, Dict[str, str]] = {}
+    heldout: Dict[str, Dict[str, str]] = {}
+    style = "photo"
+    zero_shot_template = "a photo of a {}."
+    # 32 train images per class, so that the 16 shots differ between seeds as in CoOp; 100 test
+    # images per class: 1000 per half of a 20-class task (a standard error of about 1.5 points).
+    counts = {"train": 32, "val": 20, "test": 100}
+    seed = 0
+
+    def classnames_in_order(self):
+        return list(self.classes)
+
+    def render(self, label, classname, rng):
+        scene = world.sample_scene(rng, **self.classes[classname])
+        return Image.fromarray(render.render_scene(scene, rng, self.style), "RGB")
+
+    def generator_params(self):
+        return {"world_version": world.WORLD_VERSION, "task_version": TASK_VERSION, "classes": self.classes,
+                "style": self.style, "counts": dict(self.counts), "seed": self.seed, "size": render.IMAGE_SIZE}
+
+
+def _families(names):
+    return {f: {"family": f} for f in names}
+
+
+def _members(names):
+    return {m: {"member": m} for m in names}
+
+
+_FAMILY_NAMES = list(world.FAMILIES)
+_OBJECT_FAMILIES = _FAMILY_NAMES[:20]
+# Breeds: 3 families; base = modifiers 0-3 of each, new = modifiers 4-7.
+_BREED_FAMILIES = ("dog", "cat", "mammal")
+_BREEDS = [world.FAMILIES[f][i] for half in (range(4), range(4, 8)) for f in _BREED_FAMILIES for i in half]
+_TEXTURES = list(world.TEXTURES)
+_SCENES = list(world.SCENES)
+
+
+@DATASET_REGISTRY.register()
+class WorldObjects(WorldTask):
+    """20 family classes (coarse categories, Caltech-like), objects in the photo domain."""
+
+    dataset_dir = "world_objects"
+    classes = _families(_OBJECT_FAMILIES)
+    heldout = _families(_FAMILY_NAMES[20:])
+
+
+@DATASET_REGISTRY.register()
+class WorldBreeds(WorldTask):
+    """24 member classes of the dog, cat and mammal families (fine-grained, Pets-like): members of
+    a family share its silhouette and differ in one modifier."""
+
+    dataset_dir = "world_breeds"
+    classes = _members(_BREEDS)
+    heldout = _members(world.FAMILIES["bird"])
+
+
+@DATASET_REGISTRY.register()
+class WorldTextures(WorldTask):
+    """20 texture classes as close-ups in two random colours (DTD-like)."""
+
+    dataset_dir = "world_textures"
+    zero_shot_template = "a photo of a {} pattern."
+    classes = {t: {"kind": "texture", "texture": t} for t in _TEXTURES[:20]}
+    heldout = {t: {"kind": "texture", "texture": t} for t in _TEXTURES[20:]}
+
+
+@DATASET_REGISTRY.register()
+class WorldAerial(WorldTask):
+    """20 background scenes seen from far above, under a blue colour cast (EuroSAT-like): zero-shot is
+    weak, the image features still tell the scenes apart."""
+
+    dataset_dir = "world_aerial"
+    zero_shot_template = "a photo of a {} scene."
+    classes = {s: {"kind": "scene", "scene": s} for s in _SCENES[:20]}
+    heldout = {s: {"kind": "scene", "scene": s} for s in _SCENES[20:]}
+    style = "aerial"
+
+
+@DATASET_REGISTRY.register()
+class WorldNet(WorldTask):
+    """25 member classes, one of every family, with every marking (the ImageNet-like source of
+    the cross-dataset and domain-generalization protocols)."""
+
+    dataset_dir = "world_net"
+    classes = _members([world.FAMILIES[f][i % len(world.MARKINGS)] for i, f in enumerate(_FAMILY_NAMES)])
+    counts = {"train": 32, "val": 20, "test": 40}  # 1000 test images
+
+
+def _restyled(name: str, style: str, like: str):
+    cls = type(name, (WorldNet,), {
+        "__doc__": f"WorldNet's classes in the {style} style ({like}); a domain-generalization target.",
+        "dataset_dir": f"world_net_{style}", "style": style, "__module__": __name__,
+    })
+    return DATASET_REGISTRY.register()(cls)
+
+
+WorldNetSketch = _restyled("WorldNetSketch", "sketch", "ImageNet-Sketch-like")
+WorldNetInverted = _restyled("WorldNetInverted", "inverted", "ImageNet-R-like")
+WorldNetNoisy = _restyled("WorldNetNoisy", "noisy", "a corruption shift")
+WorldNetCluttered = _restyled("WorldNetCluttered", "cluttered", "ImageNet-A-like")
+
+BASE2NEW_TASKS = (WorldObjects, WorldBreeds, WorldTextures, WorldAerial)
+DOMAIN_SHIFTS = (WorldNetSketch, WorldNetInverted, WorldNetNoisy, WorldNetCluttered)
+
+
+def _heldout_task(task):
+    cls = type(f"{task.__name__}Heldout", (task,), {
+        "__doc__": f"{task.__name__}'s held-out classes (validation only: tuning measures new-class "
+                   "behaviour here, never on the test's new classes).",
+        "dataset_dir": f"{task.dataset_dir}_heldout", "classes": task.heldout, "heldout": {},
+        "__module__": __name__,
+    })
+    return DATASET_REGISTRY.register()(cls)
+
+
+HELDOUT_TASKS = tuple(_heldout_task(t) for t in BASE2NEW_TASKS)
