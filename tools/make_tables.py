@@ -488,6 +488,11 @@ def plot_base_new_h(summary, path: str) -> str:
     ax.set_xticklabels([name for _, name in metrics])
     ax.set_ylabel("accuracy (%), average over datasets")
     ax.set_title("Base-to-new (mean ± std over seeds)")
+    return _save_with_outside_legend(plt, fig, ax, path)
+
+
+def _save_with_outside_legend(plt, fig, ax, path: str) -> str:
+    """The legend right of the axes (it covers no bar), then the PNG."""
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path)
@@ -513,11 +518,7 @@ def plot_h_by_dataset(summary, datasets, path: str) -> str:
     ax.set_xticklabels(groups, rotation=30, ha="right")
     ax.set_ylabel("H (harmonic mean of base and new, %)")
     ax.set_title("Base-to-new: H per dataset")
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save_with_outside_legend(plt, fig, ax, path)
 
 
 def sweep_points(results: Sequence[RunResult], sweep: str):
