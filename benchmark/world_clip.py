@@ -61,7 +61,8 @@ def register_world_clips() -> None:
     """Make the world CLIPs loadable by name (clip_backbone.load_clip)."""
     for name, config in WORLD_CLIP_CONFIGS.items():
         clip_backbone.register_local_clip(name, config, functools.partial(load_shipped_weights, name),
-                                          vocabulary=world.VOCABULARY)
+                                          vocabulary=world.VOCABULARY,
+                                          read_file=functools.partial(read_checkpoint, name=name))
 
 
 def shipped_path(name: str) -> str:
@@ -139,6 +140,18 @@ def read_weights(path: str, name: str) -> Dict[str, torch.Tensor]:
     state = dict(state)
     state["token_embedding.weight"] = embedding
     return state
+
+
+def read_checkpoint(path: str, name: str) -> Dict[str, torch.Tensor]:
+    """MODEL.BACKBONE.CHECKPOINT for a world CLIP: a file of save_weights (weights you pretrained
+    with tools/pretrain_world_clip.py) or a full CLIP state dict."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # a JIT archive or a broken file: read_clip_state_dict reads or explains it
+        payload = None
+    if isinstance(payload, dict) and "token_rows" in payload:
+        return read_weights(path, name)
+    return clip_backbone.read_clip_state_dict(path)
 
 
 # ----------------------------------------------------------------------------- pretraining

@@ -155,6 +155,11 @@ def test_shipped_world_clip_loads_through_load_clip_and_is_checked(tmp_path, mon
     name = cfg.MODEL.BACKBONE.NAME
     original = world_clip.shipped_path(name)
     assert os.path.getsize(original) < 10 * 2 ** 20  # ships in the repository
+    # A weight file of the pretraining tool also loads as MODEL.BACKBONE.CHECKPOINT (reproduced weights).
+    from_file = load_clip(make_cfg(tmp_path, "CoOp", "configs/trainers/CoOp/bundled.yaml", tmp_path / "out2",
+                                   ["MODEL.BACKBONE.CHECKPOINT", original]))
+    for key, value in model.state_dict().items():
+        assert torch.equal(from_file.state_dict()[key], value), key
     monkeypatch.setattr(world_clip, "WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError, match=f"the weights of {name} are missing"):
         load_clip(cfg)

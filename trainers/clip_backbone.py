@@ -58,14 +58,23 @@ LOCAL_CLIP_VOCABULARIES: Dict[str, Sequence[str]] = {}
 PRETRAINED_PREFIX = "world-"
 
 
+# name -> how to read a MODEL.BACKBONE.CHECKPOINT file of that local CLIP into a full state dict
+# (read_clip_state_dict when not registered).
+LOCAL_CLIP_FILE_READERS: Dict[str, Callable[[str], Dict[str, torch.Tensor]]] = {}
+
+
 def register_local_clip(name: str, config: Dict, weights: Callable[[], Dict[str, torch.Tensor]],
-                        vocabulary: Sequence[str] = ()) -> None:
-    """Make a local CLIP loadable by name: its architecture, a function returning its weights and
-    the words it was pretrained on (EMPL's open vocabulary on it)."""
+                        vocabulary: Sequence[str] = (),
+                        read_file: Optional[Callable[[str], Dict[str, torch.Tensor]]] = None) -> None:
+    """Make a local CLIP loadable by name: its architecture, a function returning its weights,
+    the words it was pretrained on (EMPL's open vocabulary on it) and, if its weight files have
+    their own format, how to read one given as MODEL.BACKBONE.CHECKPOINT."""
     LOCAL_CLIP_CONFIGS[name] = dict(config)
     LOCAL_CLIP_WEIGHTS[name] = weights
     if vocabulary:
         LOCAL_CLIP_VOCABULARIES[name] = tuple(vocabulary)
+    if read_file is not None:
+        LOCAL_CLIP_FILE_READERS[name] = read_file
 
 
 PRECISIONS = ("fp16", "fp32", "amp")
@@ -129,7 +138,7 @@ def load_clip(cfg) -> CLIP:
     if name in LOCAL_CLIP_CONFIGS:
         model = build_local_clip(name)
         if checkpoint:
-            model.load_state_dict(read_clip_state_dict(checkpoint))
+            model.load_state_dict(LOCAL_CLIP_FILE_READERS.get(name, read_clip_state_dict)(checkpoint))
         elif name in LOCAL_CLIP_WEIGHTS:
             model.load_state_dict(LOCAL_CLIP_WEIGHTS[name]())
         return model
