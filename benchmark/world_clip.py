@@ -128,13 +128,24 @@ def save_weights(model, config: Dict, history: Dict, path: str) -> None:
     atomic_write(path, lambda f: torch.save(payload, f), mode="wb")
 
 
+WEIGHT_FILE_KEYS = {"state_dict", "token_rows", "token_values"}  # what save_weights writes (and more)
+
+
 def read_weights(path: str, name: str) -> Dict[str, torch.Tensor]:
     """A full state dict from a weight file of save_weights (untrained token rows: the seeded init)."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
-        state, rows, values = payload["state_dict"], payload["token_rows"], payload["token_values"]
+        missing = WEIGHT_FILE_KEYS - set(payload)
+        if missing:
+            raise KeyError(f"not a weight file of {COMMAND} (no {sorted(missing)})")
     except Exception as err:  # truncated zip, pickle garbage, not our file
         raise ValueError(f"cannot read the {name} weights {path} ({type(err).__name__}: {err})") from None
+    return _full_state(payload, name)
+
+
+def _full_state(payload: Dict, name: str) -> Dict[str, torch.Tensor]:
+    """A save_weights payload -> the full state dict (untrained token rows: the seeded init)."""
+    state, rows, values = payload["state_dict"], payload["token_rows"], payload["token_values"]
     embedding = clip_backbone.build_local_clip(name).token_embedding.weight.detach().clone()
     embedding[rows] = values
     state = dict(state)
@@ -150,7 +161,7 @@ def read_checkpoint(path: str, name: str) -> Dict[str, torch.Tensor]:
     except Exception:  # a JIT archive or a broken file: read_clip_state_dict reads or explains it
         payload = None
     if isinstance(payload, dict) and "token_rows" in payload:
-        return read_weights(path, name)
+        return _full_state(payload, name)
     return clip_backbone.read_clip_state_dict(path)
 
 

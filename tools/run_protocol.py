@@ -199,6 +199,11 @@ class Run:
         return os.path.join(self.output_dir, "log.txt")
 
 
+def is_eval_only(trainer: str) -> bool:
+    """Whether a trainer only evaluates (zero-shot CLIP): it has no training runs."""
+    return trainer in TRAINER_DEFAULTS and TRAINER_DEFAULTS[trainer].eval_only
+
+
 def is_finished(run_dir: str, eval_only: bool) -> bool:
     """The run's log.txt holds the result block (parse_test_res reads exactly this)."""
     log = os.path.join(run_dir, "log.txt")
@@ -255,7 +260,7 @@ def plan_protocol(
     protocol = normalize_protocol(protocol)
     cfg = cfg or default_cfg(trainer, protocol)
     config_file = config_path(trainer, cfg)
-    eval_only = trainer in TRAINER_DEFAULTS and TRAINER_DEFAULTS[trainer].eval_only
+    eval_only = is_eval_only(trainer)
     extra_opts = list(extra_opts)
     runs: List[Run] = []
     if eval_only:

@@ -75,7 +75,7 @@ def point_runs(trainer: str, point: str, tasks: Sequence[str], seeds: Sequence[i
     opts = parse_point(point)
     slug = "-".join(o.replace("TRAINER.", "").replace("OPTIM.", "").replace("'", "") or "empty" for o in opts) or "default"
     config_file = run_protocol.config_path(trainer, cfg)
-    eval_only = run_protocol.TRAINER_DEFAULTS.get(trainer, run_protocol.TrainerDefaults(trainer, cfg, cfg)).eval_only
+    eval_only = run_protocol.is_eval_only(trainer)
     load_epoch = None if eval_only else str(run_protocol.max_epoch(config_file, opts))
     runs, evals = [], {}
     for task in tasks:
@@ -135,9 +135,7 @@ def main(argv=None, out=None) -> int:
     rows, chosen = [], []
     try:
         for trainer in args.trainers:
-            eval_only = run_protocol.TRAINER_DEFAULTS.get(trainer) is not None and \
-                run_protocol.TRAINER_DEFAULTS[trainer].eval_only
-            points = [""] if eval_only else args.points or (GRID.get(trainer) or [""])
+            points = [""] if run_protocol.is_eval_only(trainer) else args.points or (GRID.get(trainer) or [""])
             results = {}
             for point in points:
                 runs, evals = point_runs(trainer, point, args.tasks, args.seeds, args.root, args.output_dir,

@@ -66,7 +66,7 @@ class ClipPromptTrainer(TrainerX):
 
         print("Building custom CLIP")
         self.model = self.build_custom_clip(cfg, classnames, clip_model)
-        if cfg.MODEL.BACKBONE.CACHE_IMAGE_FEATURES:
+        if cfg.MODEL.BACKBONE.get("CACHE_IMAGE_FEATURES", False):  # absent in a CoOp checkout's config
             self.model.image_feature_cache = image_feature_cache(cfg, clip_model, self.device, self.prec)
 
         print("Turning off gradients in both the image and the text encoder")

@@ -207,10 +207,11 @@ class DatasetWrapper(TorchDataset):
         self.to_tensor = T.Compose(to_tensor)
         # DATALOADER.CACHE_IMAGES: idx -> the item's image entries, kept after the first read
         self.memo = {} if cfg.DATALOADER.get("CACHE_IMAGES", False) else None
-        if self.memo is not None and random_choices(cfg):
+        random_ones = random_choices(cfg)
+        if self.memo is not None and random_ones:
             raise ValueError(
                 f"DATALOADER.CACHE_IMAGES True keeps the first read of each image, but INPUT.TRANSFORMS "
-                f"{random_choices(cfg)} are random: drop them or set DATALOADER.CACHE_IMAGES False"
+                f"{random_ones} are random: drop them or set DATALOADER.CACHE_IMAGES False"
             )
 
     def __len__(self):
