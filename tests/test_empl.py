@@ -111,6 +111,7 @@ def test_inference_modes(build_tiny_trainer):
     trainer.set_model_mode("eval")
     images, _ = fixed_batch(trainer)
     coop_logits = trainer.model(images)  # CoOp's forward on the anchor
+    trainer.refresh_calibration()  # a training run does this in before_train and save_model
     predictions = {}
     for mode in ("anchor", "amortized", "sample"):
         trainer.cfg.defrost()
@@ -135,6 +136,7 @@ def test_sgld_noise_leaves_the_global_rng_and_data_order_alone(build_tiny_traine
     trainer = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.INFERENCE", "amortized")
     images, labels = fixed_batch(trainer)
     state = torch.get_rng_state()
+    trainer.refresh_calibration()  # draws amortized mode's training batch under a forked RNG
     trainer.set_model_mode("train")
     trainer.batch_idx, trainer.num_batches = 0, 2
     trainer.forward_backward({"img": images, "label": labels})
@@ -152,6 +154,7 @@ def test_sgld_noise_leaves_the_global_rng_and_data_order_alone(build_tiny_traine
 @pytest.mark.parametrize("mode", ["sample", "amortized"])
 def test_every_evaluation_draws_the_same_prompts(build_tiny_trainer, mode):
     trainer = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.INFERENCE", mode)
+    trainer.refresh_calibration()
     trainer.set_model_mode("eval")
     images, _ = fixed_batch(trainer)
     outputs = []
@@ -227,3 +230,35 @@ def test_save_then_load_reproduces_anchor_mode_logits(build_tiny_trainer, tmp_pa
 def test_bad_empl_config_is_a_clear_error(build_tiny_trainer, opts, message):
     with pytest.raises(ValueError, match=message):
         build_tiny_trainer("EMPL_CoOp", EMPL_COOP, *opts)
+
+
+def test_default_open_vocabulary_is_dictionary_words_without_fragments():
+    """The shipped default W: CLIP BPE whole words that are dictionary words; suffix fragments
+    are not in it; only the training classes' words are removed (a name the run never sees stays)."""
+    from trainers.open_vocab import OpenVocabulary, clip_bpe_words
+
+    vocab = OpenVocabulary(["golden retriever", "cat"])
+    words = set(vocab.words)
+    assert 5000 < len(words) < len(clip_bpe_words())
+    assert words <= set(clip_bpe_words())
+    assert not words & {"tion", "ing", "ness", "ment", "ers", "ity"}
+    assert not words & {"golden", "retriever", "cat"}
+    assert {"dog", "bamboo", "canoe"} <= words
+
+
+def test_amortized_mode_conditions_on_the_training_runs_images(build_tiny_trainer, tmp_path):
+    """The calibration features travel with the checkpoint: an evaluation run on other classes
+    uses the training run's, not its own training images; a model without them is a clear error."""
+    opts = ("TRAINER.EMPL.INFERENCE", "amortized")
+    trainer = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, *opts, output_dir=tmp_path / "a")
+    trainer.save_model(0, str(tmp_path / "a"))
+    saved = trainer.model.prompt_learner.calibration_features.clone()
+    assert saved.shape[0] == trainer.cfg.DATALOADER.TRAIN_X.BATCH_SIZE or saved.shape[0] == len(trainer.dm.dataset.train_x)
+    fresh = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, *opts, "DATASET.SUBSAMPLE_CLASSES", "new",
+                               output_dir=tmp_path / "b")
+    with pytest.raises(ValueError, match="amortized"):
+        fresh.calibration_features()
+    fresh.load_model(str(tmp_path / "a"), epoch=1)
+    assert torch.equal(fresh.calibration_features(), saved)
+    own = fresh.model.encode_image(next(iter(fresh.train_loader_x))["img"])
+    assert not torch.allclose(own[: len(saved)], saved[: len(own)])

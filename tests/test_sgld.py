@@ -113,9 +113,10 @@ def test_anchor_gradient_follows_the_drift_taken_at_the_anchor():
     assert calls == [(1, 1, 1, 2)]
     r = anchor.pow(2).mean().sqrt()
     slope = (anchor[0] - mu) / s**2  # grad of the data energy at the anchor
+    decay = math.exp(-alpha / (2 * prior_std**2))  # the prior's exact (OU) step
     h = anchor[0].clone()
     for _ in range(6):
-        h = h - 0.5 * alpha * r**2 * (slope + (h - anchor[0]) / (prior_std * r) ** 2)
+        h = anchor[0] + decay * (h - anchor[0]) - 0.5 * alpha * r**2 * slope
     assert torch.allclose(result.samples[0], h.expand(3, 1, 2), atol=1e-6)
     exact = langevin_sample(anchor, energy, n_chains=3, n_steps=6, step_size=alpha, noise_std=0.0, prior_std=prior_std)
     assert not torch.allclose(exact.samples, result.samples, atol=1e-3)  # the curvature matters here
@@ -140,3 +141,63 @@ def test_bad_config_values_are_rejected():
         langevin_sample(torch.ones(1, 1, 1), lambda h: h.sum((2, 3)), 1, 1, 0.1, backprop="chain")
     with pytest.raises(ValueError, match="N_PROMPTS"):
         langevin_sample(torch.ones(1, 1, 1), lambda h: h.sum((2, 3)), 0, 1, 0.1)
+
+
+@pytest.mark.parametrize("step_size", [0.01, 0.1, 1.0])
+def test_prior_alone_keeps_its_variance_at_any_step_size(step_size):
+    """Prior-only chains (PRIOR_STD 0.1) stay finite and reach the prior's variance sigma^2 at
+    step sizes that made the old Euler step diverge (alpha >= 4 PRIOR_STD^2 = 0.04)."""
+    gen = torch.Generator().manual_seed(0)
+    anchor = torch.full((1, 1, 1), 3.0)  # r = 3, sigma = 0.3
+    result = langevin_sample(
+        anchor, lambda h: 0.0 * h.sum((2, 3)), n_chains=4000, n_steps=max(int(2 / step_size), 20),
+        step_size=step_size, init_std=0.0, prior_std=0.1, generator=gen,
+    )
+    offsets = (result.samples - 3.0).flatten()
+    assert result.rejected_steps == 0
+    assert offsets.std().item() == pytest.approx(0.3, rel=0.05)
+    assert offsets.mean().item() == pytest.approx(0.0, abs=0.02)
+
+
+def test_backprop_full_passes_the_whole_gradient_to_the_anchor():
+    """With a data energy that is constant in H, a sample is anchor + (noise terms): its
+    derivative w.r.t. the anchor is exactly 1 (the prior's centre moves with the anchor)."""
+    anchor = torch.randn(1, 2, 3, requires_grad=True)
+    result = langevin_sample(
+        anchor, lambda h: 0.0 * h.sum((2, 3)), n_chains=2, n_steps=5,
+        step_size=0.01, init_std=0.1, prior_std=0.1, backprop="full", generator=torch.Generator().manual_seed(0),
+    )
+    (grad,) = torch.autograd.grad(result.samples.sum(), anchor)
+    # r = rms(anchor) is a constant of the step, so only the centre carries the gradient: 2 chains.
+    assert torch.allclose(grad, torch.full_like(grad, 2.0), atol=1e-5)
+
+
+def test_chains_run_in_fp32_for_an_fp16_anchor():
+    """A drift far below fp16's spacing at the anchor's values survives in the samples."""
+    anchor = torch.full((1, 1, 4), 8.0, dtype=torch.float16)  # fp16 spacing at 8 is 2**-7
+    slope = 1e-2
+    result = langevin_sample(
+        anchor, lambda h: slope * h.sum((2, 3)), n_chains=1, n_steps=3, step_size=1e-4,
+        noise_std=0.0, prior_std=0.0,
+    )
+    assert result.samples.dtype == torch.float32
+    expected = 8.0 - 3 * 0.5 * 1e-4 * 64.0 * slope  # r = 8: three steps of (alpha / 2) r^2 slope
+    assert torch.allclose(result.samples, torch.full_like(result.samples, expected), atol=1e-6)
+    assert (8.0 - expected) < 2**-8  # the drift is below half of fp16's spacing
+
+
+def test_data_term_lowers_the_data_energy_against_prior_only_chains():
+    """compare_prior_only runs prior-only chains on the same noise: a data energy with a clear
+    slope ends lower on the SGLD chains than on those."""
+    gen = torch.Generator().manual_seed(0)
+    anchor = torch.ones(1, 2, 3)
+    data = lambda h: 5.0 * h.sum((2, 3))  # noqa: E731
+    result = langevin_sample(anchor, data, n_chains=8, n_steps=10, step_size=0.01, init_std=0.1, prior_std=0.3,
+                             generator=gen, compare_prior_only=True)
+    assert result.data_energy_after < result.data_energy_prior_only
+    assert result.as_dict()["sgld/data_energy_gain"] == pytest.approx(
+        result.data_energy_after - result.data_energy_prior_only)
+    # The same seed without the comparison draws the same chains.
+    plain = langevin_sample(anchor, data, n_chains=8, n_steps=10, step_size=0.01, init_std=0.1, prior_std=0.3,
+                            generator=torch.Generator().manual_seed(0))
+    assert torch.equal(plain.samples, result.samples)

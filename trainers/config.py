@@ -37,7 +37,7 @@ def add_method_config(cfg):
     cfg.TRAINER.EMPL.CONDITION = "batch"  # batch or image
     cfg.TRAINER.EMPL.BACKPROP = "detach"  # detach or full (through the chain)
     cfg.TRAINER.EMPL.N_UNSEEN = 4  # unseen words per batch
-    cfg.TRAINER.EMPL.VOCAB_FILE = ""  # word list; empty = CLIP's BPE whole words
+    cfg.TRAINER.EMPL.VOCAB_FILE = ""  # word list; empty = trainers/data/open_vocabulary.txt.gz (or a world CLIP's words)
     cfg.TRAINER.EMPL.LAMBDA = 0.1  # weight of L_out
     cfg.TRAINER.EMPL.OPEN_LOSS = "entropy"  # entropy, energy or none
     cfg.TRAINER.EMPL.INFERENCE = "sample"  # sample, amortized or anchor

@@ -105,6 +105,31 @@ def check_empl_cfg(empl) -> None:
         raise ValueError("TRAINER.EMPL.SGLD_STEP_SIZE and ENERGY_TEMP must be > 0")
 
 
+def feature_spread(features: torch.Tensor) -> Dict[str, float]:
+    """How far the samples' class text features moved, in units of what separates two classes.
+
+    features [K, S, C, D] (normalised; index 0 of S is the anchor, C >= 2 classes). Cosine
+    distances: sample-anchor (same class, same prompt set), sample-sample (same class), and
+    class-class between the anchors' features. Returns the two ratios and the class distance.
+    """
+    feats = features.float()
+    anchors, samples = feats[:, :1], feats[:, 1:]  # [K, 1, C, D], [K, N, C, D]
+    n_samples, n_cls = samples.shape[1], feats.shape[2]
+    if n_samples == 0 or n_cls < 2:
+        return {}
+    to_anchor = (1 - (samples * anchors).sum(-1)).mean()
+    class_cos = torch.einsum("kcd,ked->kce", anchors[:, 0], anchors[:, 0])
+    off_diagonal = ~torch.eye(n_cls, dtype=torch.bool, device=feats.device)
+    between_classes = (1 - class_cos[:, off_diagonal]).mean()
+    out = {"sgld_class_distance": between_classes.item(),
+           "sgld_shift_ratio": (to_anchor / between_classes).item()}
+    if n_samples > 1:
+        pair_cos = torch.einsum("kncd,kmcd->kcnm", samples, samples)
+        pairs = ~torch.eye(n_samples, dtype=torch.bool, device=feats.device)
+        out["sgld_spread_ratio"] = ((1 - pair_cos[..., pairs]).mean() / between_classes).item()
+    return out
+
+
 class EMPLMixin(SGLDPromptSampler):
     """Energy-based multi-prompt learning on a host prompt trainer.
 
@@ -139,7 +164,9 @@ class EMPLMixin(SGLDPromptSampler):
         self.sgld_generator = torch.Generator(device=self.device).manual_seed(self.sgld_seed + SGLD_SEED_OFFSET)
         self.eval_generator = torch.Generator(device=self.device)
         self.clear_eval_cache()
-        self.warned_linearisation = False  # check_linearisation_range warns once per trainer
+        self.warned_linearisation = False
+        if not hasattr(learner, "calibration_features"):  # amortized mode's condition (refresh_calibration)
+            learner.register_buffer("calibration_features", torch.zeros(0))  # check_linearisation_range warns once per trainer
 
     # ------------------------------------------------------------------ resume
     def resume_state(self) -> dict:
@@ -205,6 +232,7 @@ class EMPLMixin(SGLDPromptSampler):
     def sampled_features(
         self, hidden: torch.Tensor, eot: torch.Tensor, image_features: Optional[torch.Tensor],
         sample: bool = True, allow_per_image: bool = True, generator: Optional[torch.Generator] = None,
+        diagnose: bool = False,
     ) -> Tuple[torch.Tensor, bool, Optional[SGLDResult]]:
         """Text features of the anchors and their SGLD samples on the classes of `hidden`.
 
@@ -213,6 +241,7 @@ class EMPLMixin(SGLDPromptSampler):
         the sampler's result). S = 1 + N_PROMPTS (anchor first); S = 1 without sampling.
         allow_per_image=False conditions on the whole batch whatever CONDITION says (amortized).
         generator: the chains' noise (default: the training generator).
+        diagnose: also measure the energies and the prior-only comparison (SGLDResult).
         """
         empl = self.empl_cfg
         anchors = self.split_text.context_states(hidden[:, 0])  # [K, M, d]: class-independent
@@ -236,9 +265,11 @@ class EMPLMixin(SGLDPromptSampler):
             logits = tau * torch.einsum("anpd,abd->anbp", feats, images)
             return free_energy(logits, empl.ENERGY_TEMP)
 
-        result = self.sample_prompts(anchors.repeat_interleave(groups, dim=0), energy, generator=generator)
-        group_anchors = anchors.repeat_interleave(groups, dim=0).unsqueeze(1)
-        states = torch.cat([group_anchors, result.samples.type(group_anchors.dtype)], dim=1)
+        result = self.sample_prompts(anchors.repeat_interleave(groups, dim=0), energy, generator=generator,
+                                     compute_energy_after=diagnose, compare_prior_only=diagnose)
+        # Samples stay fp32 (the chains' precision); features() casts them to the model's dtype.
+        group_anchors = anchors.repeat_interleave(groups, dim=0).unsqueeze(1).float()
+        states = torch.cat([group_anchors, result.samples], dim=1)
         feats = self.split_text.features(group_hidden, eot, states)  # [K*G, S, P, D]
         if per_image:
             feats = feats.view(n_sets, groups, *feats.shape[1:])
@@ -255,7 +286,8 @@ class EMPLMixin(SGLDPromptSampler):
         if empl.N_UNSEEN > 0 and (empl.LAMBDA > 0 or empl.OPEN_LOSS != "none"):
             pieces.append(self.word_prompts(self.open_vocab.draw(empl.N_UNSEEN)))
         hidden, eot = self.prefix_states(pieces)
-        feats, per_image, result = self.sampled_features(hidden, eot, image_features)
+        diagnose = getattr(self, "batch_idx", 0) % self.cfg.TRAIN.PRINT_FREQ == 0
+        feats, per_image, result = self.sampled_features(hidden, eot, image_features, diagnose=diagnose)
         logits = self.image_logits(image_features, feats, per_image)  # [K, S, B, V+U]
         n_seen = seen.n_cls
         anchor_features = (feats[:, 0, 0] if per_image else feats[:, 0])[:, :n_seen]  # [K, V, D]
@@ -266,7 +298,10 @@ class EMPLMixin(SGLDPromptSampler):
             loss_out = open_vocabulary_loss(anchor_logits[:, :n_seen], anchor_logits[:, n_seen:], empl.OPEN_LOSS)
         self.extra_loss_summary = {"loss_in": loss_in.item(), "loss_out": loss_out.item()}
         if result is not None:
-            self.extra_loss_summary.update(result.as_dict(prefix="sgld_"))
+            if diagnose:
+                self.extra_loss_summary.update(result.as_dict(prefix="sgld_"))
+                seen_feats = feats[:, 0] if per_image else feats  # [K, S, P, D]
+                self.extra_loss_summary.update(feature_spread(seen_feats[:, :, :n_seen].detach()))
             self.check_linearisation_range(result)
         return loss_in + empl.LAMBDA * loss_out, output
 
@@ -284,16 +319,40 @@ class EMPLMixin(SGLDPromptSampler):
             )
 
     # ------------------------------------------------------------------ inference
-    def calibration_features(self) -> torch.Tensor:
-        """Image features of a training batch: amortized mode's fixed condition.
+    def refresh_calibration(self) -> None:
+        """Store amortized mode's condition with the model: the image features of one batch of
+        the training run's own data, drawn under a forked CPU RNG seeded from cfg.SEED (the same
+        batch every time; the run's data order is left as it was).
 
-        The batch is drawn under a forked CPU RNG seeded from cfg.SEED: the same batch at every
-        evaluation, and the training run's data order is left as it was.
-        """
+        It is a buffer of the prompt learner, so it goes into every checkpoint: an evaluation run
+        (a base-to-new test on the new classes, a cross-dataset target) conditions on the data
+        the prompts were trained on, never on the evaluation task's training images."""
         with torch.random.fork_rng(devices=[]):
             torch.random.default_generator.manual_seed(self.sgld_seed + EVAL_SEED_OFFSET)
             batch = next(iter(self.train_loader_x))
-        return self.model.encode_image(batch["img"].to(self.device))
+        with torch.no_grad(), self.autocast():
+            features = self.model.encode_image(batch["img"].to(self.device)).float()
+        self.model.prompt_learner.calibration_features = features
+
+    def calibration_features(self) -> torch.Tensor:
+        """Amortized mode's condition [B, D], saved by the training run (refresh_calibration)."""
+        features = self.model.prompt_learner.calibration_features
+        if features.numel() == 0:
+            raise ValueError(
+                "TRAINER.EMPL.INFERENCE amortized conditions on training images saved with the checkpoint, and "
+                "this model has none (a checkpoint from before they were saved, or no --model-dir): retrain it, "
+                "or evaluate with TRAINER.EMPL.INFERENCE sample or anchor"
+            )
+        return features.to(self.device)
+
+    def before_train(self):
+        self.refresh_calibration()  # before a resume loads the saved one, so the sizes match
+        super().before_train()
+
+    def save_model(self, *args, **kwargs):
+        # Image features can depend on the prompts (MaPLe): store those of the saved weights.
+        self.refresh_calibration()
+        super().save_model(*args, **kwargs)
 
     def model_inference(self, image):
         with self.autocast():

@@ -2,11 +2,13 @@
 meta-learning").
 
 Default W: the words the backbone was pretrained on when it is a local CLIP that names them
-(the bundled benchmark's world CLIPs: the world's 308 words), else the whole-word entries of the
-BPE vocabulary that ships with the clip package, alphabetic and at least 3 letters long (about
-30k words). TRAINER.EMPL.VOCAB_FILE replaces it with a word list (one word per line, '#'
-comments). Every word of the training classes' names is removed, so no U_i holds a class the
-run trains on.
+(the bundled benchmark's world CLIPs: the world's 308 words), else trainers/data/
+open_vocabulary.txt.gz: the whole-word entries of the BPE vocabulary that ships with the clip
+package that are dictionary words, not suffix fragments such as "tion" or "ness"
+(tools/make_open_vocabulary.py builds it). TRAINER.EMPL.VOCAB_FILE replaces it with a word list
+(one word per line, '#' comments; .gz allowed). Every word of the training classes' names is
+removed, so no U_i holds a class the run trains on; the names of classes the run never sees
+(the test's new classes, a transfer target's) are not read.
 """
 import functools
 import gzip
@@ -16,6 +18,7 @@ import re
 from typing import Iterable, List, Sequence
 
 MIN_WORD_LENGTH = 3
+DEFAULT_VOCAB_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "open_vocabulary.txt.gz")
 
 
 @functools.lru_cache(maxsize=4)
@@ -42,9 +45,10 @@ def read_word_file(path: str) -> tuple:
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"TRAINER.EMPL.VOCAB_FILE: {path} does not exist (one word per line; leave the key "
-            "empty to use CLIP's BPE vocabulary)"
+            "empty for the default vocabulary, trainers/data/open_vocabulary.txt.gz)"
         )
-    with open(path, encoding="utf-8") as f:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
         words = [line.strip().lower() for line in f]
     words = tuple(sorted({w for w in words if w and not w.startswith("#")}))
     if not words:
@@ -67,7 +71,7 @@ class OpenVocabulary:
 
     def __init__(self, exclude_classnames: Sequence[str], vocab_file: str = "", seed: int = 0,
                  default_words: Sequence[str] = ()):
-        words = read_word_file(vocab_file) if vocab_file else tuple(default_words) or clip_bpe_words()
+        words = read_word_file(vocab_file or DEFAULT_VOCAB_FILE) if vocab_file or not default_words else tuple(default_words)
         excluded = name_words(exclude_classnames)
         self.words: List[str] = [w for w in words if w.lower() not in excluded]
         if not self.words:

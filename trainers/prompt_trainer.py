@@ -33,6 +33,8 @@ def register_trainer(cls):
 # Buffers that depend on the current class names: saved with the prompt learner (as CoOp
 # does) but never loaded back, so a model trained on base classes evaluates on new ones.
 CLASS_DEPENDENT_BUFFERS = ("token_prefix", "token_suffix")
+# Buffers whose size the training run sets (EMPL's amortized-mode calibration features).
+RESIZABLE_BUFFERS = ("calibration_features",)
 
 
 class ClipPromptTrainer(TrainerX):
@@ -182,6 +184,13 @@ class ClipPromptTrainer(TrainerX):
             state_dict = checkpoint["state_dict"]
             for key in [k for k in state_dict if k.split(".")[-1] in CLASS_DEPENDENT_BUFFERS]:
                 del state_dict[key]
+            model = self._models[name]
+            for key in [k for k in state_dict if k.split(".")[-1] in RESIZABLE_BUFFERS]:
+                # Saved with the size the training run gave it: take that size before loading.
+                module_name, _, buffer_name = key.rpartition(".")
+                module = model.get_submodule(module_name) if module_name else model
+                if hasattr(module, buffer_name):
+                    setattr(module, buffer_name, torch.empty_like(state_dict[key]))
             print(f'Loading weights to {name} from "{model_path}" (epoch = {checkpoint["epoch"]})')
             self._models[name].load_state_dict(state_dict, strict=False)
         self.clear_eval_cache()  # features cached from the previous weights are stale

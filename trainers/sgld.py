@@ -5,13 +5,16 @@ energy callable and the TRAINER.EMPL config node, and returns samples plus diagn
 Formulation: docs/EMPL.md ("Sampling"), summarised:
 
     r = rms(anchor)                                   (constant, no gradient)
+    E(H) = E_data(H) + ||H - anchor||^2 / (2 sigma^2),   sigma = PRIOR_STD * r
     H_0 = anchor + INIT_STD * r * eps
-    H_{t+1} = H_t - (alpha / 2) * r^2 * grad E(H_t) + NOISE_STD * sqrt(alpha) * r * eps_t
-    E(H) = energy_fn(H) + ||H - anchor||^2 / (2 sigma^2),   sigma = PRIOR_STD * r
+    H_{t+1} = anchor + a (H_t - anchor) - (alpha / 2) r^2 grad E_data(H_t) + NOISE_STD * s r * eps_t
+    a = exp(-alpha / (2 PRIOR_STD^2)),  s = PRIOR_STD sqrt(1 - a^2)
 
 i.e. Langevin dynamics in units of r, so SGLD_STEP_SIZE (alpha) means the same thing at every
-text layer and for every CLIP. A step that gives a non-finite chain state is rejected for that
-chain (it keeps H_t) and counted.
+text layer and for every CLIP. The Gaussian prior's part is integrated exactly
+(GaussianPriorStep), the data term by an Euler step; without a prior (PRIOR_STD <= 0) the step
+is plain Euler-Maruyama, H_t - (alpha / 2) r^2 grad E_data + NOISE_STD sqrt(alpha) r eps. A step
+that gives a non-finite chain state is rejected for that chain (it keeps H_t) and counted.
 
 Where the data energy's gradient is taken (SGLD_GRADIENT):
 - "exact": at every chain state, T x N gradient evaluations per call (the paper's SGLD).
@@ -20,6 +23,7 @@ Where the data energy's gradient is taken (SGLD_GRADIENT):
   One gradient evaluation per call instead of T x N; exact when E_data is linear in H, and close
   while the chains stay near the anchor (docs/EMPL.md measures both).
 """
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -48,19 +52,32 @@ class SGLDResult:
     diversity: float  # mean pairwise rms(H_i - H_j) / r between chains of one anchor
     rejected_steps: int  # chain-steps rejected for non-finite values
     total_steps: int  # chain-steps attempted
+    # The true data energy (free-energy term alone) at the chains' ends, and at the ends of
+    # prior-only chains run on the same start and noise (nan unless compare_prior_only).
+    data_energy_after: float = float("nan")
+    data_energy_prior_only: float = float("nan")
+    data_energy_prior_only_std: float = float("nan")  # std over the prior-only chains
 
     @property
     def acceptance(self) -> float:
         return 1.0 - self.rejected_steps / max(self.total_steps, 1)
 
     def as_dict(self, prefix: str = "sgld/") -> dict:
-        return {
+        out = {
             f"{prefix}energy_before": self.energy_before,
             f"{prefix}energy_after": self.energy_after,
             f"{prefix}distance_to_anchor": self.distance_to_anchor,
             f"{prefix}diversity": self.diversity,
             f"{prefix}rejected_steps": float(self.rejected_steps),
         }
+        if not math.isnan(self.data_energy_prior_only):
+            # < 0: the data term pulled the chains to lower data energy than the prior alone.
+            gain = self.data_energy_after - self.data_energy_prior_only
+            out[f"{prefix}data_energy_gain"] = gain
+            # The gain in units of how much the data energy varies between prior-only chains.
+            if self.data_energy_prior_only_std > 0:
+                out[f"{prefix}data_energy_z"] = gain / self.data_energy_prior_only_std
+        return out
 
 
 def rms(x: torch.Tensor, dims) -> torch.Tensor:
@@ -80,13 +97,16 @@ def langevin_sample(
     compute_energy_after: bool = True,
     generator: Optional[torch.Generator] = None,
     gradient: str = "exact",
+    compare_prior_only: bool = False,
 ) -> SGLDResult:
-    """Run n_chains Langevin chains per anchor, all batched.
+    """Run n_chains Langevin chains per anchor, all batched, in fp32 whatever the anchor's dtype.
 
     anchor: [n_anchors, *prompt_shape] (e.g. [1, M, d] for one shared CoOp context, [K, M, d]
         for ProDA's K prompt sets). prior_std <= 0 turns the anchoring prior off.
-    gradient: "exact" or "anchor" (the module docstring). With "anchor" the reported energies
-        are those of the linearised data term the chains actually followed.
+    gradient: "exact" or "anchor" (the module docstring). With "anchor" the reported total
+        energies are those of the linearised data term the chains actually followed.
+    compare_prior_only: also run prior-only chains on the same start and noise, and report the
+        true data energy at the end of both (SGLDResult.data_energy_after / _prior_only).
     """
     if backprop not in ("detach", "full"):
         raise ValueError(f"TRAINER.EMPL.BACKPROP must be 'detach' or 'full', got {backprop!r}")
@@ -94,22 +114,30 @@ def langevin_sample(
         raise ValueError(f"TRAINER.EMPL.SGLD_GRADIENT must be one of {SGLD_GRADIENTS}, got {gradient!r}")
     if n_chains < 1 or n_steps < 0:
         raise ValueError(f"need N_PROMPTS >= 1 and SGLD_STEPS >= 0, got {n_chains} and {n_steps}")
+    if step_size <= 0:
+        raise ValueError(f"TRAINER.EMPL.SGLD_STEP_SIZE must be > 0, got {step_size}")
     n_anchors = anchor.shape[0]
     prompt_dims = tuple(range(1, anchor.dim()))
+    # Chains run in fp32: under fp16 the data drift per element is below the spacing of the
+    # states' values and would be rounded away. The energy casts states to the model's dtype.
+    anchor32 = anchor.float()
     # Scale of the anchor per anchor set, [n_anchors, 1, 1, ...]: a constant of the step.
-    r = rms(anchor.detach(), prompt_dims).clamp_min(1e-12)
+    r = rms(anchor32.detach(), prompt_dims).clamp_min(1e-12)
     r = r.view(n_anchors, 1, *([1] * (anchor.dim() - 1)))
-    center = anchor.detach().unsqueeze(1)  # [n_anchors, 1, *prompt_shape]
-    sigma = prior_std * r
+    # With BACKPROP full the prior's centre keeps its graph, so d(sample)/d(anchor) = 1 plus what
+    # flows through the data gradient; with detach the chain is a constant offset.
+    center = anchor32.unsqueeze(1) if backprop == "full" else anchor32.detach().unsqueeze(1)
+    prior = GaussianPriorStep(prior_std, step_size, noise_std) if prior_std > 0 else None
     data_energy = energy_fn
     if gradient == "anchor" and n_steps > 0:
-        data_energy = linearised_energy(energy_fn, anchor.unsqueeze(1), keep_graph=backprop == "full")
+        data_energy = linearised_energy(energy_fn, anchor32.unsqueeze(1), keep_graph=backprop == "full")
+
+    def prior_energy(h):
+        return (h - center.detach()).pow(2).flatten(2).sum(-1) / (2 * (prior_std * r.flatten(1)) ** 2)
 
     def total_energy(h):
         e = data_energy(h)
-        if prior_std > 0:
-            e = e + (h - center).pow(2).flatten(2).sum(-1) / (2 * sigma.flatten(1) ** 2)
-        return e
+        return e + prior_energy(h) if prior is not None else e
 
     def randn_like(t):
         return torch.randn(t.shape, generator=generator, device=t.device, dtype=t.dtype)
@@ -118,21 +146,29 @@ def langevin_sample(
     h = center.expand(shape).clone()
     if init_std > 0:
         h = h + init_std * r * randn_like(h)
-    if backprop == "full":
-        h = h + (anchor.unsqueeze(1) - center)  # connect the chain to the anchor's graph
+    reference = h.detach().clone() if compare_prior_only else None  # prior-only chains
 
     rejected = 0
     energy_before = float("nan")
     with torch.enable_grad():
         for step in range(n_steps):
             h_in = h if backprop == "full" else h.detach().requires_grad_(True)
-            energy = total_energy(h_in)
+            energy = data_energy(h_in)
             if step == 0:
-                energy_before = energy.detach().float().mean().item()
+                energy_before = (energy.detach() + (prior_energy(h_in.detach()) if prior else 0)).float().mean().item()
             (grad,) = torch.autograd.grad(energy.sum(), h_in, create_graph=backprop == "full")
-            proposal = h_in - 0.5 * step_size * r**2 * grad
-            if noise_std > 0:
-                proposal = proposal + noise_std * step_size**0.5 * r * randn_like(h)
+            noise = randn_like(h) if noise_std > 0 else None
+            drift = -0.5 * step_size * r**2 * grad.float()
+            if prior is not None:
+                proposal = prior.step(h_in, center, r, noise) + drift
+                if reference is not None:
+                    reference = prior.step(reference, center.detach(), r, noise)
+            else:
+                proposal = h_in + drift
+                if noise is not None:
+                    proposal = proposal + noise_std * step_size**0.5 * r * noise
+                    if reference is not None:
+                        reference = reference + noise_std * step_size**0.5 * r * noise
             finite = torch.isfinite(proposal.detach()).flatten(2).all(-1)  # [n_anchors, n_chains]
             rejected += int((~finite).sum())
             keep = finite.view(n_anchors, n_chains, *([1] * (anchor.dim() - 1)))
@@ -141,17 +177,23 @@ def langevin_sample(
                 h = h.detach()
 
     with torch.no_grad():
+        final = h.detach()
         if n_steps == 0:
-            energy_before = total_energy(h.detach()).float().mean().item()
-        energy_after = (
-            total_energy(h.detach()).float().mean().item() if compute_energy_after else float("nan")
-        )
-        offset = (h.detach() - center) / r
+            energy_before = total_energy(final).float().mean().item()
+        energy_after = total_energy(final).float().mean().item() if compute_energy_after else float("nan")
+        data_after = data_prior_only = data_prior_only_std = float("nan")
+        if reference is not None:
+            data_after = energy_fn(final).float().mean().item()
+            reference_energy = energy_fn(reference).float()
+            data_prior_only = reference_energy.mean().item()
+            if reference_energy.numel() > 1:
+                data_prior_only_std = reference_energy.std().item()
+        offset = (final - center.detach()) / r
         distance = rms(offset, tuple(range(2, offset.dim()))).mean().item()
         diversity = _mean_pairwise_rms(offset)
 
     if backprop == "detach":
-        samples = anchor.unsqueeze(1) + (h - center).detach()
+        samples = anchor32.unsqueeze(1) + (final - center)
     else:
         samples = h
     return SGLDResult(
@@ -162,7 +204,33 @@ def langevin_sample(
         diversity=diversity,
         rejected_steps=rejected,
         total_steps=n_steps * n_anchors * n_chains,
+        data_energy_after=data_after,
+        data_energy_prior_only=data_prior_only,
+        data_energy_prior_only_std=data_prior_only_std,
     )
+
+
+class GaussianPriorStep:
+    """The prior's part of a Langevin step, integrated exactly (an Ornstein-Uhlenbeck step).
+
+    Over Langevin time alpha, the prior ||H - c||^2 / (2 (p r)^2) with its noise moves the offset
+    H - c to a * (H - c) + NOISE_STD * p r sqrt(1 - a^2) * eps, a = exp(-alpha / (2 p^2)).
+    An Euler step would multiply the offset by (1 - alpha / (2 p^2)): it diverges once
+    alpha >= 4 p^2 and leaves a stationary variance of sigma^2 / (1 - alpha / (4 p^2)) below
+    that. The exact step is stable at every alpha and keeps the prior's variance sigma^2.
+    """
+
+    def __init__(self, prior_std: float, step_size: float, noise_std: float):
+        self.prior_std = prior_std
+        self.noise_std = noise_std
+        self.decay = math.exp(-step_size / (2 * prior_std**2))
+        self.noise_scale = noise_std * prior_std * math.sqrt(-math.expm1(-step_size / prior_std**2))
+
+    def step(self, h: torch.Tensor, center: torch.Tensor, r: torch.Tensor, noise: Optional[torch.Tensor]) -> torch.Tensor:
+        out = center + self.decay * (h - center)
+        if noise is not None:
+            out = out + self.noise_scale * r * noise
+        return out
 
 
 def linearised_energy(energy_fn: EnergyFn, anchor: torch.Tensor, keep_graph: bool) -> EnergyFn:
@@ -209,7 +277,7 @@ class SGLDPromptSampler:
 
     def sample_prompts(
         self, anchor: torch.Tensor, energy_fn: EnergyFn, compute_energy_after: bool = True,
-        generator: Optional[torch.Generator] = None,
+        generator: Optional[torch.Generator] = None, compare_prior_only: bool = False,
     ) -> SGLDResult:
         empl = self.cfg.TRAINER.EMPL
         return langevin_sample(
@@ -225,4 +293,5 @@ class SGLDPromptSampler:
             compute_energy_after=compute_energy_after,
             generator=generator if generator is not None else self.sgld_generator,
             gradient=empl.SGLD_GRADIENT,
+            compare_prior_only=compare_prior_only,
         )
