@@ -28,7 +28,9 @@ from dassl.data.datasets import Datum, DatasetBase
 from dassl.utils import atomic_write, listdir_nohidden, write_json  # write_json is atomic
 
 DOCS = "docs/DATASETS.md"
-SUBSAMPLE_CHOICES = ("all", "base", "new")
+# base_fit / base_heldout split the base classes again (first ceil(m/2) / the rest): tuning on a
+# real dataset holds some base classes out as a stand-in for new classes (tools/tune_bundled.py).
+SUBSAMPLE_CHOICES = ("all", "base", "new", "base_fit", "base_heldout")
 
 
 # ----------------------------------------------------------------------------- file helpers
@@ -254,7 +256,8 @@ class CoOpDataset(DatasetBase):
     @staticmethod
     def subsample_classes(*args, subsample="all"):
         """Keep the base (first ceil(n/2) labels of args[0]) or new (the rest, relabelled from
-        0) classes of each data source; "all" returns them unchanged."""
+        0) classes of each data source; "all" returns them unchanged. base_fit / base_heldout:
+        the first ceil(m/2) of the m base classes / the other base classes (tuning only)."""
         if subsample not in SUBSAMPLE_CHOICES:
             raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be one of {SUBSAMPLE_CHOICES}, got {subsample!r}")
         if subsample == "all":
@@ -262,7 +265,10 @@ class CoOpDataset(DatasetBase):
         labels = sorted({item.label for item in args[0]})
         m = math.ceil(len(labels) / 2)
         print(f"SUBSAMPLE {subsample.upper()} CLASSES!")
-        selected = labels[:m] if subsample == "base" else labels[m:]
+        selected = labels[:m] if subsample.startswith("base") else labels[m:]
+        if subsample in ("base_fit", "base_heldout"):
+            k = math.ceil(len(selected) / 2)
+            selected = selected[:k] if subsample == "base_fit" else selected[k:]
         relabeler = {y: y_new for y_new, y in enumerate(selected)}
         return [
             [Datum(impath=x.impath, label=relabeler[x.label], classname=x.classname)

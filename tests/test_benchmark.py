@@ -257,3 +257,31 @@ def test_zero_shot_uses_the_task_template(world_root, tmp_path):
     trainer = build_trainer(cfg)
     assert trainer.templates() == ["a photo of a {} pattern."]
     assert trainer.text_features.shape == (10, world_clip.WORLD_CLIP_CONFIGS["world-vit"]["embed_dim"])
+
+
+def test_tuning_tool_tunes_empl_on_a_dataset_without_heldout_classes(synthetic_root, tmp_path):
+    """The same tool on a dataset with no <task>_heldout config (as a real dataset): EMPL_CoOp on
+    the tiny CLIP trains on the first half of the base classes and is judged on its val split and
+    on the other base classes' val split (base_fit / base_heldout); EMPL is selected by H."""
+    import io
+
+    from tools import tune_bundled
+
+    out = io.StringIO()
+    output = tmp_path / "tune"
+    rc = tune_bundled.main(["--trainers", "EMPL_CoOp", "--tasks", "synthetic_shapes", "--seeds", "1", "--cfg", "tiny",
+                            "--shots", "2", "--root", str(synthetic_root), "--output-dir", str(output), "--points",
+                            "OPTIM.MAX_EPOCH 1 TRAINER.EMPL.ENERGY_TEMP 1.0",
+                            "OPTIM.MAX_EPOCH 1 TRAINER.EMPL.ENERGY_TEMP 0.1"], out=out)
+    text = out.getvalue()
+    assert rc == 0, text
+    assert "selection: EMPL_CoOp: H" in text
+    rows = [line for line in text.splitlines() if line.startswith("| EMPL_CoOp")]
+    assert len(rows) == 2 and sum("**chosen**" in row for row in rows) == 1
+    logs = list(output.rglob("log.txt"))
+    assert sorted(p.parent.name for p in logs) == ["heldout", "heldout", "train", "train", "val_base", "val_base"]
+    for path in logs:
+        log = path.read_text()
+        assert "Evaluate on the *val* set" in log and "Evaluate on the *test* set" not in log
+        expected = "base_heldout" if path.parent.name == "heldout" else "base_fit"
+        assert f"SUBSAMPLE_CLASSES: {expected}" in log

@@ -257,6 +257,11 @@ def test_subsample_base_new(root, name, n_base):
     assert len(base.test) + len(new.test) == len(full.test)
     fs_new = build(root, name, subsample="new", num_shots=2, seed=1)
     assert Counter(x.label for x in fs_new.train_x) == {c: 2 for c in range(full.num_classes - n_base)}
+    # Tuning's split of the base classes: base_fit + base_heldout = base, disjoint, new untouched.
+    fit, held = build(root, name, subsample="base_fit"), build(root, name, subsample="base_heldout")
+    assert fit.classnames + held.classnames == base.classnames
+    assert fit.classnames == base.classnames[: -(-n_base // 2)]
+    assert {x.label for x in held.test} == set(range(held.num_classes))
 
 
 def test_eurosat_raw_names_in_split_are_fixed(tmp_path):
@@ -293,7 +298,7 @@ def test_too_few_images_for_num_shots(root):
 
 
 def test_bad_subsample_value(root):
-    with pytest.raises(ValueError, match=r"SUBSAMPLE_CLASSES must be one of all, base, new, got 'bse'"):
+    with pytest.raises(ValueError, match=r"SUBSAMPLE_CLASSES must be one of all, base, new, base_fit, base_heldout, got 'bse'"):
         build(root, "DescribableTextures", subsample="bse")
 
 

@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import fixed_batch
+from trainers.empl import feature_spread
 from trainers.open_vocab import name_words
 
 EMPL_COOP = "configs/trainers/EMPL_CoOp/tiny.yaml"
@@ -167,10 +168,12 @@ def test_every_evaluation_draws_the_same_prompts(build_tiny_trainer, mode):
 
 
 def test_anchor_gradient_is_close_to_exact_sgld_on_the_real_energy(build_tiny_trainer):
-    """SGLD_GRADIENT anchor linearises the data energy at the anchor. On the tiny CLIP at the
-    default step size the drift it produces (no noise) is within 5% of exact SGLD's, while it
-    evaluates the energy's gradient once instead of SGLD_STEPS x N_PROMPTS times."""
-    opts = ("TRAINER.EMPL.NOISE_STD", 0.0, "TRAINER.EMPL.INIT_STD", 0.0, "TRAINER.EMPL.SGLD_STEP_SIZE", 0.05)
+    """SGLD_GRADIENT anchor linearises the data energy at the anchor. On the tiny CLIP, with a
+    weak data term and a narrow prior that keep the chains near the anchor, the drift it produces
+    (no noise) is within 5% of exact SGLD's, while it evaluates the energy's gradient once instead
+    of SGLD_STEPS x N_PROMPTS times."""
+    opts = ("TRAINER.EMPL.NOISE_STD", 0.0, "TRAINER.EMPL.INIT_STD", 0.0, "TRAINER.EMPL.SGLD_STEP_SIZE", 0.05,
+            "TRAINER.EMPL.ENERGY_TEMP", 1.0, "TRAINER.EMPL.PRIOR_STD", 0.1)
     drifts = {}
     for gradient in ("exact", "anchor"):
         trainer = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.SGLD_GRADIENT", gradient, *opts)
@@ -197,7 +200,8 @@ def test_linearised_sgld_warns_once_when_chains_go_far(build_tiny_trainer, recwa
     assert trainer.extra_loss_summary["sgld_distance_to_anchor"] > 0.75
     far = [w for w in recwarn if "linearises the energy" in str(w.message)]
     assert len(far) == 1 and "SGLD_GRADIENT exact" in str(far[0].message)
-    near = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.SGLD_GRADIENT", "anchor")
+    near = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.SGLD_GRADIENT", "anchor",
+                              "TRAINER.EMPL.PRIOR_STD", 0.1, "TRAINER.EMPL.INIT_STD", 0.1, "TRAINER.EMPL.ENERGY_TEMP", 1.0)
     near.compute_loss(images, labels)
     assert near.extra_loss_summary["sgld_distance_to_anchor"] < 0.75
     assert len([w for w in recwarn if "linearises the energy" in str(w.message)]) == 1
@@ -262,3 +266,68 @@ def test_amortized_mode_conditions_on_the_training_runs_images(build_tiny_traine
     assert torch.equal(fresh.calibration_features(), saved)
     own = fresh.model.encode_image(next(iter(fresh.train_loader_x))["img"])
     assert not torch.allclose(own[: len(saved)], saved[: len(own)])
+
+
+@pytest.mark.parametrize("layers", [2, 4])
+def test_data_term_shapes_the_chains_at_the_defaults(build_tiny_trainer, layers):
+    """At the default sampler settings (trainers/config.py), on a fixed batch: the chains end at
+    a lower data energy than prior-only chains run on the same noise, and the samples' text
+    features move (shift and spread ratios > 0, what the training log reports as sgld_*)."""
+    trainer = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.SGLD_LAYERS", layers)
+    images, labels = fixed_batch(trainer)
+    with torch.no_grad():
+        image_features = trainer.model.encode_image(images)
+        hidden, eot = trainer.prefix_states([trainer.model.prompt_learner.classes])
+        feats, _, result = trainer.sampled_features(hidden, eot, image_features, diagnose=True,
+                                                    generator=torch.Generator().manual_seed(0))
+    assert result.data_energy_after < result.data_energy_prior_only
+    assert result.as_dict()["sgld/data_energy_z"] < 0
+    spread = feature_spread(feats)
+    assert spread["sgld_shift_ratio"] > 0 and spread["sgld_spread_ratio"] > 0
+    # The training step logs the same diagnostics on its PRINT_FREQ batches.
+    trainer.set_model_mode("train")
+    trainer.batch_idx, trainer.num_batches = 0, 2
+    summary = trainer.forward_backward({"img": images, "label": labels})
+    assert {"sgld_data_energy_gain", "sgld_data_energy_z", "sgld_shift_ratio", "sgld_spread_ratio"} <= set(summary)
+    trainer.batch_idx = 1  # not a PRINT_FREQ batch: no diagnostic cost
+    assert "sgld_data_energy_gain" not in trainer.forward_backward({"img": images, "label": labels})
+
+
+def test_feature_spread_against_a_direct_computation():
+    feats = F.normalize(torch.randn(2, 3, 4, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    spread = feature_spread(feats)
+    anchors, samples = feats[:, 0], feats[:, 1:]
+    to_anchor = torch.stack([1 - (samples[k, s, c] @ anchors[k, c]) for k in range(2) for s in range(2) for c in range(4)]).mean()
+    between = torch.stack([1 - anchors[k, c] @ anchors[k, e] for k in range(2) for c in range(4) for e in range(4) if c != e]).mean()
+    pairs = torch.stack([1 - samples[k, 0, c] @ samples[k, 1, c] for k in range(2) for c in range(4)]).mean()
+    assert spread["sgld_class_distance"] == pytest.approx(between.item(), rel=1e-5)
+    assert spread["sgld_shift_ratio"] == pytest.approx((to_anchor / between).item(), rel=1e-5)
+    assert spread["sgld_spread_ratio"] == pytest.approx((pairs / between).item(), rel=1e-5)
+
+
+def test_persistent_chains_continue_from_the_previous_training_step(build_tiny_trainer):
+    """PERSISTENT: a training step's chains start where the previous step's ended (offsets in
+    units of r), which resume state carries; without it every step starts from the prior."""
+    trainer = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.PERSISTENT", True,
+                                 "TRAINER.EMPL.SGLD_STEPS", 1)
+    images, labels = fixed_batch(trainer)
+    trainer.batch_idx = 1
+    trainer.compute_loss(images, labels)
+    first = trainer.persistent_offsets[0].clone()
+    assert not torch.equal(first, trainer.persistent_offsets[1])  # the prior-only chains beside them
+    assert first.shape == (1, trainer.cfg.TRAINER.EMPL.N_PROMPTS, trainer.model.prompt_learner.n_ctx, first.shape[-1])
+    seen = {}
+    original = trainer.sample_prompts
+
+    def spy(anchor, energy_fn, **kwargs):
+        seen["init"] = kwargs.get("init_offset")
+        return original(anchor, energy_fn, **kwargs)
+
+    trainer.sample_prompts = spy
+    trainer.compute_loss(images, labels)
+    assert torch.equal(seen["init"], first) and not torch.equal(trainer.persistent_offsets[0], first)
+    assert trainer.resume_state()["persistent_offsets"] is trainer.persistent_offsets
+    fresh = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.SGLD_STEPS", 1, "TRAINER.EMPL.PERSISTENT", False)
+    fresh.batch_idx = 1
+    fresh.compute_loss(images, labels)
+    assert fresh.persistent_offsets is None

@@ -368,3 +368,51 @@ def test_compare_all_protocols_share_the_source_runs(tmp_path):
     b2n = [s for s in starts if "/base2new/" in s and "/CoOp/" in s]
     assert len(b2n) == len(compare.BUNDLED_BASE2NEW) * 2 * 2  # train base + test new, per task and seed
     assert "train.py" not in out.getvalue()  # in-process: no command lines
+
+
+def test_paired_differences_and_t_interval_by_hand(b2n_tree):
+    """tools/paired_stats.py: per-seed averages over datasets, A - B on the seeds both have
+    (1 and 2 here), and the Student-t interval of the mean (t_0.975 with 1 df = 12.706)."""
+    from tools import paired_stats
+
+    out = io.StringIO()
+    assert paired_stats.main([str(b2n_tree), "--pairs", "EMPL_CoOp:CoOp"], out=out) == 0
+    results, _ = make_tables.collect_results(str(b2n_tree))
+    seeds, diffs = paired_stats.paired_differences(results, "EMPL_CoOp", "CoOp")
+    assert seeds == [1, 2]
+    for i, seed in enumerate(seeds):
+        ea = [ACCS[("EMPL_CoOp", d)] for d in ("eurosat", "dtd")]
+        ca = [ACCS[("CoOp", d)] for d in ("eurosat", "dtd")]
+        eb, en = mean([a[0][i] for a in ea]), mean([a[1][i] for a in ea])
+        cb, cn = mean([a[0][i] for a in ca]), mean([a[1][i] for a in ca])
+        assert diffs["base"][i] == pytest.approx(eb - cb)
+        assert diffs["new"][i] == pytest.approx(en - cn)
+        assert diffs["H"][i] == pytest.approx(hmean(eb, en) - hmean(cb, cn))
+    m, low, high = paired_stats.t_interval(diffs["H"])
+    d = diffs["H"]
+    half = 12.706 * abs(d[0] - d[1]) / math.sqrt(2) / math.sqrt(2)  # sample std of 2 values = |a-b|/sqrt(2)
+    assert m == pytest.approx(mean(d)) and high - m == pytest.approx(half, rel=1e-4) and m - low == pytest.approx(half, rel=1e-4)
+    assert "EMPL_CoOp - CoOp" in out.getvalue() and f"{m:+.2f} [{low:+.2f}, {high:+.2f}]" in out.getvalue()
+    with pytest.raises(ValueError, match="2 seeds"):
+        paired_stats.t_interval([1.0])
+
+
+def test_ablation_plan_shares_the_default_and_evaluates_inference_on_its_models(capsys):
+    """tools/ablate_empl.py: a value equal to the config's runs in the shared 'default' folder;
+    inference-only ablations re-evaluate the default's trained models instead of training."""
+    from tools import ablate_empl
+
+    defaults = ablate_empl.config_defaults("EMPL_CoOp", "bundled")
+    assert ablate_empl.folder_name(["TRAINER.EMPL.LAMBDA", str(defaults.TRAINER.EMPL.LAMBDA)], defaults) == "default"
+    assert ablate_empl.folder_name(["TRAINER.EMPL.LAMBDA", "1"], defaults) == "LAMBDA-1"
+    assert ablate_empl.folder_name(["TRAINER.EMPL.PERSISTENT", str(not defaults.TRAINER.EMPL.PERSISTENT)],
+                                   defaults).startswith("PERSISTENT-")
+    assert ablate_empl.main(["--ablations", "lambda", "inference", "--seeds", "1", "--dry-run",
+                             "--output-dir", "out/abl"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    trainings = [l for l in lines if "compare.py" in l]
+    evaluations = [l for l in lines if "train.py" in l]
+    assert sorted(l.split("--output-dir ")[1].split()[0] for l in trainings) == sorted(
+        ["out/abl/default", "out/abl/LAMBDA-0", "out/abl/LAMBDA-0.01", "out/abl/LAMBDA-1"])
+    assert len(evaluations) == 2 * 4 * 2  # 2 modes x 4 bundled tasks x (base, new), seed 1
+    assert all("--eval-only" in l and "out/abl/default/base2new/train_base/" in l for l in evaluations)

@@ -201,3 +201,15 @@ def test_data_term_lowers_the_data_energy_against_prior_only_chains():
     plain = langevin_sample(anchor, data, n_chains=8, n_steps=10, step_size=0.01, init_std=0.1, prior_std=0.3,
                             generator=torch.Generator().manual_seed(0))
     assert torch.equal(plain.samples, result.samples)
+
+
+def test_init_offset_starts_the_chains_there_in_units_of_r():
+    anchor = torch.full((1, 2, 3), 2.0)  # r = 2
+    start = torch.randn(1, 4, 2, 3, generator=torch.Generator().manual_seed(0))
+    result = langevin_sample(anchor, lambda h: 0.0 * h.sum((2, 3)), n_chains=4, n_steps=0, step_size=0.1,
+                             init_std=1.0, prior_std=1.0, init_offset=start)
+    assert torch.allclose(result.samples, anchor.unsqueeze(1) + 2.0 * start)
+    assert torch.allclose(result.offsets, start)
+    with pytest.raises(ValueError, match="init_offset"):
+        langevin_sample(anchor, lambda h: 0.0 * h.sum((2, 3)), n_chains=3, n_steps=1, step_size=0.1,
+                        init_offset=start)

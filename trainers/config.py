@@ -25,15 +25,21 @@ def add_method_config(cfg):
 
     # EMPL (docs/EMPL.md; README "EMPL configuration"). Host keys stay in TRAINER.COOP/PRODA.
     cfg.TRAINER.EMPL = CN()
+    # The sampler's defaults were chosen on the bundled benchmark's validation data (docs/EMPL.md,
+    # "Choosing the defaults"); PRIOR_STD, INIT_STD and SGLD_STEP_SIZE are in units of rms(anchor),
+    # so they carry over to other CLIPs; SGLD_LAYERS does not (re-check it on a validation split).
     cfg.TRAINER.EMPL.N_PROMPTS = 4  # N chains (samples) per anchor; 0 turns sampling off
-    cfg.TRAINER.EMPL.SGLD_STEPS = 5  # T
-    cfg.TRAINER.EMPL.SGLD_STEP_SIZE = 0.01  # alpha, in units of rms(anchor)
+    cfg.TRAINER.EMPL.SGLD_STEPS = 1  # T per training step (persistent chains continue across steps)
+    cfg.TRAINER.EMPL.SGLD_STEP_SIZE = 0.5  # alpha, Langevin time per step (prior part integrated exactly)
     cfg.TRAINER.EMPL.NOISE_STD = 1.0  # 1 = exact Langevin noise
-    cfg.TRAINER.EMPL.INIT_STD = 0.1  # chain starts: anchor + INIT_STD * r * eps
-    cfg.TRAINER.EMPL.PRIOR_STD = 0.1  # sigma / rms(anchor) of the anchoring prior; <= 0: no prior
+    cfg.TRAINER.EMPL.INIT_STD = 1.0  # chain starts: anchor + INIT_STD * r * eps (= PRIOR_STD: start from the prior)
+    cfg.TRAINER.EMPL.PRIOR_STD = 1.0  # sigma / rms(anchor) of the anchoring prior; <= 0: no prior
     cfg.TRAINER.EMPL.SGLD_GRADIENT = "exact"  # exact, or anchor: the data energy's gradient taken once, at the anchor
-    cfg.TRAINER.EMPL.SGLD_LAYERS = 2  # l: sample at the input of text block L - l
-    cfg.TRAINER.EMPL.ENERGY_TEMP = 1.0  # T_E
+    cfg.TRAINER.EMPL.SGLD_LAYERS = 2  # l: sample at the input of text block L - l (2: the paper's Table 4)
+    cfg.TRAINER.EMPL.ENERGY_TEMP = 0.01  # T_E: the data term is the batch-mean free energy / T_E
+    # Persistent chains: each training step's chains start where the previous step's ended (in
+    # units of r from the moving anchor) instead of from the prior; CONDITION batch only.
+    cfg.TRAINER.EMPL.PERSISTENT = True
     cfg.TRAINER.EMPL.CONDITION = "batch"  # batch or image
     cfg.TRAINER.EMPL.BACKPROP = "detach"  # detach or full (through the chain)
     cfg.TRAINER.EMPL.N_UNSEEN = 4  # unseen words per batch

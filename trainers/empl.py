@@ -165,6 +165,11 @@ class EMPLMixin(SGLDPromptSampler):
         self.eval_generator = torch.Generator(device=self.device)
         self.clear_eval_cache()
         self.warned_linearisation = False
+        # PERSISTENT: the training chains' last offsets from their anchors, in units of r
+        # ([K, N, M, d]), and those of the prior-only chains beside them; the next training
+        # step's chains start there, as replay buffers do in EBM training, so fewer SGLD_STEPS
+        # per step can reach the same spread.
+        self.persistent_offsets: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         if not hasattr(learner, "calibration_features"):  # amortized mode's condition (refresh_calibration)
             learner.register_buffer("calibration_features", torch.zeros(0))  # check_linearisation_range warns once per trainer
 
@@ -175,6 +180,7 @@ class EMPLMixin(SGLDPromptSampler):
         parent = getattr(super(), "resume_state", None)
         state = dict(parent()) if parent else {}
         state["open_vocab"] = self.open_vocab.state_dict()
+        state["persistent_offsets"] = self.persistent_offsets
         if self.sgld_generator is not None:
             state["sgld_generator"] = self.sgld_generator.get_state()
         return state
@@ -185,6 +191,8 @@ class EMPLMixin(SGLDPromptSampler):
             parent(state)
         if "open_vocab" in state:
             self.open_vocab.load_state_dict(state["open_vocab"])
+        if state.get("persistent_offsets") is not None:
+            self.persistent_offsets = tuple(t.to(self.device) for t in state["persistent_offsets"])
         if "sgld_generator" in state and self.sgld_generator is not None:
             self.sgld_generator.set_state(state["sgld_generator"])
 
@@ -232,7 +240,7 @@ class EMPLMixin(SGLDPromptSampler):
     def sampled_features(
         self, hidden: torch.Tensor, eot: torch.Tensor, image_features: Optional[torch.Tensor],
         sample: bool = True, allow_per_image: bool = True, generator: Optional[torch.Generator] = None,
-        diagnose: bool = False,
+        diagnose: bool = False, persistent: bool = False,
     ) -> Tuple[torch.Tensor, bool, Optional[SGLDResult]]:
         """Text features of the anchors and their SGLD samples on the classes of `hidden`.
 
@@ -242,6 +250,7 @@ class EMPLMixin(SGLDPromptSampler):
         allow_per_image=False conditions on the whole batch whatever CONDITION says (amortized).
         generator: the chains' noise (default: the training generator).
         diagnose: also measure the energies and the prior-only comparison (SGLDResult).
+        persistent: start the chains where the previous persistent call's ended (PERSISTENT).
         """
         empl = self.empl_cfg
         anchors = self.split_text.context_states(hidden[:, 0])  # [K, M, d]: class-independent
@@ -265,11 +274,22 @@ class EMPLMixin(SGLDPromptSampler):
             logits = tau * torch.einsum("anpd,abd->anbp", feats, images)
             return free_energy(logits, empl.ENERGY_TEMP)
 
-        result = self.sample_prompts(anchors.repeat_interleave(groups, dim=0), energy, generator=generator,
-                                     compute_energy_after=diagnose, compare_prior_only=diagnose)
+        group_anchors = anchors.repeat_interleave(groups, dim=0)
+        init = reference_init = None
+        if persistent:
+            # Persistent prior-only chains run beside them on the same noise (a cheap prior step),
+            # so the diagnostics compare chains with the same history.
+            chains = (group_anchors.shape[0], empl.N_PROMPTS) + tuple(group_anchors.shape[1:])
+            previous = self.persistent_offsets
+            if previous is not None and tuple(previous[0].shape) == chains:
+                init, reference_init = previous
+        result = self.sample_prompts(group_anchors, energy, generator=generator, compute_energy_after=diagnose,
+                                     compare_prior_only=diagnose, init_offset=init,
+                                     reference_init_offset=reference_init, keep_reference=persistent)
+        if persistent:
+            self.persistent_offsets = (result.offsets, result.reference_offsets)
         # Samples stay fp32 (the chains' precision); features() casts them to the model's dtype.
-        group_anchors = anchors.repeat_interleave(groups, dim=0).unsqueeze(1).float()
-        states = torch.cat([group_anchors, result.samples], dim=1)
+        states = torch.cat([group_anchors.unsqueeze(1).float(), result.samples], dim=1)
         feats = self.split_text.features(group_hidden, eot, states)  # [K*G, S, P, D]
         if per_image:
             feats = feats.view(n_sets, groups, *feats.shape[1:])
@@ -287,7 +307,8 @@ class EMPLMixin(SGLDPromptSampler):
             pieces.append(self.word_prompts(self.open_vocab.draw(empl.N_UNSEEN)))
         hidden, eot = self.prefix_states(pieces)
         diagnose = getattr(self, "batch_idx", 0) % self.cfg.TRAIN.PRINT_FREQ == 0
-        feats, per_image, result = self.sampled_features(hidden, eot, image_features, diagnose=diagnose)
+        feats, per_image, result = self.sampled_features(hidden, eot, image_features, diagnose=diagnose,
+                                                         persistent=empl.PERSISTENT)
         logits = self.image_logits(image_features, feats, per_image)  # [K, S, B, V+U]
         n_seen = seen.n_cls
         anchor_features = (feats[:, 0, 0] if per_image else feats[:, 0])[:, :n_seen]  # [K, V, D]

@@ -46,6 +46,8 @@ class SGLDResult:
     """
 
     samples: torch.Tensor
+    offsets: torch.Tensor  # (H_T - anchor) / r, detached: where persistent chains restart
+    reference_offsets: Optional[torch.Tensor]  # the same for the prior-only chains (None if none ran)
     energy_before: float  # mean total energy of H_0
     energy_after: float  # mean total energy of H_T (nan when not computed)
     distance_to_anchor: float  # mean rms(H_T - anchor) / r
@@ -98,6 +100,9 @@ def langevin_sample(
     generator: Optional[torch.Generator] = None,
     gradient: str = "exact",
     compare_prior_only: bool = False,
+    init_offset: Optional[torch.Tensor] = None,
+    reference_init_offset: Optional[torch.Tensor] = None,
+    keep_reference: bool = False,
 ) -> SGLDResult:
     """Run n_chains Langevin chains per anchor, all batched, in fp32 whatever the anchor's dtype.
 
@@ -107,6 +112,13 @@ def langevin_sample(
         energies are those of the linearised data term the chains actually followed.
     compare_prior_only: also run prior-only chains on the same start and noise, and report the
         true data energy at the end of both (SGLDResult.data_energy_after / _prior_only).
+    init_offset: [n_anchors, n_chains, *prompt_shape], where the chains start, in units of r from
+        the anchor (persistent chains: the previous call's SGLDResult.offsets); replaces the
+        INIT_STD draw.
+    reference_init_offset: where the prior-only chains start (persistent: the previous call's
+        SGLDResult.reference_offsets; default: where the chains start).
+    keep_reference: run the prior-only chains (and return their offsets) even without
+        compare_prior_only, which adds the two energy evaluations.
     """
     if backprop not in ("detach", "full"):
         raise ValueError(f"TRAINER.EMPL.BACKPROP must be 'detach' or 'full', got {backprop!r}")
@@ -144,9 +156,20 @@ def langevin_sample(
 
     shape = (n_anchors, n_chains) + tuple(anchor.shape[1:])
     h = center.expand(shape).clone()
-    if init_std > 0:
+    if init_offset is not None:
+        if tuple(init_offset.shape) != shape:
+            raise ValueError(f"init_offset has shape {tuple(init_offset.shape)}, the chains {shape}")
+        h = h + r * init_offset.to(h.dtype)
+    elif init_std > 0:
         h = h + init_std * r * randn_like(h)
-    reference = h.detach().clone() if compare_prior_only else None  # prior-only chains
+    # Prior-only chains on the same noise: the diagnostics' baseline.
+    reference = None
+    if reference_init_offset is not None:
+        if tuple(reference_init_offset.shape) != shape:
+            raise ValueError(f"reference_init_offset has shape {tuple(reference_init_offset.shape)}, the chains {shape}")
+        reference = (center.detach() + r * reference_init_offset.to(h.dtype)).expand(shape).clone()
+    elif compare_prior_only or keep_reference:
+        reference = h.detach().clone()
 
     rejected = 0
     energy_before = float("nan")
@@ -182,7 +205,8 @@ def langevin_sample(
             energy_before = total_energy(final).float().mean().item()
         energy_after = total_energy(final).float().mean().item() if compute_energy_after else float("nan")
         data_after = data_prior_only = data_prior_only_std = float("nan")
-        if reference is not None:
+        reference_offsets = None if reference is None else (reference - center.detach()) / r
+        if reference is not None and compare_prior_only:
             data_after = energy_fn(final).float().mean().item()
             reference_energy = energy_fn(reference).float()
             data_prior_only = reference_energy.mean().item()
@@ -198,6 +222,8 @@ def langevin_sample(
         samples = h
     return SGLDResult(
         samples=samples,
+        offsets=offset,
+        reference_offsets=reference_offsets,
         energy_before=energy_before,
         energy_after=energy_after,
         distance_to_anchor=distance,
@@ -278,6 +304,8 @@ class SGLDPromptSampler:
     def sample_prompts(
         self, anchor: torch.Tensor, energy_fn: EnergyFn, compute_energy_after: bool = True,
         generator: Optional[torch.Generator] = None, compare_prior_only: bool = False,
+        init_offset: Optional[torch.Tensor] = None, reference_init_offset: Optional[torch.Tensor] = None,
+        keep_reference: bool = False,
     ) -> SGLDResult:
         empl = self.cfg.TRAINER.EMPL
         return langevin_sample(
@@ -294,4 +322,7 @@ class SGLDPromptSampler:
             generator=generator if generator is not None else self.sgld_generator,
             gradient=empl.SGLD_GRADIENT,
             compare_prior_only=compare_prior_only,
+            init_offset=init_offset,
+            reference_init_offset=reference_init_offset,
+            keep_reference=keep_reference,
         )

@@ -1,0 +1,115 @@
+"""Paired comparisons of two trainers over the same seeds: differences with 95% confidence intervals.
+
+    python tools/paired_stats.py output/quickstart --pairs EMPL_CoOp:CoOp EMPL_ProDA:ProDA
+
+For each seed, base and new are averaged over the base-to-new datasets both trainers finished
+with that seed, and H is the harmonic mean of those averages; the difference A - B is taken per
+seed (runs with the same seed see the same data), and its mean gets a Student-t 95% interval
+over seeds. An interval above zero means A beats B on these seeds beyond seed noise.
+"""
+import argparse
+import os
+import statistics
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from tools import make_tables  # noqa: E402
+
+# Two-sided 95% quantiles of Student's t by degrees of freedom (beyond 30: the normal's 1.96).
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+         20: 2.086, 25: 2.060, 30: 2.042}
+METRICS = ("base", "new", "H")
+
+
+def t_quantile(df: int) -> float:
+    if df < 1:
+        raise ValueError("a confidence interval needs at least 2 seeds")
+    if df in T_975:
+        return T_975[df]
+    return T_975[max(k for k in T_975 if k <= df)] if df <= 30 else 1.96
+
+
+def t_interval(values: Sequence[float]) -> Tuple[float, float, float]:
+    """(mean, low, high): the 95% Student-t interval of the mean of values (n >= 2)."""
+    mean = statistics.fmean(values)
+    half = t_quantile(len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    return mean, mean - half, mean + half
+
+
+def seed_averages(results: Sequence[make_tables.RunResult], trainer: str,
+                  datasets: Optional[Sequence[str]] = None) -> Dict[int, Dict[str, Dict[str, float]]]:
+    """{seed: {dataset: {"base": acc, "new": acc}}} of a trainer's base-to-new runs (base from
+    test_base when it exists, else from the train_base log, as the tables do)."""
+    out: Dict[int, Dict[str, Dict[str, float]]] = {}
+    runs = [r for r in results if r.trainer == trainer and r.part in ("train_base", "test_base", "test_new")
+            and (datasets is None or r.dataset in datasets)]
+    for r in sorted(runs, key=lambda r: r.part != "train_base"):
+        out.setdefault(r.seed, {}).setdefault(r.dataset, {})["new" if r.part == "test_new" else "base"] = r.accuracy
+    return out
+
+
+def averages(per_dataset: Dict[str, Dict[str, float]], datasets: Sequence[str]) -> Dict[str, float]:
+    base = statistics.fmean(per_dataset[d]["base"] for d in datasets)
+    new = statistics.fmean(per_dataset[d]["new"] for d in datasets)
+    return {"base": base, "new": new, "H": make_tables.harmonic_mean(base, new)}
+
+
+def paired_differences(results, first: str, second: str) -> Tuple[List[int], Dict[str, List[float]]]:
+    """Seeds both trainers finished on the same datasets, and per metric the per-seed A - B."""
+    a, b = seed_averages(results, first), seed_averages(results, second)
+    seeds, diffs = [], {m: [] for m in METRICS}
+    for seed in sorted(set(a) & set(b)):
+        common = sorted(d for d in set(a[seed]) & set(b[seed])
+                        if len(a[seed][d]) == 2 and len(b[seed][d]) == 2)
+        if not common:
+            continue
+        avg_a, avg_b = averages(a[seed], common), averages(b[seed], common)
+        seeds.append(seed)
+        for m in METRICS:
+            diffs[m].append(avg_a[m] - avg_b[m])
+    return seeds, diffs
+
+
+def render(results, pairs: Sequence[Tuple[str, str]]) -> str:
+    rows = []
+    for first, second in pairs:
+        seeds, diffs = paired_differences(results, first, second)
+        if len(seeds) < 2:
+            rows.append([f"{first} - {second}", "–", f"{len(seeds)} paired seed(s): need 2", "–"])
+            continue
+        for m in METRICS:
+            mean, low, high = t_interval(diffs[m])
+            rows.append([f"{first} - {second}", m, " / ".join(f"{d:+.2f}" for d in diffs[m]),
+                         f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"])
+    return make_tables.md_table(["pair", "metric", "per seed", "mean [95% CI]"], rows)
+
+
+def parse_pair(text: str) -> Tuple[str, str]:
+    first, sep, second = text.partition(":")
+    if not sep or not first or not second:
+        raise argparse.ArgumentTypeError(f"a pair is TRAINER_A:TRAINER_B, got {text!r}")
+    return first, second
+
+
+def main(argv=None, out=None) -> int:
+    out = out or sys.stdout
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", help="an output folder holding base-to-new runs (compare.py's --output-dir)")
+    parser.add_argument("--pairs", nargs="+", type=parse_pair, required=True, help="A:B, e.g. EMPL_CoOp:CoOp")
+    args = parser.parse_args(argv)
+    results, _ = make_tables.collect_results(args.root)
+    if not results:
+        print(f"error: no finished runs under {args.root}", file=sys.stderr)
+        return 2
+    print(render(results, args.pairs), file=out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
