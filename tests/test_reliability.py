@@ -121,7 +121,8 @@ def test_tensorboard_has_losses_lr_accuracy_and_sgld_diagnostics(reference):
     tags = set(acc.Tags()["scalars"])
     for tag in ("train/loss", "train/acc", "train/lr", "train/loss_in", "train/loss_out",
                 "train/sgld_energy_before", "train/sgld_energy_after", "train/sgld_diversity",
-                "train/sgld_distance_to_anchor", "train/sgld_rejected_steps", "test/accuracy"):
+                "train/sgld_distance_to_anchor", "train/sgld_rejected_steps", "train/sgld_data_energy_gain",
+                "train/sgld_data_energy_z", "train/sgld_shift_ratio", "train/sgld_spread_ratio", "test/accuracy"):
         assert tag in tags, sorted(tags)
     assert len(acc.Scalars("train/loss")) == 10  # one per iteration
     final = parse_test_res.read_metric(str(reference / "log.txt"))

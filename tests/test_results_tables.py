@@ -404,7 +404,7 @@ def test_ablation_plan_shares_the_default_and_evaluates_inference_on_its_models(
 
     defaults = ablate_empl.config_defaults("EMPL_CoOp", "bundled")
     assert ablate_empl.folder_name(["TRAINER.EMPL.LAMBDA", str(defaults.TRAINER.EMPL.LAMBDA)], defaults) == "default"
-    assert ablate_empl.folder_name(["TRAINER.EMPL.LAMBDA", "1"], defaults) == "LAMBDA-1"
+    assert ablate_empl.folder_name(["TRAINER.EMPL.LAMBDA", "1.0"], defaults) == "LAMBDA-1.0"
     assert ablate_empl.folder_name(["TRAINER.EMPL.PERSISTENT", str(not defaults.TRAINER.EMPL.PERSISTENT)],
                                    defaults).startswith("PERSISTENT-")
     assert ablate_empl.main(["--ablations", "lambda", "inference", "--seeds", "1", "--dry-run",
@@ -413,6 +413,6 @@ def test_ablation_plan_shares_the_default_and_evaluates_inference_on_its_models(
     trainings = [l for l in lines if "compare.py" in l]
     evaluations = [l for l in lines if "train.py" in l]
     assert sorted(l.split("--output-dir ")[1].split()[0] for l in trainings) == sorted(
-        ["out/abl/default", "out/abl/LAMBDA-0", "out/abl/LAMBDA-0.01", "out/abl/LAMBDA-1"])
+        ["out/abl/default", "out/abl/LAMBDA-0.0", "out/abl/LAMBDA-0.01", "out/abl/LAMBDA-1.0"])
     assert len(evaluations) == 2 * 4 * 2  # 2 modes x 4 bundled tasks x (base, new), seed 1
     assert all("--eval-only" in l and "out/abl/default/base2new/train_base/" in l for l in evaluations)

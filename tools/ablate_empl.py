@@ -31,16 +31,16 @@ E = "TRAINER.EMPL."
 # name -> [(label, opts)]: the paper's ablations (Fig. 6: lambda, unseen words; Fig. 7: number of
 # prompts; Table 4: SGLD layers) and this project's (L_out's form, components, gradient, inference).
 ABLATIONS: Dict[str, List[Tuple[str, List[str]]]] = {
-    "lambda": [(v, [E + "LAMBDA", v]) for v in ("0", "0.01", "0.1", "1")],
+    "lambda": [(v, [E + "LAMBDA", v]) for v in ("0.0", "0.01", "0.1", "1.0")],  # floats: yacs checks the type
     "unseen": [(v, [E + "N_UNSEEN", v]) for v in ("1", "2", "4", "8")],
     "n_prompts": [(v, [E + "N_PROMPTS", v]) for v in ("0", "1", "2", "4", "8")],
     "sgld_layers": [(v, [E + "SGLD_LAYERS", v]) for v in ("1", "2", "3", "4")],
     "open_loss": [(v, [E + "OPEN_LOSS", v]) for v in ("entropy", "energy", "none")],
     "components": [
         ("sampling + L_out (EMPL)", []),
-        ("sampling, no L_out", [E + "LAMBDA", "0"]),
+        ("sampling, no L_out", [E + "LAMBDA", "0.0"]),
         ("L_out, no sampling", [E + "N_PROMPTS", "0"]),
-        ("neither", [E + "N_PROMPTS", "0", E + "LAMBDA", "0"]),
+        ("neither", [E + "N_PROMPTS", "0", E + "LAMBDA", "0.0"]),
     ],
     "sgld_gradient": [(v, [E + "SGLD_GRADIENT", v]) for v in ("exact", "anchor")],
     "chains": [("persistent, SGLD_STEPS 1", []), ("fresh, SGLD_STEPS 4", [E + "PERSISTENT", "False", E + "SGLD_STEPS", "4"])],
