@@ -132,19 +132,26 @@ def run_sets(args, plan: Dict[str, List[Tuple[str, str, List[str]]]]) -> int:
     return n_failed
 
 
+def folder_results(args, folder: str):
+    """The finished runs of one value's folder ([] when it has none yet)."""
+    path = os.path.join(args.output_dir, folder)
+    return make_tables.collect_results(path)[0] if os.path.isdir(path) else []
+
+
 def summarize(args, name: str, rows) -> Tuple[str, list]:
     """Markdown table of one ablation and the points for its plot."""
-    default_results, _ = make_tables.collect_results(os.path.join(args.output_dir, "default"))
+    default_results = folder_results(args, "default")
     table, points = [], []
     for label, folder, _ in rows:
-        results, _ = make_tables.collect_results(os.path.join(args.output_dir, folder))
+        results = folder_results(args, folder)
         per_seed = paired_stats.seed_averages(results, args.trainer)
-        seeds = sorted(s for s, by_dataset in per_seed.items()
-                       if by_dataset and all(len(v) == 2 for v in by_dataset.values()))
+        expected = set(args.datasets or compare.BUNDLED_BASE2NEW)
+        seeds = sorted(s for s, by_dataset in per_seed.items()  # seeds with every dataset finished
+                       if {d for d, v in by_dataset.items() if len(v) == 2} >= expected)
         if not seeds:
             table.append([label, "–", "–", "–", "–", "0"])
             continue
-        avgs = [paired_stats.averages(per_seed[s], sorted(per_seed[s])) for s in seeds]
+        avgs = [paired_stats.averages(per_seed[s], sorted(expected)) for s in seeds]
         stats = {m: (statistics.fmean(a[m] for a in avgs), statistics.stdev(a[m] for a in avgs) if len(avgs) > 1 else 0.0)
                  for m in paired_stats.METRICS}
         delta = "(default)" if folder == "default" else "–"
