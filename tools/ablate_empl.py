@@ -185,7 +185,7 @@ def plot(name: str, points, path: str) -> str:
     ax.set_xticklabels([p[0] for p in points], rotation=15 if name == "components" else 0, fontsize="small")
     ax.set_xlabel(name)
     ax.set_ylabel("accuracy (%), mean ± std over seeds")
-    ax.set_title(f"EMPL ablation: {name} (bundled benchmark, synthetic)")
+    ax.set_title(f"EMPL_CoOp ablation: {name} (synthetic)")
     return make_tables._save_with_outside_legend(plt, fig, ax, path)
 
 
