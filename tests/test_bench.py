@@ -3,6 +3,7 @@ synthetic tensors, times it, prints the table and writes JSON (no time assertion
 import json
 import math
 
+import pytest
 import yaml
 
 from tools import bench
@@ -49,6 +50,7 @@ def test_transformer_flops_match_torch_flop_counter(tiny_clip):
     assert counted == expected
 
 
+@pytest.mark.filterwarnings("ignore:TRAINER.EMPL.SGLD_GRADIENT anchor linearises")  # expected at the defaults
 def test_flop_count_ranks_empl_sgld_gradients(capsys):
     """--count-flops and --opts: EMPL's linearised SGLD (one energy gradient per step) costs
     fewer FLOPs than exact SGLD and more than CoOp, whose count the EMPL key leaves alone."""
