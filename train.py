@@ -165,8 +165,10 @@ def main(args):
     else:  # only rank 0 prints and logs; the other ranks keep stderr for their errors
         sys.stdout = open(os.devnull, "w")
 
-    if torch.cuda.is_available() and cfg.USE_CUDA:
-        torch.backends.cudnn.benchmark = True
+    if getattr(args, "deterministic", False):
+        make_deterministic()
+    elif torch.cuda.is_available() and cfg.USE_CUDA:
+        torch.backends.cudnn.benchmark = True  # CoOp's choice: faster, not bit-identical
 
     print_args(args, cfg)
     print("Collecting env info ...")
@@ -181,6 +183,20 @@ def main(args):
 
     if not args.no_train:
         trainer.train()
+
+
+def make_deterministic():
+    """Bit-identical GPU runs, at some speed (docs/RELIABILITY.md, "Determinism"): no cuDNN
+    autotuning, deterministic cuDNN and torch kernels (an op without one raises), cuBLAS with a
+    fixed workspace, and the math backend of scaled dot-product attention."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read at cuBLAS's first use
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cuda.enable_flash_sdp(False)
+    torch.backends.cuda.enable_mem_efficient_sdp(False)
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    torch.backends.cuda.enable_math_sdp(True)
 
 
 def build_parser():
@@ -207,6 +223,8 @@ def build_parser():
     )
     parser.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="bit-identical GPU runs (slower): docs/RELIABILITY.md, Determinism")
     parser.add_argument(
         "opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line"
     )

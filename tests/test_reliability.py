@@ -212,3 +212,28 @@ def test_eval_progress_bar_only_on_a_terminal_and_rank_0(monkeypatch):
     assert bar is not data and list(bar) == data
     monkeypatch.setattr(engine, "is_main_process", lambda: False)
     assert engine._progress(data) is data  # ranks other than 0
+
+
+def test_deterministic_flag_sets_the_gpu_determinism_switches(monkeypatch):
+    """train.py --deterministic: the switches docs/RELIABILITY.md lists, set before the trainer
+    is built (checked here on CPU, where they are plain flags); restored after the test."""
+    import train
+
+    assert train.build_parser().parse_args(["--deterministic"]).deterministic
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+             torch.are_deterministic_algorithms_enabled(), torch.backends.cuda.flash_sdp_enabled(),
+             torch.backends.cuda.mem_efficient_sdp_enabled(), torch.backends.cuda.cudnn_sdp_enabled())
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        train.make_deterministic()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.backends.cuda.flash_sdp_enabled() and not torch.backends.cuda.mem_efficient_sdp_enabled()
+        assert torch.backends.cuda.math_sdp_enabled()
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
+        torch.use_deterministic_algorithms(saved[2])
+        torch.backends.cuda.enable_flash_sdp(saved[3])
+        torch.backends.cuda.enable_mem_efficient_sdp(saved[4])
+        torch.backends.cuda.enable_cudnn_sdp(saved[5])
