@@ -67,7 +67,9 @@ def folder_name(opts: Sequence[str], defaults) -> str:
         node = defaults
         for part in key.split("."):
             node = node[part]
-        if type(node)(value) != node if not isinstance(node, bool) else str(node) != value:
+        # bool("False") is True: compare booleans as text, other values in the config's type.
+        same = str(node) == value if isinstance(node, bool) else type(node)(value) == node
+        if not same:
             changed.append(f"{key.replace(E, '')}-{value}")
     return "-".join(changed) or "default"
 
@@ -156,7 +158,8 @@ def summarize(args, name: str, rows) -> Tuple[str, list]:
                  for m in paired_stats.METRICS}
         delta = "(default)" if folder == "default" else "–"
         if folder != "default" and default_results:
-            seeds_d, diffs = paired_differences_between(results, default_results, args.trainer)
+            seeds_d, diffs = paired_stats.seed_differences(paired_stats.seed_averages(results, args.trainer),
+                                                           paired_stats.seed_averages(default_results, args.trainer))
             if len(seeds_d) >= 2:
                 mean, low, high = paired_stats.t_interval(diffs["H"])
                 delta = f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"
@@ -165,13 +168,6 @@ def summarize(args, name: str, rows) -> Tuple[str, list]:
         points.append((label, stats))
     md = make_tables.md_table([name, "base", "new", "H", "H - default [95% CI]", "seeds"], table)
     return md, points
-
-
-def paired_differences_between(results_a, results_b, trainer: str):
-    """paired_stats.paired_differences for one trainer's runs in two folders."""
-    relabelled = [make_tables.RunResult(r.tree, r.part, trainer + " (ablation)", r.cfg, r.shots, r.dataset, r.seed,
-                                        r.accuracy, r.log_path) for r in results_a]
-    return paired_stats.paired_differences(relabelled + list(results_b), trainer + " (ablation)", trainer)
 
 
 def plot(name: str, points, path: str) -> str:

@@ -61,7 +61,11 @@ def averages(per_dataset: Dict[str, Dict[str, float]], datasets: Sequence[str]) 
 
 def paired_differences(results, first: str, second: str) -> Tuple[List[int], Dict[str, List[float]]]:
     """Seeds both trainers finished on the same datasets, and per metric the per-seed A - B."""
-    a, b = seed_averages(results, first), seed_averages(results, second)
+    return seed_differences(seed_averages(results, first), seed_averages(results, second))
+
+
+def seed_differences(a, b) -> Tuple[List[int], Dict[str, List[float]]]:
+    """The same from two seed_averages() results (two trainers, or one trainer's two run sets)."""
     seeds, diffs = [], {m: [] for m in METRICS}
     for seed in sorted(set(a) & set(b)):
         common = sorted(d for d in set(a[seed]) & set(b[seed])

@@ -164,14 +164,14 @@ class EMPLMixin(SGLDPromptSampler):
         self.sgld_generator = torch.Generator(device=self.device).manual_seed(self.sgld_seed + SGLD_SEED_OFFSET)
         self.eval_generator = torch.Generator(device=self.device)
         self.clear_eval_cache()
-        self.warned_linearisation = False
+        self.warned_linearisation = False  # check_linearisation_range warns once per trainer
         # PERSISTENT: the training chains' last offsets from their anchors, in units of r
         # ([K, N, M, d]), and those of the prior-only chains beside them; the next training
         # step's chains start there, as replay buffers do in EBM training, so fewer SGLD_STEPS
         # per step can reach the same spread.
         self.persistent_offsets: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         if not hasattr(learner, "calibration_features"):  # amortized mode's condition (refresh_calibration)
-            learner.register_buffer("calibration_features", torch.zeros(0))  # check_linearisation_range warns once per trainer
+            learner.register_buffer("calibration_features", torch.zeros(0))
 
     # ------------------------------------------------------------------ resume
     def resume_state(self) -> dict:

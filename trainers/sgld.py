@@ -154,6 +154,12 @@ def langevin_sample(
     def randn_like(t):
         return torch.randn(t.shape, generator=generator, device=t.device, dtype=t.dtype)
 
+    def prior_and_noise(h, c, noise):
+        """A step's part without the data term: the exact prior step, or the Euler noise alone."""
+        if prior is not None:
+            return prior.step(h, c, r, noise)
+        return h if noise is None else h + noise_std * step_size**0.5 * r * noise
+
     shape = (n_anchors, n_chains) + tuple(anchor.shape[1:])
     h = center.expand(shape).clone()
     if init_offset is not None:
@@ -181,17 +187,9 @@ def langevin_sample(
                 energy_before = (energy.detach() + (prior_energy(h_in.detach()) if prior else 0)).float().mean().item()
             (grad,) = torch.autograd.grad(energy.sum(), h_in, create_graph=backprop == "full")
             noise = randn_like(h) if noise_std > 0 else None
-            drift = -0.5 * step_size * r**2 * grad.float()
-            if prior is not None:
-                proposal = prior.step(h_in, center, r, noise) + drift
-                if reference is not None:
-                    reference = prior.step(reference, center.detach(), r, noise)
-            else:
-                proposal = h_in + drift
-                if noise is not None:
-                    proposal = proposal + noise_std * step_size**0.5 * r * noise
-                    if reference is not None:
-                        reference = reference + noise_std * step_size**0.5 * r * noise
+            proposal = prior_and_noise(h_in, center, noise) - 0.5 * step_size * r**2 * grad.float()
+            if reference is not None:  # the same step without the data term
+                reference = prior_and_noise(reference, center.detach(), noise)
             finite = torch.isfinite(proposal.detach()).flatten(2).all(-1)  # [n_anchors, n_chains]
             rejected += int((~finite).sum())
             keep = finite.view(n_anchors, n_chains, *([1] * (anchor.dim() - 1)))
@@ -247,8 +245,6 @@ class GaussianPriorStep:
     """
 
     def __init__(self, prior_std: float, step_size: float, noise_std: float):
-        self.prior_std = prior_std
-        self.noise_std = noise_std
         self.decay = math.exp(-step_size / (2 * prior_std**2))
         self.noise_scale = noise_std * prior_std * math.sqrt(-math.expm1(-step_size / prior_std**2))
 
@@ -302,11 +298,10 @@ class SGLDPromptSampler:
     sgld_generator: Optional[torch.Generator] = None
 
     def sample_prompts(
-        self, anchor: torch.Tensor, energy_fn: EnergyFn, compute_energy_after: bool = True,
-        generator: Optional[torch.Generator] = None, compare_prior_only: bool = False,
-        init_offset: Optional[torch.Tensor] = None, reference_init_offset: Optional[torch.Tensor] = None,
-        keep_reference: bool = False,
+        self, anchor: torch.Tensor, energy_fn: EnergyFn, generator: Optional[torch.Generator] = None, **options,
     ) -> SGLDResult:
+        """langevin_sample with the config's settings; options: its per-call keywords
+        (compute_energy_after, compare_prior_only, init_offset, reference_init_offset, keep_reference)."""
         empl = self.cfg.TRAINER.EMPL
         return langevin_sample(
             anchor,
@@ -318,11 +313,7 @@ class SGLDPromptSampler:
             init_std=empl.INIT_STD,
             prior_std=empl.PRIOR_STD,
             backprop=empl.BACKPROP,
-            compute_energy_after=compute_energy_after,
             generator=generator if generator is not None else self.sgld_generator,
             gradient=empl.SGLD_GRADIENT,
-            compare_prior_only=compare_prior_only,
-            init_offset=init_offset,
-            reference_init_offset=reference_init_offset,
-            keep_reference=keep_reference,
+            **options,
         )
