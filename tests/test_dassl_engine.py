@@ -204,3 +204,121 @@ def test_trainer_on_datamanager(tmp_path, capsys):
     assert "epoch [2/2] batch [4/5]" in capsys.readouterr().out
     assert 0.0 <= trainer.test() <= 100.0
     assert os.path.isfile(tmp_path / "out" / "model" / "model.pth.tar-2")
+
+
+class _Draws(Dataset):
+    """Item i: (i, a draw from the global torch RNG), as an augmentation would draw."""
+
+    def __len__(self):
+        return 22
+
+    def __getitem__(self, i):
+        return torch.tensor([float(i), float(torch.rand(()))])
+
+
+def test_resume_epoch_loader_skips_finished_batches_in_the_epochs_order():
+    """The rest of an epoch from the RNG states of its start: same order, the finished batches
+    skipped (never loaded), the interrupted run's RNG states restored before the next batch is
+    loaded. For a new iterator (no or non-persistent workers), one that persistent workers keep
+    (a later epoch: no base seed drawn), and DistributedSampler (order from (seed, epoch))."""
+    from torch.utils.data import DistributedSampler, RandomSampler
+
+    from dassl.data.data_manager import resume_epoch_loader
+    from dassl.data.samplers import SkipSampler
+    from dassl.engine.trainer import _creates_iterator
+    from dassl.utils import get_rng_state, set_rng_state
+
+    def epoch(loader):
+        """(RNG states before the epoch, new iterator?, batches, RNG states after each batch)."""
+        start, fresh = get_rng_state(), _creates_iterator(loader)
+        batches, states = [], []
+        for batch in loader:
+            batches.append(batch)
+            states.append(get_rng_state())
+        return start, fresh, batches, states
+
+    set_random_seed(3)
+    data = _Draws()
+    plain = DataLoader(data, batch_size=4, sampler=RandomSampler(data), drop_last=True)
+    persistent = DataLoader(data, batch_size=4, sampler=RandomSampler(data), drop_last=True, num_workers=2,
+                            persistent_workers=True)
+    dist = DataLoader(data, batch_size=2, sampler=DistributedSampler(data, num_replicas=2, rank=1, seed=5))
+    dist.sampler.set_epoch(3)
+    for loader, done, exact_values in ((plain, 2, True), (persistent, 3, False), (dist, 4, True)):
+        epoch(loader)  # epoch 0: a persistent loader's iterator exists from here on
+        start, fresh, batches, states = epoch(loader)
+        assert fresh == (loader is not persistent)
+        set_rng_state(start)
+        rest = resume_epoch_loader(loader, done, fresh, on_start=lambda: set_rng_state(states[done - 1]))
+        resumed = list(rest)
+        assert len(rest) == len(loader) - done == len(resumed)
+        order = [b[:, 0].tolist() for b in batches[done:]]
+        assert [b[:, 0].tolist() for b in resumed] == order  # same items, same order
+        if exact_values:  # loaded in this process: the same RNG draws too
+            assert all(torch.equal(a, b) for a, b in zip(resumed, batches[done:]))
+    # The skipped items are never read.
+    sampler = SkipSampler(list(range(10)), 4, on_start=lambda: calls.append("start"))
+    calls = []
+    assert list(sampler) == [4, 5, 6, 7, 8, 9] and len(sampler) == 6 and calls == ["start"]
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@TRAINER_REGISTRY.register(force=True)
+class InterruptedToyTrainer(ToyTrainer):
+    """ToyTrainer stopping just before global iteration STOP_AT (as DASSL_FAULT_INJECT=kill@N)."""
+
+    STOP_AT = None
+
+    def forward_backward(self, batch):
+        if self.epoch * self.num_batches + self.batch_idx == self.STOP_AT:
+            raise _Interrupt
+        return super().forward_backward(batch)
+
+
+def test_mid_epoch_checkpoints_resume_exactly(tmp_path, capsys):
+    """TRAIN.CHECKPOINT_ITERS 4 (6 batches per epoch): the files, and an interrupted run resumed
+    from a mid-epoch checkpoint with another seed equals an uninterrupted run with
+    CHECKPOINT_ITERS 0 (loss lines, weights, layout)."""
+    def lines(text):
+        return [re.sub(r" (time|data) \S+ \(\S+\)| eta \S+", "", l) for l in text.splitlines() if l.startswith("epoch [")]
+
+    full = _run(_cfg(tmp_path / "full", TRAIN__PRINT_FREQ=1), seed=1)
+    full_lines = lines(capsys.readouterr().out)
+    InterruptedToyTrainer.STOP_AT = 2 * 6 + 5  # epoch 3, after 5 batches (mid-epoch file after 4)
+    cfg = _cfg(tmp_path / "cut", TRAINER__NAME="InterruptedToyTrainer", TRAIN__CHECKPOINT_ITERS=4, TRAIN__PRINT_FREQ=1)
+    with pytest.raises(_Interrupt):
+        _run(cfg, seed=1)
+    cut_lines = lines(capsys.readouterr().out)
+    model_dir = tmp_path / "cut" / "model"
+    assert sorted(os.listdir(model_dir)) == ["checkpoint", "model.pth.tar-1", "model.pth.tar-2", "model.pth.tar-3-iter4"]
+    assert (model_dir / "checkpoint").read_text() == "model.pth.tar-3-iter4\n"
+    ckpt = load_checkpoint(str(model_dir / "model.pth.tar-3-iter4"))
+    assert ckpt["epoch"] == 2 and ckpt["mid_epoch"]["batches_done"] == 4
+    assert cut_lines == full_lines[:17]
+    # Other data or batch size cannot continue the epoch: one error, before anything is written.
+    other = tmp_path / "other" / "model"
+    shutil.copytree(model_dir, other)
+    ckpt["mid_epoch"]["num_batches"] = 7
+    torch.save(ckpt, other / "model.pth.tar-3-iter4")
+    with pytest.raises(ValueError, match=r"model.pth.tar-3-iter4: it was written with 7 batches of 8 per epoch, "
+                                         r"and this run has 6 of 8"):
+        _run(_cfg(tmp_path / "other", TRAIN__CHECKPOINT_ITERS=4))
+    assert not (tmp_path / "other" / "tensorboard").exists()
+    capsys.readouterr()
+    InterruptedToyTrainer.STOP_AT = None
+    resumed = _run(cfg, seed=123)  # the RNG states come from the checkpoint
+    out = capsys.readouterr().out
+    assert "Previous epoch: 2\nResuming epoch 3 at batch 5/6 (TRAIN.CHECKPOINT_ITERS)" in out
+    assert lines(out) == full_lines[16:]
+    assert torch.equal(resumed.model.weight, full.model.weight) and torch.equal(resumed.model.bias, full.model.bias)
+    assert sorted(os.listdir(model_dir)) == sorted(os.listdir(tmp_path / "full" / "model"))
+
+
+def test_trainer_xu_refuses_mid_epoch_checkpoints(tmp_path):
+    from dassl.engine import TrainerXU
+
+    with pytest.raises(ValueError, match="TRAIN.CHECKPOINT_ITERS 2: mid-epoch checkpoints are not supported"):
+        TrainerXU(_cfg(tmp_path, TRAIN__CHECKPOINT_ITERS=2))

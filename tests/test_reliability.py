@@ -101,6 +101,151 @@ def test_sigkill_mid_epoch_then_same_command_resumes_exactly(reference, killed_t
     assert len(logs) == 2 and (out / "log.txt").read_text() == killed["log"]
 
 
+def test_sigkill_within_an_epoch_resumes_at_the_next_batch_exactly(reference, data_root, tmp_path):
+    """TRAIN.CHECKPOINT_ITERS 2: checkpoints after batches 2 and 4 of every epoch (5 batches).
+    SIGKILL before global iteration 8 (epoch 2, after 3 batches), then the same command again:
+    it resumes at batch 3 of epoch 2 and ends exactly as the reference run, which has
+    CHECKPOINT_ITERS 0 (so writing them changes no number either)."""
+    out = tmp_path / "seed1"
+    cmd = ["--root", data_root, "--seed", 1, *EMPL, "--output-dir", out, *SMALL, "OPTIM.MAX_EPOCH", 2,
+           "TRAIN.CHECKPOINT_ITERS", 2]
+    killed = train(*cmd, fault="kill@8", expect=-signal.SIGKILL)
+    folder = out / "prompt_learner"
+    # What the kill left: epoch 2's mid-epoch checkpoint, pointed at; epoch 1's resume-only
+    # file went once that was written and read back; no temporary file.
+    assert sorted(os.listdir(folder)) == ["checkpoint", "model.pth.tar-2-iter2"]
+    assert (folder / "checkpoint").read_text() == "model.pth.tar-2-iter2\n"
+    assert not [f for _, _, fs in os.walk(out) for f in fs if f.endswith(".tmp")]
+    ref_log = (reference / "log.txt").read_text()
+    ref_lines = loss_lines(ref_log)
+    assert loss_lines(killed.stdout) == ref_lines[:8]  # up to epoch 2 batch 3
+
+    rerun = train(*cmd)
+    lines = rerun.stdout.splitlines()
+    previous = lines.index("Previous epoch: 1")
+    assert lines[previous + 1] == "Resuming epoch 2 at batch 3/5 (TRAIN.CHECKPOINT_ITERS)"
+    assert loss_lines(rerun.stdout) == ref_lines[7:]  # epoch 2, batches 3-5, running averages too
+    assert torch.equal(ctx(out, 2), ctx(reference, 2))
+    assert result_block(rerun.stdout) == result_block(ref_log)
+    assert sorted(os.listdir(folder)) == sorted(os.listdir(reference / "prompt_learner")) \
+        == ["checkpoint", "model.pth.tar-2"]
+    assert (folder / "checkpoint").read_text() == "model.pth.tar-2\n"
+    assert not [f for _, _, fs in os.walk(out) for f in fs if f.endswith(".tmp")]
+
+
+EMPL_TINY, COOP_TINY = "configs/trainers/EMPL_CoOp/tiny.yaml", "configs/trainers/CoOp/tiny.yaml"
+
+
+def _copy_run(reference, tmp_path, edit=None):
+    """A copy of the reference run's output folder; ``edit(state_dict)`` changes its last checkpoint."""
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    path = run / "prompt_learner" / "model.pth.tar-2"
+    if edit is not None:
+        ckpt = torch.load(path, weights_only=False)
+        edit(ckpt["state_dict"])
+        torch.save(ckpt, path)
+    return run, path
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _make_nan(state_dict):
+    state_dict["ctx"].view(-1)[3] = float("nan")
+
+
+@pytest.mark.parametrize("case", ["corrupt", "other_trainer", "class_count", "nan"])
+def test_resuming_from_a_bad_checkpoint_is_one_error_and_changes_nothing(case, reference, build_tiny_trainer,
+                                                                         tmp_path):
+    run, path = _copy_run(reference, tmp_path, _make_nan if case == "nan" else None)
+    name, config, opts = "EMPL_CoOp", EMPL_TINY, []
+    if case == "corrupt":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated
+        expected = "is unreadable, truncated or corrupt"
+    elif case == "other_trainer":
+        name, config = "CoOp", COOP_TINY
+        expected = "was written by another trainer or model: it holds calibration_features, which CoOp's"
+    elif case == "class_count":
+        opts = ["DATASET.SUBSAMPLE_CLASSES", "base"]
+        expected = "was written for 10 classes, and this run has 5"
+    else:
+        expected = "holds NaN/inf in the learnable tensor ctx (1 of"
+    before = _files(run)
+    trainer = build_tiny_trainer(name, config, *SMALL, "OPTIM.MAX_EPOCH", 3, *opts, output_dir=run)
+    with pytest.raises(ValueError) as err:
+        trainer.train()  # resumes in before_train, before anything is written
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"checkpoint {path} ") and expected in message, message
+    assert f"delete {run / 'prompt_learner' / 'checkpoint'} to train from scratch" in message
+    assert _files(run) == before  # no checkpoint, pointer or tensorboard file written or deleted
+
+
+@pytest.mark.parametrize("case", ["corrupt", "class_count", "nan"])
+def test_evaluating_a_bad_checkpoint_is_one_error(case, reference, build_tiny_trainer, tmp_path):
+    edit = {"nan": _make_nan, "corrupt": None,
+            # a class-specific context (CSC) of the 10 classes, evaluated on the 5 base ones
+            "class_count": lambda sd: sd.update(ctx=sd["ctx"].unsqueeze(0).repeat(10, 1, 1))}[case]
+    run, path = _copy_run(reference, tmp_path, edit)
+    opts = ["TRAINER.COOP.CSC", True, "TRAINER.COOP.N_CTX", 4, "DATASET.SUBSAMPLE_CLASSES", "base"] \
+        if case == "class_count" else []
+    if case == "corrupt":
+        path.write_bytes(b"PK\x03\x04 not a checkpoint")
+    expected = {"corrupt": "is unreadable, truncated or corrupt",
+                "class_count": "ctx has shape (10, 4, 64) there and (5, 4, 64) here, so it was written for 10 "
+                               "classes, and this run has 5",
+                "nan": "holds NaN/inf in the learnable tensor ctx"}[case]
+    name, config = ("CoOp", COOP_TINY) if case == "class_count" else ("EMPL_CoOp", EMPL_TINY)
+    trainer = build_tiny_trainer(name, config, *opts, output_dir=tmp_path / "eval")
+    with pytest.raises(ValueError) as err:
+        trainer.load_model(str(run), epoch=2)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"checkpoint {path} ") and expected in message, message
+    assert message.endswith(f"pass the --model-dir of a training run with this trainer ({name}) and the same settings")
+
+
+def test_evaluating_on_new_classes_still_loads_a_shared_context(reference, build_tiny_trainer, tmp_path):
+    """Base-to-new: a context without a class dimension loads into a model of other classes (the
+    class-dependent buffers are not loaded), and EMPL's calibration features take their saved size."""
+    trainer = build_tiny_trainer("EMPL_CoOp", EMPL_TINY, "DATASET.SUBSAMPLE_CLASSES", "new",
+                                 output_dir=tmp_path / "eval")
+    trainer.load_model(str(reference), epoch=2)
+    assert torch.equal(trainer.model.prompt_learner.ctx.detach(), ctx(reference, 2))
+    assert trainer.model.prompt_learner.classes.n_cls == 5
+
+
+def test_eval_only_without_the_model_lists_what_exists(reference, build_tiny_trainer, tmp_path):
+    trainer = build_tiny_trainer("CoOp", COOP_TINY, output_dir=tmp_path / "eval")
+    folder = reference / "prompt_learner"
+    cases = [
+        (tmp_path / "missing", 2, f"model folder {tmp_path / 'missing'} does not exist: --model-dir must be"),
+        (tmp_path, 2, f"{tmp_path} has no prompt_learner/ folder"),
+        (reference, 7, f"no model at {folder / 'model.pth.tar-7'}; the epochs saved there are 2: pass one of "
+                       "them as --load-epoch"),
+        (reference, None, f"no model at {folder / 'model-best.pth.tar'} (written only with TEST.FINAL_MODEL "
+                          "best_val); the epochs saved there are 2"),
+    ]
+    for directory, epoch, expected in cases:
+        with pytest.raises(FileNotFoundError) as err:
+            trainer.load_model(str(directory), epoch=epoch)
+        assert expected in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_bad_checkpoint_through_train_py_is_one_line_exit_2(reference, data_root, tmp_path):
+    """Another trainer's checkpoint: load_state_dict's RuntimeError used to be a traceback and
+    exit status 1."""
+    run, path = _copy_run(reference, tmp_path)
+    before = _files(run)
+    proc = train("--root", data_root, "--seed", 1, *COOP, "--output-dir", run, *SMALL, "OPTIM.MAX_EPOCH", 3,
+                 expect=2)
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith(f"error: checkpoint {path} was written by another trainer or model")
+    assert "Traceback" not in proc.stderr
+    after = _files(run)
+    assert {f: after[f] for f in before} == before and all(f.startswith("log.txt") for f in set(after) - set(before))
+
+
 def test_same_seed_gives_identical_losses_and_accuracy(reference, killed_then_rerun):
     """Two processes with the same seed, data and machine: the killed run's 7 training lines
     (loss, acc, L_in, L_out and the SGLD diagnostics, printed to 4 decimals) equal the
@@ -167,24 +312,6 @@ def test_corrupt_image_names_the_file_and_can_be_skipped(reference, data_root, t
                  "DATALOADER.SKIP_CORRUPT_IMAGES", True)
     assert f"Skipped 1 unreadable image(s) in test (DATALOADER.SKIP_CORRUPT_IMAGES): {bad}" in proc.stdout
     assert "1 unreadable image(s) skipped in total" in proc.stdout and "* total: 199" in proc.stdout
-
-
-@pytest.mark.parametrize("case", ["garbage_clip_checkpoint", "output_dir_is_a_file"])
-def test_bad_input_is_one_line_exit_2_and_loses_nothing(case, data_root, tmp_path):
-    out = tmp_path / "out"
-    opts = []
-    if case == "garbage_clip_checkpoint":
-        garbage = tmp_path / "tiny.pt"
-        garbage.write_bytes(os.urandom(256))
-        opts, expected = ["MODEL.BACKBONE.CHECKPOINT", garbage], str(garbage)
-    else:
-        out.write_text("precious\n")  # a file where the output folder should be
-        expected = f"cannot write to the output folder {out} (a file of that name is in the way)"
-    proc = train("--root", data_root, "--seed", 1, *COOP, "--output-dir", out, *SMALL, *opts, expect=2)
-    assert proc.stderr.startswith("error: ") and expected in proc.stderr.splitlines()[0]
-    assert "Traceback" not in proc.stderr
-    if case == "output_dir_is_a_file":
-        assert out.read_text() == "precious\n"
 
 
 def test_eval_progress_bar_only_on_a_terminal_and_rank_0(monkeypatch):

@@ -347,10 +347,19 @@ class EMPLMixin(SGLDPromptSampler):
 
         It is a buffer of the prompt learner, so it goes into every checkpoint: an evaluation run
         (a base-to-new test on the new classes, a cross-dataset target) conditions on the data
-        the prompts were trained on, never on the evaluation task's training images."""
+        the prompts were trained on, never on the evaluation task's training images.
+
+        With persistent DataLoader workers the batch is read in this process by a one-off loader:
+        iter() on the training loader itself would restart the iterator its workers keep, and
+        with it an epoch that a mid-epoch checkpoint (TRAIN.CHECKPOINT_ITERS) interrupts."""
+        loader = self.train_loader_x
+        if getattr(loader, "persistent_workers", False):
+            from dassl.data.data_manager import loader_like
+
+            loader = loader_like(loader, num_workers=0)
         with torch.random.fork_rng(devices=[]):
             torch.random.default_generator.manual_seed(self.sgld_seed + EVAL_SEED_OFFSET)
-            batch = next(iter(self.train_loader_x))
+            batch = next(iter(loader))
         with torch.no_grad(), self.autocast():
             features = self.model.encode_image(batch["img"].to(self.device)).float()
         self.model.prompt_learner.calibration_features = features

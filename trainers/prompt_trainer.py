@@ -5,7 +5,6 @@ implements `build_custom_clip(cfg, classnames, clip_model)` returning a module w
 `prompt_learner` submodule (the only trained part). It may override `compute_loss` (training
 loss and logits of a batch) and `model_inference`.
 """
-import os.path as osp
 from contextlib import nullcontext
 
 import torch
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import load_checkpoint, load_pretrained_weights
+from dassl.utils import load_pretrained_weights
 
 from .clip_backbone import load_clip, resolve_precision, set_clip_precision
 from .feature_cache import image_feature_cache
@@ -171,16 +170,21 @@ class ClipPromptTrainer(TrainerX):
 
     # ------------------------------------------------------------------ checkpoints
     def load_model(self, directory, epoch=None):
-        """CoOp's load_model: model-best.pth.tar, or model.pth.tar-<epoch>, of each model."""
+        """CoOp's load_model: model-best.pth.tar, or model.pth.tar-<epoch>, of each model.
+
+        The class-dependent buffers are not loaded (a base-trained model evaluates on new
+        classes), so the load is partial; the file is checked first (dassl's
+        read_checked_checkpoint): a missing file lists the saved epochs, and an unreadable file,
+        another trainer's tensors, a learnable tensor of another shape (e.g. CSC's context for
+        another class count) or NaN/inf in one are one error line naming the file."""
         if not directory:
             print("Note that load_model() is skipped as no pretrained model is given")
             return
-        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        fix = self.model_dir_fix()
         for name in self.get_model_names():
-            model_path = osp.join(directory, name, model_file)
-            if not osp.exists(model_path):
-                raise FileNotFoundError(f'Model not found at "{model_path}"')
-            checkpoint = load_checkpoint(model_path)
+            model_path = self.find_model_file(directory, name, epoch)
+            checkpoint = self.read_checked_checkpoint(model_path, name, fix, partial=True,
+                                                      skip=CLASS_DEPENDENT_BUFFERS + RESIZABLE_BUFFERS)
             state_dict = checkpoint["state_dict"]
             for key in [k for k in state_dict if k.split(".")[-1] in CLASS_DEPENDENT_BUFFERS]:
                 del state_dict[key]
@@ -191,6 +195,6 @@ class ClipPromptTrainer(TrainerX):
                 module = model.get_submodule(module_name) if module_name else model
                 if hasattr(module, buffer_name):
                     setattr(module, buffer_name, torch.empty_like(state_dict[key]))
-            print(f'Loading weights to {name} from "{model_path}" (epoch = {checkpoint["epoch"]})')
+            print(f'Loading weights to {name} from "{model_path}" (epoch = {checkpoint.get("epoch")})')
             self._models[name].load_state_dict(state_dict, strict=False)
         self.clear_eval_cache()  # features cached from the previous weights are stale

@@ -127,6 +127,9 @@ _C.OPTIM.WARMUP_RECOUNT = True
 # ---------------------------------------------------------------- Train
 _C.TRAIN = CN()
 _C.TRAIN.CHECKPOINT_FREQ = 0  # epochs; <= 0: save the last epoch only
+# Ours: also write a resumable checkpoint every N batches within an epoch
+# (model.pth.tar-<epoch>-iter<batches done>, removed once superseded); 0 = off (Dassl's behaviour)
+_C.TRAIN.CHECKPOINT_ITERS = 0
 _C.TRAIN.PRINT_FREQ = 10  # batches
 _C.TRAIN.COUNT_ITER = "train_x"  # train_x, train_u or smaller_one (TrainerXU)
 # Ours: also checkpoint the epochs CHECKPOINT_FREQ skips, so a killed run resumes from its last

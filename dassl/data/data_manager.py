@@ -6,7 +6,7 @@ from torch.utils.data import Dataset as TorchDataset
 from dassl.utils import UnreadableImageError, get_rank, get_world_size, is_distributed, read_image
 
 from .datasets import build_dataset
-from .samplers import DistributedSampler, ShardSampler, build_sampler
+from .samplers import DistributedSampler, ShardSampler, SkipSampler, build_sampler
 from .transforms import INTERPOLATION_MODES, build_transform, random_choices
 
 
@@ -60,6 +60,42 @@ def _distributed_sampler(cfg, sampler_type, data_source, batch_size, is_train):
     sampler = DistributedSampler(data_source, num_replicas=world, rank=rank,
                                  shuffle=sampler_type == "RandomSampler", seed=max(cfg.SEED, 0))
     return sampler, batch_size // world
+
+
+def loader_like(loader, sampler=None, num_workers=None, generator=None):
+    """A one-off DataLoader with ``loader``'s dataset, batch size, collate function, worker
+    settings and drop_last; ``sampler`` (default: the same sampler object) and ``num_workers``
+    may be replaced. It never keeps persistent workers, so iterating it leaves ``loader``'s own
+    iterator (and the epoch it may be in the middle of) alone."""
+    if not isinstance(loader, torch.utils.data.DataLoader) or loader.batch_size is None:
+        raise ValueError(f"expected a DataLoader with a sampler and a batch size, got {type(loader).__name__}")
+    workers = loader.num_workers if num_workers is None else num_workers
+    extra = {"prefetch_factor": loader.prefetch_factor} if workers > 0 else {}
+    return torch.utils.data.DataLoader(
+        loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler if sampler is None else sampler,
+        num_workers=workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+        drop_last=loader.drop_last, timeout=loader.timeout, worker_init_fn=loader.worker_init_fn,
+        multiprocessing_context=loader.multiprocessing_context if workers > 0 else None,
+        generator=generator, persistent_workers=False, **extra,
+    )
+
+
+def resume_epoch_loader(loader, batches_done, fresh_iterator=True, on_start=None):
+    """The rest of an interrupted epoch of ``loader`` (TRAIN.CHECKPOINT_ITERS): a one-off
+    DataLoader (loader_like) whose sampler draws the epoch's order as ``loader.sampler`` drew
+    it and skips the first ``batches_done`` batches without loading them (SkipSampler);
+    ``on_start()`` runs between the draw and the first remaining item's loading.
+
+    Call it (and start iterating it) with the global RNG states of the epoch's start restored.
+    ``fresh_iterator``: whether the interrupted epoch's ``iter(loader)`` created a new iterator.
+    A new iterator draws its workers' base seed from the global torch RNG before the sampler
+    draws, one that persistent workers reuse does not; the one-off loader draws the same way,
+    so its sampler sees the RNG state the interrupted epoch's sampler saw."""
+    sampler = SkipSampler(loader.sampler, batches_done * loader.batch_size, on_start=on_start)
+    generator = None
+    if loader.generator is not None or not fresh_iterator:
+        generator = torch.Generator()  # the base seed then comes from it, not from the global RNG
+    return loader_like(loader, sampler=sampler, generator=generator)
 
 
 def drop_unreadable_images(data_source, what):

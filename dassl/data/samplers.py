@@ -9,7 +9,7 @@ from torch.utils.data.sampler import RandomSampler, Sampler, SequentialSampler
 
 __all__ = [
     "RandomSampler", "SequentialSampler", "RandomDomainSampler", "SeqDomainSampler",
-    "RandomClassSampler", "ShardSampler", "DistributedSampler", "build_sampler",
+    "RandomClassSampler", "ShardSampler", "SkipSampler", "DistributedSampler", "build_sampler",
 ]
 
 
@@ -129,6 +129,34 @@ class ShardSampler(Sampler):
 
     def __len__(self):
         return len(self.indices)
+
+
+class SkipSampler(Sampler):
+    """The rest of an epoch of ``sampler``: its order without the first ``skip`` indices.
+
+    Resumes an epoch in the middle (TRAIN.CHECKPOINT_ITERS) without loading the skipped items.
+    The whole order is drawn when iteration starts, exactly as ``sampler`` draws it (torch's
+    RandomSampler takes its seed from the global torch RNG then, and its permutation is drawn
+    in full anyway). ``on_start()`` is called after the draw and before the first index is
+    handed out, i.e. before any remaining item is loaded: the engine restores the interrupted
+    run's RNG states there. A DistributedSampler is skipped per rank (its epoch set as usual).
+    """
+
+    def __init__(self, sampler, skip, on_start=None):
+        if skip < 0:
+            raise ValueError(f"skip must be >= 0, got {skip}")
+        self.sampler = sampler
+        self.skip = skip
+        self.on_start = on_start
+
+    def __iter__(self):
+        indices = list(self.sampler)[self.skip:]
+        if self.on_start is not None:
+            self.on_start()
+        return iter(indices)
+
+    def __len__(self):
+        return max(len(self.sampler) - self.skip, 0)
 
 
 SAMPLERS = ("RandomSampler", "SequentialSampler", "RandomDomainSampler", "SeqDomainSampler", "RandomClassSampler")

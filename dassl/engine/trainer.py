@@ -22,7 +22,7 @@ import signal
 import sys
 import time
 from collections import OrderedDict
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -84,6 +84,64 @@ def _fault_at(n_iter: int) -> Optional[str]:
 
 
 _CKPT_RE = re.compile(r"^model\.pth\.tar-(\d+)$")
+# A mid-epoch checkpoint (TRAIN.CHECKPOINT_ITERS): model.pth.tar-<epoch in progress, 1-based>-iter<batches done>
+_MID_CKPT_RE = re.compile(r"^model\.pth\.tar-(\d+)-iter(\d+)$")
+
+
+def mid_epoch_checkpoint_name(epoch: int, batches_done: int) -> str:
+    """File name of the checkpoint written after ``batches_done`` batches of ``epoch`` (1-based)."""
+    return f"model.pth.tar-{epoch}-iter{batches_done}"
+
+
+def _checkpoint_position(fname: str):
+    """(completed epochs, batches done in the next one) of a resumable checkpoint's file name,
+    or None for any other file (model-best.pth.tar, the pointer, ...)."""
+    match = _CKPT_RE.match(fname)
+    if match:
+        return int(match.group(1)), 0
+    match = _MID_CKPT_RE.match(fname)
+    if match:
+        return int(match.group(1)) - 1, int(match.group(2))
+    return None
+
+
+def _saved_epochs(fdir: str) -> List[int]:
+    """The epochs N with a model.pth.tar-N in ``fdir`` (mid-epoch files are not epochs)."""
+    if not osp.isdir(fdir):
+        return []
+    return sorted(int(m.group(1)) for m in map(_CKPT_RE.match, os.listdir(fdir)) if m)
+
+
+def read_checkpoint(fpath: str, fix: str) -> dict:
+    """load_checkpoint, with one-line errors that name the file, say what is wrong with it and
+    end with ``fix``: missing, unreadable (truncated, corrupt) or not a Dassl checkpoint."""
+    if not osp.isfile(fpath):
+        raise FileNotFoundError(f"checkpoint {fpath} does not exist; {fix}")
+    try:
+        checkpoint = load_checkpoint(fpath)
+    except Exception as err:  # torch.load raises many kinds on a damaged file
+        detail = str(err).strip().splitlines()[0].split(". ")[0][:160] if str(err).strip() else ""
+        why = f"{type(err).__name__}: {detail}" if detail else type(err).__name__
+        raise ValueError(f"checkpoint {fpath} is unreadable, truncated or corrupt ({why}); {fix}") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ValueError(f"{fpath} is not a Dassl checkpoint (it holds no state_dict); {fix}")
+    return checkpoint
+
+
+def _few(keys: List[str], n: int = 3) -> str:
+    """'a, b, c (+2 more)'"""
+    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def _resume_fix(fdir: str, fname: str) -> str:
+    """What to do about a checkpoint ``checkpoint`` points at that cannot be resumed from."""
+    pointer = osp.join(fdir, "checkpoint")
+    others = sorted((f for f in os.listdir(fdir) if f != fname and _checkpoint_position(f) is not None),
+                    key=_checkpoint_position)
+    earlier = f"point {pointer} at another checkpoint ({', '.join(others)}), " if others else ""
+    return (f"{earlier}delete {pointer} to train from scratch, or pass another --output-dir "
+            "(resuming needs the trainer and settings that wrote it)")
 
 
 class TrainerBase:
@@ -128,11 +186,15 @@ class TrainerBase:
 
     # ------------------------------------------------------------- checkpoints
     def save_model(self, epoch: int, directory: str, is_best: bool = False,
-                   val_result: Optional[float] = None, model_name: str = "") -> None:
+                   val_result: Optional[float] = None, model_name: str = "",
+                   rng_state: Optional[dict] = None, mid_epoch: Optional[dict] = None) -> None:
         """Save every registered model to ``directory/<name>/model.pth.tar-<epoch+1>``
         (or ``model_name``). The file also holds the optimizer and scheduler
-        states, ``val_result`` and the global RNG states (for exact resume)."""
-        rng_state = get_rng_state()
+        states, ``val_result`` and the global RNG states (for exact resume): this process's
+        current ones, or ``rng_state`` when given (a mid-epoch checkpoint passes the states of
+        the moment it was asked for, before an override of save_model drew anything).
+        ``mid_epoch``: how to resume within an epoch (TRAIN.CHECKPOINT_ITERS)."""
+        rng_state = get_rng_state() if rng_state is None else rng_state
         # Every rank's RNG states (a collective: all ranks call save_model); rank 0 writes.
         rng_states = all_gather_object(rng_state)
         if is_main_process():
@@ -150,6 +212,7 @@ class TrainerBase:
                         "rng_states_per_rank": rng_states,
                         "best_result": getattr(self, "best_result", None),
                         "trainer_state": extra,
+                        **({"mid_epoch": mid_epoch} if mid_epoch is not None else {}),
                     },
                     osp.join(directory, name),
                     is_best=is_best,
@@ -167,28 +230,30 @@ class TrainerBase:
 
     def resume_model_if_exist(self, directory: str) -> int:
         """Resume every model from ``directory/<name>/checkpoint``; return the start epoch
-        (0 when there is nothing to resume from)."""
+        (0 when there is nothing to resume from). A checkpoint that cannot be resumed from is
+        one ValueError line naming it (check_checkpoint), raised before anything is written."""
         names = self.get_model_names()
         if not names or not all(osp.isfile(osp.join(directory, n, "checkpoint")) for n in names):
             print("No checkpoint found, train from scratch")
             return 0
         print(f"Found checkpoint at {directory} (will resume training)")
-        start_epoch, checkpoint = 0, None
+        start_epoch, checkpoint, fpath = 0, None, None
         for name in names:
             fdir = osp.join(directory, name)
-            with open(osp.join(fdir, "checkpoint")) as f:
-                fpath = osp.join(fdir, f.readline().strip())
+            pointer = osp.join(fdir, "checkpoint")
+            with open(pointer) as f:
+                fname = f.readline().strip()
+            fpath = osp.join(fdir, fname)
             print(f'Loading checkpoint from "{fpath}"')
-            try:
-                checkpoint = load_checkpoint(fpath)
-            except FileNotFoundError:
+            if not osp.isfile(fpath):
                 raise FileNotFoundError(
-                    f"{osp.join(fdir, 'checkpoint')} names {fpath}, which does not exist: delete the "
+                    f"{pointer} names {fpath}, which does not exist: delete the "
                     "'checkpoint' file to train from scratch, or point it at an existing model.pth.tar-N"
-                ) from None
-            except Exception as err:
-                raise ValueError(f"cannot resume: checkpoint {fpath} is unreadable ({err!r}); "
-                                 "delete it and point 'checkpoint' at an earlier one") from None
+                )
+            fix = _resume_fix(fdir, fname)
+            checkpoint = self.read_checked_checkpoint(fpath, name, fix)
+            if not isinstance(checkpoint.get("epoch"), int):
+                raise ValueError(f"checkpoint {fpath} holds no epoch number, so it cannot be resumed from; {fix}")
             self._models[name].load_state_dict(checkpoint["state_dict"])
             optim, sched = self._optims[name], self._scheds[name]
             if optim is not None and checkpoint.get("optimizer") is not None:
@@ -198,20 +263,123 @@ class TrainerBase:
             start_epoch = checkpoint["epoch"]
         # Global RNGs: this rank's own states when the world size is unchanged.
         per_rank = checkpoint.get("rng_states_per_rank")
+        restored = None
         if per_rank is not None and len(per_rank) == get_world_size():
-            set_rng_state(per_rank[get_rank()])
+            restored = per_rank[get_rank()]
         elif checkpoint.get("rng_state") is not None:
             if per_rank is not None:
                 print(f"Note: the checkpoint was written by {len(per_rank)} process(es), this run has "
                       f"{get_world_size()}: the resumed run will not repeat the original one exactly")
-            set_rng_state(checkpoint["rng_state"])
+            restored = checkpoint["rng_state"]
+        mid_epoch = checkpoint.get("mid_epoch")
+        if mid_epoch is not None:  # checked before anything is restored or written
+            self.prepare_mid_epoch_resume(mid_epoch, fpath, restored)
+        if restored is not None:
+            set_rng_state(restored)
         if checkpoint.get("best_result") is not None:
             self.best_result = checkpoint["best_result"]
         if checkpoint.get("trainer_state"):
             self.load_resume_state(checkpoint["trainer_state"])
         print("Loaded model weights, optimizer, scheduler and RNG states")
         print(f"Previous epoch: {start_epoch}")  # Dassl's line
+        if mid_epoch is not None:
+            print(f"Resuming epoch {start_epoch + 1} at batch {mid_epoch['batches_done'] + 1}/"
+                  f"{mid_epoch['num_batches']} (TRAIN.CHECKPOINT_ITERS)")
         return start_epoch
+
+    def prepare_mid_epoch_resume(self, mid_epoch: dict, fpath: str, rng_state: Optional[dict]) -> None:
+        """Remember how to resume within an epoch (SimpleTrainer implements it)."""
+        raise ValueError(f"{fpath} is a mid-epoch checkpoint (TRAIN.CHECKPOINT_ITERS), which "
+                         f"{type(self).__name__} cannot resume from; point 'checkpoint' at a model.pth.tar-N")
+
+    def check_checkpoint(self, fpath: str, checkpoint: dict, name: str, fix: str,
+                         skip: Sequence[str] = (), partial: bool = False) -> None:
+        """Raise one ValueError line, naming ``fpath`` and ending with ``fix``, when the
+        checkpoint's state_dict cannot go into the registered model ``name``:
+        - tensor names differ: written by another trainer or model;
+        - shapes differ: another number of classes (when the differing size is this run's class
+          count) or other settings (N_CTX, CSC, backbone, another trainer);
+        - a learnable tensor (a parameter of the model) holds NaN or inf.
+        ``skip``: tensor names (last component) left out of the name and shape checks, e.g.
+        class-dependent buffers the caller drops before loading. ``partial``: missing buffers
+        are fine, only a missing parameter is an error (load_state_dict(strict=False) loads)."""
+        state_dict = checkpoint["state_dict"]
+        model = self._models[name]
+        own = model.state_dict()
+        params = dict(model.named_parameters())
+        what = f"{type(self).__name__}'s {name}"
+
+        def skipped(key):
+            return key.rsplit(".", 1)[-1] in skip
+
+        unexpected = [k for k in state_dict if k not in own and not skipped(k)]
+        missing = [k for k in own if k not in state_dict and not skipped(k) and (not partial or k in params)]
+        if unexpected or missing:
+            parts = []
+            if unexpected:
+                parts.append(f"it holds {_few(unexpected)}, which {what} does not have")
+            if missing:
+                parts.append(f"it lacks {_few(missing)}, which {what} needs")
+            raise ValueError(f"checkpoint {fpath} was written by another trainer or model: "
+                             f"{'; '.join(parts)}; {fix}")
+        n_cls = getattr(self, "num_classes", None)
+        for key, value in state_dict.items():
+            mine = own.get(key)
+            if skipped(key) or not torch.is_tensor(value) or not torch.is_tensor(mine):
+                continue
+            if tuple(value.shape) == tuple(mine.shape):
+                continue
+            cause = "with other settings (N_CTX, CSC, batch size, backbone) or by another trainer"
+            if value.dim() == mine.dim() and n_cls:
+                sizes = [(a, b) for a, b in zip(value.shape, mine.shape) if a != b]
+                if len(sizes) == 1 and sizes[0][1] == n_cls:
+                    cause = f"for {sizes[0][0]} classes, and this run has {n_cls}"
+            raise ValueError(f"checkpoint {fpath} does not fit {what}: {key} has shape {tuple(value.shape)} "
+                             f"there and {tuple(mine.shape)} here, so it was written {cause}; {fix}")
+        for key in params:
+            value = state_dict.get(key)
+            if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+                bad = int((~torch.isfinite(value)).sum())
+                raise ValueError(f"checkpoint {fpath} holds NaN/inf in the learnable tensor {key} ({bad} of "
+                                 f"{value.numel()} values): the run that wrote it diverged; {fix}")
+
+    def read_checked_checkpoint(self, fpath: str, name: str, fix: str, skip: Sequence[str] = (),
+                                partial: bool = False) -> dict:
+        """read_checkpoint + check_checkpoint: the checkpoint at ``fpath`` for model ``name``, or
+        one error line naming the file, what is wrong with it and ``fix``."""
+        checkpoint = read_checkpoint(fpath, fix)
+        self.check_checkpoint(fpath, checkpoint, name, fix, skip=skip, partial=partial)
+        return checkpoint
+
+    def model_dir_fix(self) -> str:
+        """The fix an error about a checkpoint load_model was given ends with."""
+        return f"pass the --model-dir of a training run with this trainer ({type(self).__name__}) and the same settings"
+
+    def find_model_file(self, directory: str, name: str, epoch: Optional[int] = None) -> str:
+        """``directory/<name>/model-best.pth.tar`` (epoch None) or ``model.pth.tar-<epoch>``;
+        a one-line FileNotFoundError listing the saved epochs when it is not there."""
+        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        fdir = osp.join(directory, name)
+        fpath = osp.join(fdir, model_file)
+        if osp.isfile(fpath):
+            return fpath
+        if not osp.isdir(directory):
+            raise FileNotFoundError(f"model folder {directory} does not exist: --model-dir must be the "
+                                    "--output-dir of a training run")
+        if not osp.isdir(fdir):
+            raise FileNotFoundError(f"no model at {fpath}: {directory} has no {name}/ folder, so it is not the "
+                                    f"output folder of a {type(self).__name__} training run; pass one as --model-dir")
+        why = " (written only with TEST.FINAL_MODEL best_val)" if epoch is None else ""
+        epochs = _saved_epochs(fdir)
+        if epochs:
+            saved = (f"the epochs saved there are {', '.join(map(str, epochs))}"
+                     f"{' and model-best.pth.tar' if osp.isfile(osp.join(fdir, 'model-best.pth.tar')) else ''}: "
+                     "pass one of them as --load-epoch")
+        elif osp.isfile(osp.join(fdir, "model-best.pth.tar")):
+            saved = "only model-best.pth.tar is saved there: leave out --load-epoch"
+        else:
+            saved = "no epoch is saved there (the run finished none): train it first"
+        raise FileNotFoundError(f"no model at {fpath}{why}; {saved}")
 
     def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
         """Load weights from ``directory/<name>/model-best.pth.tar`` (or ``model.pth.tar-<epoch>``)."""
@@ -219,15 +387,13 @@ class TrainerBase:
             print("Note that load_model() is skipped as no pretrained model is given "
                   "(ignore this if it's done on purpose)")
             return
-        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        fix = self.model_dir_fix()
         for name in self.get_model_names():
-            model_path = osp.join(directory, name, model_file)
-            if not osp.exists(model_path):
-                raise FileNotFoundError(f'No model at "{model_path}"')
-            checkpoint = load_checkpoint(model_path)
+            model_path = self.find_model_file(directory, name, epoch)
+            checkpoint = self.read_checked_checkpoint(model_path, name, fix)
             val = checkpoint.get("val_result")
             val_str = f"{val:.1f}" if isinstance(val, (int, float)) else str(val)
-            print(f"Load {model_path} to {name} (epoch={checkpoint['epoch']}, val_result={val_str})")
+            print(f"Load {model_path} to {name} (epoch={checkpoint.get('epoch')}, val_result={val_str})")
             self._models[name].load_state_dict(checkpoint["state_dict"])
 
     # ------------------------------------------------------------- optimization
@@ -361,6 +527,10 @@ class SimpleTrainer(TrainerBase):
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
         self.best_result = -np.inf
         self._grad_sync_handles = []
+        self._mid_epoch_resume = None  # set by resume_model_if_exist from a mid-epoch checkpoint
+        self._epoch_start = None  # the epoch's RNG states before its order was drawn
+        if self._checkpoint_iters() < 0:
+            raise ValueError(f"TRAIN.CHECKPOINT_ITERS must be >= 0 (0 = off), got {self._checkpoint_iters()}")
         if is_distributed():
             self.setup_distributed()
 
@@ -458,13 +628,93 @@ class SimpleTrainer(TrainerBase):
             self.save_model(self.epoch, self.output_dir)  # for resume only; removed when superseded
         self._remove_superseded_checkpoints()
 
+    # ------------------------------------------------------------- mid-epoch checkpoints
+    def _checkpoint_iters(self) -> int:
+        return int(self.cfg.TRAIN.get("CHECKPOINT_ITERS", 0) or 0)
+
+    def prepare_mid_epoch_resume(self, mid_epoch: dict, fpath: str, rng_state: Optional[dict]) -> None:
+        """Check that this run can continue the epoch the mid-epoch checkpoint ``fpath`` stopped
+        in (same batches per epoch, same global batch size) and remember how; run_epoch then
+        skips the finished batches (_epoch_loader)."""
+        loader = self.train_loader_x
+        pointer = osp.join(osp.dirname(fpath), "checkpoint")
+        fix = (f"resume with the settings that wrote it, or point {pointer} at a model.pth.tar-N "
+               "(or delete it to train from scratch)")
+        if not isinstance(loader, torch.utils.data.DataLoader) or loader.batch_size is None:
+            raise ValueError(f"cannot resume from the mid-epoch checkpoint {fpath}: the training loader is a "
+                             f"{type(loader).__name__}, not a DataLoader with a sampler and a batch size; {fix}")
+        if rng_state is None or not mid_epoch.get("epoch_rng_states_per_rank"):
+            raise ValueError(f"the mid-epoch checkpoint {fpath} lacks the RNG states to resume from; {fix}")
+        size = (len(loader), _global_batch_size(loader))
+        written = (mid_epoch["num_batches"], mid_epoch["batch_size"])
+        if size != written:
+            raise ValueError(f"cannot resume from the mid-epoch checkpoint {fpath}: it was written with "
+                             f"{written[0]} batches of {written[1]} per epoch, and this run has {size[0]} "
+                             f"of {size[1]}; {fix}")
+        self._mid_epoch_resume = dict(mid_epoch, rng_state=rng_state)
+
+    def _epoch_loader(self, loader, meters):
+        """(what to iterate this epoch, index of its first batch).
+
+        Usually ``loader`` itself, from batch 0; with TRAIN.CHECKPOINT_ITERS > 0 the RNG states
+        the epoch's order is drawn from are kept for the mid-epoch checkpoints. Resuming from one
+        of those: a one-off loader over the rest of the epoch. The epoch's order is drawn from
+        the saved epoch-start states, the finished batches are skipped without loading them,
+        and the checkpoint's RNG states are restored just before the next batch is loaded, so
+        the epoch goes on as if it had not been interrupted."""
+        resume, self._mid_epoch_resume = self._mid_epoch_resume, None
+        if resume is not None and resume["epoch"] == self.epoch:
+            from dassl.data.data_manager import resume_epoch_loader  # lazy: the engine imports alone
+
+            states = resume["epoch_rng_states_per_rank"]
+            epoch_state = states[get_rank()] if len(states) == get_world_size() else states[0]
+            batch_state = resume["rng_state"]
+            self._epoch_start = {"rng_state": epoch_state, "fresh_iterator": resume["fresh_iterator"]}
+            _load_meter_states(meters, resume["meters"])
+            set_rng_state(epoch_state)
+            rest = resume_epoch_loader(loader, resume["batches_done"], resume["fresh_iterator"],
+                                       on_start=lambda: set_rng_state(batch_state))
+            return rest, resume["batches_done"]
+        if self.epoch > 0:
+            _reuse_persistent_workers(loader)
+        if self._checkpoint_iters() > 0:
+            self._epoch_start = {"rng_state": get_rng_state(), "fresh_iterator": _creates_iterator(loader)}
+        return loader, 0
+
+    def _checkpoint_mid_epoch(self, meters) -> None:
+        """TRAIN.CHECKPOINT_ITERS N: after batch b of an epoch (b % N == 0, b not the epoch's
+        last, which the epoch checkpoint covers) write model.pth.tar-<epoch>-iter<b>, point
+        ``checkpoint`` at it and delete the checkpoint it supersedes. Consumes no randomness:
+        the RNG states are those of before the save, and are restored after it."""
+        every, done = self._checkpoint_iters(), self.batch_idx + 1
+        if every <= 0 or done % every or done >= self.num_batches:
+            return
+        rng_state = get_rng_state()
+        mid_epoch = {
+            "epoch": self.epoch,  # 0-based, in progress
+            "batches_done": done,
+            "num_batches": self.num_batches,
+            "batch_size": _global_batch_size(self.train_loader_x),
+            "fresh_iterator": self._epoch_start["fresh_iterator"],
+            "epoch_rng_states_per_rank": all_gather_object(self._epoch_start["rng_state"]),
+            "meters": _meter_states(meters),
+        }
+        try:
+            self.save_model(self.epoch - 1, self.output_dir, model_name=mid_epoch_checkpoint_name(self.epoch + 1, done),
+                            rng_state=rng_state, mid_epoch=mid_epoch)
+        finally:
+            set_rng_state(rng_state)  # e.g. EMPL's save_model draws a calibration batch
+        self._remove_superseded_checkpoints()
+
     def _is_kept_checkpoint(self, epoch: int) -> bool:
         """Whether model.pth.tar-<epoch> is one Dassl would keep (CHECKPOINT_FREQ or last)."""
         freq = self.cfg.TRAIN.CHECKPOINT_FREQ
         return epoch == self.max_epoch or (freq > 0 and epoch % freq == 0)
 
     def _remove_superseded_checkpoints(self) -> None:
-        """Delete resume-only checkpoints older than the one ``checkpoint`` points at."""
+        """Delete the resume-only checkpoints older than the one ``checkpoint`` points at: the
+        epochs Dassl would not keep (_is_kept_checkpoint) and every mid-epoch file. Called after
+        the newer file was written, read back and pointed at."""
         if not is_main_process():
             return
         for name in self.get_model_names():
@@ -473,13 +723,14 @@ class SimpleTrainer(TrainerBase):
             if not osp.isfile(pointer):
                 continue
             with open(pointer) as f:
-                match = _CKPT_RE.match(f.readline().strip())
-            if not match:
+                current = _checkpoint_position(f.readline().strip())
+            if current is None:
                 continue
-            current = int(match.group(1))
             for fname in os.listdir(fdir):
-                m = _CKPT_RE.match(fname)
-                if m and int(m.group(1)) < current and not self._is_kept_checkpoint(int(m.group(1))):
+                position = _checkpoint_position(fname)
+                if position is None or position >= current:
+                    continue
+                if position[1] > 0 or not self._is_kept_checkpoint(position[0]):
                     os.remove(osp.join(fdir, fname))
 
     @torch.no_grad()
@@ -563,6 +814,44 @@ class SimpleTrainer(TrainerBase):
         self.write_scalar("train/lr", self.get_current_lr(), n_iter)
 
 
+def _global_batch_size(loader) -> Optional[int]:
+    """The training batch over all processes (each takes batch_size / world size under torchrun)."""
+    size = getattr(loader, "batch_size", None)
+    return None if size is None else size * get_world_size()
+
+
+def _creates_iterator(loader) -> bool:
+    """Whether ``iter(loader)`` creates a new DataLoader iterator, which draws its workers' base
+    seed from the global torch RNG, rather than resetting the one persistent workers keep."""
+    return not (getattr(loader, "persistent_workers", False) and getattr(loader, "_iterator", None) is not None)
+
+
+def _reuse_persistent_workers(loader) -> None:
+    """Epochs after the first iterate a persistent-workers DataLoader through the iterator the
+    first epoch created, and draw no base seed from the global RNG. A resumed run has no such
+    iterator yet: create it now, leaving the RNG states as they were, so that the epoch's order
+    is drawn from the same RNG state as in an uninterrupted run."""
+    if _creates_iterator(loader) and getattr(loader, "persistent_workers", False):
+        state = get_rng_state()
+        iter(loader)
+        set_rng_state(state)
+
+
+def _meter_states(meters) -> dict:
+    """The running averages of an epoch (MetricMeter, batch time, data time), as plain data."""
+    losses, batch_time, data_time = meters
+    return {"losses": [(k, dict(vars(m))) for k, m in losses.meters.items()],
+            "batch_time": dict(vars(batch_time)), "data_time": dict(vars(data_time))}
+
+
+def _load_meter_states(meters, states: dict) -> None:
+    losses, batch_time, data_time = meters
+    for key, state in states["losses"]:
+        vars(losses.meters[key]).update(state)
+    vars(batch_time).update(states["batch_time"])
+    vars(data_time).update(states["data_time"])
+
+
 def set_sampler_epoch(loader, epoch: int) -> None:
     """DistributedSampler shuffles with (seed, epoch): tell it the epoch."""
     sampler = getattr(loader, "sampler", None)
@@ -578,8 +867,10 @@ class TrainerX(SimpleTrainer):
         losses, batch_time, data_time = MetricMeter(), AverageMeter(), AverageMeter()
         self.num_batches = len(self.train_loader_x)
         set_sampler_epoch(self.train_loader_x, self.epoch)
+        meters = (losses, batch_time, data_time)
+        loader, first = self._epoch_loader(self.train_loader_x, meters)
         end = time.time()
-        for self.batch_idx, batch in enumerate(self.train_loader_x):
+        for self.batch_idx, batch in enumerate(loader, first):
             data_time.update(time.time() - end)
             self._inject_fault()
             loss_summary = self.forward_backward(batch)
@@ -587,6 +878,7 @@ class TrainerX(SimpleTrainer):
             batch_time.update(time.time() - end)
             losses.update(loss_summary)
             self._after_train_step(losses, batch_time, data_time)
+            self._checkpoint_mid_epoch(meters)
             end = time.time()
 
     def parse_batch_train(self, batch: Dict[str, torch.Tensor]):
@@ -597,8 +889,16 @@ class TrainerXU(SimpleTrainer):
     """Trainer using labeled (``train_loader_x``) and unlabeled (``train_loader_u``) data.
 
     TRAIN.COUNT_ITER picks the epoch length: 'train_x', 'train_u' or
-    'smaller_one'; the shorter loader is restarted when exhausted.
+    'smaller_one'; the shorter loader is restarted when exhausted. Resumes at epoch
+    granularity only (TRAIN.CHECKPOINT_ITERS must be 0).
     """
+
+    def __init__(self, cfg):
+        if cfg.TRAIN.get("CHECKPOINT_ITERS", 0):
+            raise ValueError(f"TRAIN.CHECKPOINT_ITERS {cfg.TRAIN.CHECKPOINT_ITERS}: mid-epoch checkpoints are "
+                             f"not supported by {type(self).__name__} (two data loaders, labeled and "
+                             "unlabeled); set TRAIN.CHECKPOINT_ITERS 0 (epoch checkpoints)")
+        super().__init__(cfg)
 
     def run_epoch(self) -> None:
         self.set_model_mode("train")
@@ -612,6 +912,9 @@ class TrainerXU(SimpleTrainer):
 
         set_sampler_epoch(self.train_loader_x, self.epoch)
         set_sampler_epoch(self.train_loader_u, self.epoch)
+        if self.epoch > 0:
+            _reuse_persistent_workers(self.train_loader_x)
+            _reuse_persistent_workers(self.train_loader_u)
         iter_x, iter_u = iter(self.train_loader_x), iter(self.train_loader_u)
         end = time.time()
         for self.batch_idx in range(self.num_batches):

@@ -1,6 +1,7 @@
 """Checkpoint I/O and small nn.Module helpers."""
 from __future__ import annotations
 
+import os
 import os.path as osp
 import pickle
 import random
@@ -62,7 +63,9 @@ def save_checkpoint(state: dict, save_dir: str, is_best: bool = False,
     Also records the file name in ``save_dir/checkpoint`` (read by
     :func:`resume_from_checkpoint`) and, if ``is_best``, copies it to
     ``model-best.pth.tar``. Every file is written to a temp file first and
-    renamed, so an interrupted run never leaves a truncated checkpoint.
+    renamed, so an interrupted run never leaves a truncated checkpoint. The file is read back
+    and checked before ``checkpoint`` names it: until then the pointer keeps naming the
+    previous complete checkpoint (which callers delete only after this returns).
     """
     mkdir_if_missing(save_dir)
     if remove_module_from_keys:
@@ -70,6 +73,7 @@ def save_checkpoint(state: dict, save_dir: str, is_best: bool = False,
 
     fpath = osp.join(save_dir, model_name or f"model.pth.tar-{state['epoch']}")
     atomic_write(fpath, lambda f: torch.save(state, f), mode="wb")
+    _verify_checkpoint(fpath, state)
     print(f"Checkpoint saved to {fpath}")
 
     atomic_write(osp.join(save_dir, "checkpoint"), lambda f: f.write(osp.basename(fpath) + "\n"))
@@ -83,6 +87,24 @@ def save_checkpoint(state: dict, save_dir: str, is_best: bool = False,
         atomic_write(best_fpath, _copy, mode="wb")
         print(f'Best checkpoint saved to "{best_fpath}"')
     return fpath
+
+
+def _verify_checkpoint(fpath: str, state: dict) -> None:
+    """Read ``fpath`` back: it must load and hold the tensors and epoch of ``state``. If not,
+    remove it and raise (``checkpoint`` still names the previous file)."""
+    try:
+        back = torch.load(fpath, map_location="cpu", weights_only=False)
+        ok = (isinstance(back, dict) and back.get("epoch") == state.get("epoch")
+              and list(back.get("state_dict", {})) == list(state["state_dict"]))
+        why = "its content differs from what was written"
+    except Exception as err:  # noqa: BLE001 - any failure to read it back
+        ok, why = False, f"{type(err).__name__}: {err}"
+    if not ok:
+        if osp.exists(fpath):
+            os.remove(fpath)
+        raise OSError(f"checkpoint {fpath} was written but does not read back ({why}); it was removed and "
+                      f"{osp.join(osp.dirname(fpath), 'checkpoint')} still names the previous checkpoint. "
+                      "Is the disk full or failing?")
 
 
 def load_checkpoint(fpath: str) -> dict:
