@@ -4,7 +4,8 @@
   (MODEL.BACKBONE.CHECKPOINT), or one built from LOCAL_CLIP_CONFIGS (a tiny one for tests, the
   world-pretrained ones of the bundled benchmark, registered with their weights by
   benchmark.register(), random-init ones with OpenAI shapes for benchmarks).
-- `resolve_precision`: CoOp's PREC (fp16 / fp32 / amp) on the device at hand.
+- `resolve_precision`: CoOp's PREC (fp16 / fp32 / amp) on the device at hand (MODEL.BACKBONE.
+  HALF_ON_CPU runs fp16 and amp on a CPU as on a GPU); `autocast_dtype`: amp's autocast dtype.
 - `TextEncoder`: CLIP's text transformer run block by block from our code, on prompt
   embeddings, cut to the longest prompt; it can stop or start at any block (EMPL) and replace
   the context tokens' hidden states at chosen blocks (deep prompts, MaPLe).
@@ -13,6 +14,7 @@
 - `ClassPrompts`: token ids and frozen token embeddings of "X .. X <class name>." prompts, and
   their assembly with learned context for CoOp's class-token positions.
 """
+import functools
 import os
 import warnings
 from typing import Callable, Dict, List, Optional, Sequence
@@ -78,6 +80,11 @@ def register_local_clip(name: str, config: Dict, weights: Callable[[], Dict[str,
 
 
 PRECISIONS = ("fp16", "fp32", "amp")
+# The dtype of every learned tensor (prompts, couplings, meta-nets) in every precision: under
+# PREC fp16 only the frozen CLIP is half, and the learned tensors are cast where they enter it
+# (ClassPrompts.assemble, TextEncoder.embed, VisionEncoder, replace_tokens). Half parameters
+# would lose SGD steps smaller than half their fp16 spacing (most of a warmup step at LR 1e-5).
+LEARNED_DTYPE = torch.float32
 
 
 # --------------------------------------------------------------------------- loading
@@ -163,16 +170,43 @@ def load_clip(cfg) -> CLIP:
     return clip.build_model(read_clip_state_dict(checkpoint)).eval()
 
 
-def resolve_precision(prec: str, device: torch.device) -> str:
-    """CoOp's PREC, except that fp16 on CPU runs in fp32 (CPU half kernels are slow or missing)."""
+def resolve_precision(prec: str, device: torch.device, half_on_cpu: bool = False) -> str:
+    """CoOp's PREC, except that fp16 and amp on CPU run in fp32 (CPU half kernels are slow),
+    unless half_on_cpu (MODEL.BACKBONE.HALF_ON_CPU) asks for the GPU's half-precision path there
+    too: fp16 weights, or autocast (`autocast_dtype`) with a GradScaler."""
     if prec not in PRECISIONS:
         raise ValueError(f"PREC must be one of {PRECISIONS}, got {prec!r}")
+    if half_on_cpu:
+        return prec
     if prec == "fp16" and device.type == "cpu":
         warnings.warn("PREC fp16 on CPU: running in fp32 instead", stacklevel=2)
         return "fp32"
     if prec == "amp" and device.type == "cpu":
         return "fp32"
     return prec
+
+
+def half_on_cpu(cfg) -> bool:
+    """MODEL.BACKBONE.HALF_ON_CPU (False where a CoOp checkout's config lacks the key)."""
+    return bool(cfg.MODEL.BACKBONE.get("HALF_ON_CPU", False))
+
+
+@functools.lru_cache(maxsize=None)
+def autocast_dtype(device_type: str) -> torch.dtype:
+    """The dtype PREC amp autocasts to on a device type: fp16, as CoOp on a GPU; on a CPU whose
+    torch has no fp16 autocast (it warns and runs fp32 instead), bfloat16."""
+    if device_type != "cpu":
+        return torch.float16
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with torch.autocast("cpu", dtype=torch.float16):
+                probe = torch.ones(2, 2) @ torch.ones(2, 2)
+        if probe.dtype == torch.float16:
+            return torch.float16
+    except (RuntimeError, AssertionError):
+        pass
+    return torch.bfloat16
 
 
 def set_clip_precision(clip_model: CLIP, prec: str) -> CLIP:
@@ -416,17 +450,18 @@ def init_context(clip_model: CLIP, n_ctx: int, ctx_init: str = "", n_sets: Optio
     """CoOp's context initialisation.
 
     ctx_init words -> their embeddings (n_ctx becomes their token count); else N(0, 0.02).
-    Returns (ctx [n_ctx, d] or [n_sets, n_ctx, d], prompt_prefix string used for tokenizing).
+    Returns (ctx [n_ctx, d] or [n_sets, n_ctx, d], prompt_prefix string used for tokenizing);
+    ctx is LEARNED_DTYPE (fp32) whatever the CLIP's precision (CoOp makes it the CLIP's dtype).
     """
     width = clip_model.ln_final.weight.shape[0]
     if ctx_init:
         ctx_init = ctx_init.replace("_", " ")
-        ctx = word_embeddings(clip_model, ctx_init)
+        ctx = word_embeddings(clip_model, ctx_init).to(LEARNED_DTYPE)
         if n_sets is not None:
             ctx = ctx.unsqueeze(0).repeat(n_sets, 1, 1)
         return ctx.clone(), ctx_init
     shape = (n_ctx, width) if n_sets is None else (n_sets, n_ctx, width)
-    ctx = torch.empty(shape, dtype=clip_model.dtype)
+    ctx = torch.empty(shape, dtype=LEARNED_DTYPE)
     nn.init.normal_(ctx, std=0.02)
     return ctx, " ".join(["X"] * n_ctx)
 
@@ -457,8 +492,10 @@ class ClassPrompts(nn.Module):
         """Prompt embeddings [C, 77, d] from context [M, d] (shared) or [C, M, d] (per class).
 
         position: where the class name goes: "end" (after the context), "middle" (between
-        its two halves) or "front" (before it), as CoOp's CLASS_TOKEN_POSITION.
+        its two halves) or "front" (before it), as CoOp's CLASS_TOKEN_POSITION. The prompts
+        have the frozen pieces' dtype (the CLIP's): a learned fp32 ctx is cast to it here.
         """
+        ctx = ctx.to(self.token_prefix.dtype)
         if ctx.dim() == 2:
             ctx = ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
         prefix, suffix = self.token_prefix, self.token_suffix

@@ -30,9 +30,7 @@ class PromptLearner(nn.Module):
             ("linear1", nn.Linear(vis_dim, vis_dim // 16)),
             ("relu", nn.ReLU(inplace=True)),
             ("linear2", nn.Linear(vis_dim // 16, ctx_dim)),
-        ]))
-        if clip_model.dtype == torch.float16:
-            self.meta_net.half()
+        ]))  # fp32 in every precision (the reference makes it half under PREC fp16): LEARNED_DTYPE
         self.classes = ClassPrompts(clip_model, classnames, prompt_prefix, n_ctx)
         self.n_cls, self.n_ctx = len(classnames), n_ctx
 
@@ -42,7 +40,8 @@ class PromptLearner(nn.Module):
 
     def forward(self, image_features):
         """image_features [B, D] -> per-image prompts [B, C, 77, d]."""
-        bias = self.meta_net(image_features).unsqueeze(1)  # [B, 1, d]
+        # Half image features (PREC fp16) enter the fp32 meta-net as fp32.
+        bias = self.meta_net(image_features.to(self.ctx.dtype)).unsqueeze(1)  # [B, 1, d]
         ctx_shifted = self.ctx.unsqueeze(0) + bias  # [B, M, d]
         return torch.stack([self.classes.assemble(ctx_i) for ctx_i in ctx_shifted])
 

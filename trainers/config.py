@@ -14,6 +14,13 @@ def add_method_config(cfg):
     # Compute a frozen image encoder's features once per process (trainers/feature_cache.py);
     # needs deterministic INPUT.TRANSFORMS. The bundled benchmark's configs turn it on.
     cfg.MODEL.BACKBONE.CACHE_IMAGE_FEATURES = False
+    # Run PREC fp16 and amp as on a GPU when the device is a CPU: fp16 makes the CLIP weights
+    # half, amp uses CPU autocast (fp16, or bfloat16 where CPU autocast lacks fp16) with a
+    # GradScaler. False (the default): on CPU both run in fp32, with a warning for fp16. For
+    # checking the half-precision path without a GPU (tests/test_half_precision.py); CPU half
+    # kernels are slower than fp32 ones. Code reads it with .get(): a CoOp checkout's config
+    # may lack it.
+    cfg.MODEL.BACKBONE.HALF_ON_CPU = False
 
     # ProDA (Lu et al., CVPR 2022): K prompt sets, Gaussian-bound loss (docs/EMPL.md).
     cfg.TRAINER.PRODA = CN()

@@ -4,7 +4,6 @@ Learned context vectors replace the hand-written template: "[ctx_1 .. ctx_M] <cl
 by all classes or one set per class (CSC), with the class token at the end, in the middle or in
 front. Keys: TRAINER.COOP.N_CTX, CSC, CTX_INIT, PREC, CLASS_TOKEN_POSITION.
 """
-import torch
 import torch.nn as nn
 
 from .clip_backbone import ClassPrompts, ClassTextCLIP, init_context, l2_normalize

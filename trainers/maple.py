@@ -22,7 +22,9 @@ from typing import Dict, Tuple
 import torch
 import torch.nn as nn
 
-from .clip_backbone import ClassPrompts, ClassTextCLIP, VisionEncoder, init_context, l2_normalize, word_embeddings
+from .clip_backbone import (
+    LEARNED_DTYPE, ClassPrompts, ClassTextCLIP, VisionEncoder, init_context, l2_normalize, word_embeddings,
+)
 from .prompt_trainer import ClipPromptTrainer, register_trainer
 
 # The reference initialises ctx from words only up to this many context tokens.
@@ -39,7 +41,7 @@ def maple_context(clip_model, n_ctx: int, ctx_init: str) -> Tuple[torch.Tensor, 
                 f"TRAINER.MAPLE.CTX_INIT {ctx_init!r} has {embeddings.shape[0]} tokens, fewer than "
                 f"TRAINER.MAPLE.N_CTX={n_ctx}: use longer words or a smaller N_CTX"
             )
-        return embeddings[:n_ctx].clone(), words
+        return embeddings[:n_ctx].to(LEARNED_DTYPE).clone(), words
     return init_context(clip_model, n_ctx)
 
 
@@ -72,8 +74,9 @@ class MultiModalPromptLearner(nn.Module):
         print(f'Initial context: "{prompt_prefix}"')
         print(f"Number of MaPLe context words (tokens): {n_ctx}")
         self.ctx = nn.Parameter(ctx)
-        # Shallow coupling: the text context projected to the first vision prompts.
-        self.proj = nn.Linear(text_width, vision_width).to(clip_model.dtype)
+        # Shallow coupling: the text context projected to the first vision prompts. fp32 in every
+        # precision (the reference makes it half): its output is cast where it enters the CLIP.
+        self.proj = nn.Linear(text_width, vision_width)
         # Deep compound prompts (fp32, as in the reference) and their couplings.
         self.compound_prompts_text = nn.ParameterList(
             [nn.Parameter(nn.init.normal_(torch.empty(n_ctx, text_width), std=0.02))

@@ -15,7 +15,7 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_pretrained_weights
 
-from .clip_backbone import load_clip, resolve_precision, set_clip_precision
+from .clip_backbone import autocast_dtype, half_on_cpu, load_clip, resolve_precision, set_clip_precision
 from .feature_cache import image_feature_cache
 
 def register_trainer(cls):
@@ -62,7 +62,7 @@ class ClipPromptTrainer(TrainerX):
                 f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match the input resolution of "
                 f"{cfg.MODEL.BACKBONE.NAME} ({clip_model.visual.input_resolution}): set INPUT.SIZE"
             )
-        self.prec = resolve_precision(self.method_cfg.PREC, self.device)
+        self.prec = resolve_precision(self.method_cfg.PREC, self.device, half_on_cpu(cfg))
         set_clip_precision(clip_model, self.prec)
 
         print("Building custom CLIP")
@@ -80,12 +80,16 @@ class ClipPromptTrainer(TrainerX):
         self.optim = build_optimizer(self.model.prompt_learner, cfg.OPTIM)
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model("prompt_learner", self.model.prompt_learner, self.optim, self.sched)
-        self.scaler = torch.amp.GradScaler("cuda") if self.prec == "amp" else None
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.prec == "amp" else None
         self._eval_cache = None
 
     # ------------------------------------------------------------------ training
     def autocast(self):
-        return torch.autocast("cuda", dtype=torch.float16) if self.prec == "amp" else nullcontext()
+        """PREC amp: autocast on the trainer's device (fp16; bfloat16 on a CPU without fp16
+        autocast, clip_backbone.autocast_dtype). Other precisions: nothing."""
+        if self.prec != "amp":
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=autocast_dtype(self.device.type))
 
     def compute_loss(self, image, label):
         """(loss, logits) of a training batch; cross-entropy by default."""

@@ -4,7 +4,9 @@ import torch
 
 from dassl.engine import TrainerX
 
-from .clip_backbone import clean_classname, l2_normalize, load_clip, resolve_precision, set_clip_precision, tokenize
+from .clip_backbone import (
+    clean_classname, half_on_cpu, l2_normalize, load_clip, resolve_precision, set_clip_precision, tokenize,
+)
 from .feature_cache import image_feature_cache
 from .imagenet_templates import IMAGENET_TEMPLATES_SELECT
 from .prompt_trainer import register_trainer
@@ -46,8 +48,9 @@ class ZeroshotCLIP(TrainerX):
         cfg = self.cfg
         print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
         clip_model = load_clip(cfg)
-        # Zero-shot has no PREC key: half weights on GPU (as OpenAI ships them), fp32 on CPU.
-        prec = resolve_precision("fp16", self.device)
+        # Zero-shot has no PREC key: half weights on GPU (as OpenAI ships them), fp32 on CPU
+        # (half there too with MODEL.BACKBONE.HALF_ON_CPU).
+        prec = resolve_precision("fp16", self.device, half_on_cpu(cfg))
         set_clip_precision(clip_model, prec).to(self.device)
         clip_model.requires_grad_(False)
 
