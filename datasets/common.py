@@ -14,8 +14,13 @@ A dataset file sets ``dataset_dir``, ``image_subdir`` and ``new_cnames`` and imp
 ``build_split()`` (or overrides ``load_splits()``). CoOp's static helpers (``read_split``,
 ``save_split``, ``split_trainval``, ``subsample_classes``, ``read_and_split_data``) live on the
 base class, so ``OxfordPets.read_split(...)``, ``DescribableTextures.read_and_split_data(...)``
-etc. keep working. Caches and split files are written atomically (temporary file +
-``os.replace``), so an interrupted run never leaves a truncated file behind.
+etc. keep working.
+
+Nothing invalid is written into a dataset folder, and nothing there is overwritten: a split
+or few-shot cache is checked (every split non-empty, every class in train and test, the right
+number of shots per class) before it is written, atomically and only where no file exists
+(``atomic_write(..., overwrite=False)``); one read back is checked the same way and against
+the folder, and a mismatch stops the run with one line naming the file and the fix.
 """
 import json
 import math
@@ -34,8 +39,9 @@ SUBSAMPLE_CHOICES = ("all", "base", "new", "base_fit", "base_heldout")
 
 
 # ----------------------------------------------------------------------------- file helpers
-def write_pickle_atomic(obj, path):
-    atomic_write(path, lambda f: pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL), mode="wb")
+def write_pickle_atomic(obj, path, overwrite=True):
+    return atomic_write(path, lambda f: pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL),
+                        mode="wb", overwrite=overwrite)
 
 
 def read_json_file(path, what="file"):
@@ -72,9 +78,11 @@ def read_classnames(text_file):
 
 
 def try_cache_write(write, path, what):
-    """``write(path)``; on a read-only dataset folder warn and go on without the file."""
+    """``write(path)`` (returning whether it wrote); on a read-only dataset folder warn and go
+    on without the file. A file another process wrote meanwhile is kept."""
     try:
-        write(path)
+        if write(path) is False:
+            print(f"Note: {path} appeared meanwhile (another run?); kept it, not overwritten")
     except OSError as err:
         print(f"Warning: could not save {what} to {path} ({err}); continuing without the cache")
 
@@ -129,15 +137,25 @@ class CoOpDataset(DatasetBase):
     def load_splits(self):
         """(train, val, test) from the split file, building and saving it when missing."""
         if os.path.exists(self.split_path):
-            return self.rename_classes(*self.read_split(self.split_path, self.image_dir))
+            splits = self.rename_classes(*self.read_split(self.split_path, self.image_dir))
+            check_split(splits, self.split_path, self.refetch_hint())
+            return splits
         print(
             f"Note: {self.split_path} not found; building a new random split from the raw files. "
             "Results will not match CoOp's published splits; fetch those with "
             f"`python -m datasets.fetch_splits --root {self.root} --datasets {type(self).__name__}`."
         )
         train, val, test = self.build_split()
-        try_cache_write(lambda p: self.save_split(train, val, test, p, self.image_dir), self.split_path, "split")
+        check_split((train, val, test), self.image_dir,
+                    f"Complete the images (layout: {DOCS}); no split file was written")
+        try_cache_write(lambda p: self.save_split(train, val, test, p, self.image_dir, overwrite=False),
+                        self.split_path, "split")
         return train, val, test
+
+    def refetch_hint(self):
+        """The fix for a split file that does not match the dataset folder."""
+        return (f"Fetch CoOp's split again (`python -m datasets.fetch_splits --root {self.root} --datasets "
+                f"{type(self).__name__}`), or delete the file to rebuild it from the images")
 
     def build_split(self):
         """(train, val, test) from the raw files; datasets that can build a split override it."""
@@ -175,17 +193,19 @@ class CoOpDataset(DatasetBase):
         if num_shots < 1:
             return train, val
         path = os.path.join(self.split_fewshot_dir, f"shot_{num_shots}-seed_{self.cfg.SEED}.pkl")
-        keys = ("train",) if val is None else ("train", "val")
+        sources = {"train": (train, num_shots)}
+        if val is not None:
+            sources["val"] = (val, min(num_shots, 4))
         if os.path.exists(path):
             print(f"Loading preprocessed few-shot data from {path}")
-            data = load_fewshot_cache(path, keys)
+            data = load_fewshot_cache(path, tuple(sources))
+            check_fewshot_cache(data, sources, path)
             return data["train"], data.get("val")
         check_enough_shots(train, num_shots, f"the {type(self).__name__} train split")
-        data = {"train": self.generate_fewshot_dataset(train, num_shots=num_shots)}
-        if val is not None:
-            data["val"] = self.generate_fewshot_dataset(val, num_shots=min(num_shots, 4))
+        data = {key: self.generate_fewshot_dataset(source, num_shots=shots) for key, (source, shots) in sources.items()}
+        check_fewshot_cache(data, sources, path)  # never write a cache that would not load back
         print(f"Saving preprocessed few-shot data to {path}")
-        try_cache_write(lambda p: write_pickle_atomic(data, p), path, "preprocessed few-shot data")
+        try_cache_write(lambda p: write_pickle_atomic(data, p, overwrite=False), path, "preprocessed few-shot data")
         return data["train"], data.get("val")
 
     # -- CoOp's static helpers (OxfordPets.* / DescribableTextures.* in CoOp) --------------
@@ -205,18 +225,12 @@ class CoOpDataset(DatasetBase):
                 f"as described in {DOCS}"
             )
 
-        def convert(items, key):
+        def parse(items, key):
             out = []
             for entry in items:
                 try:
                     impath, label, classname = entry
-                    impath = os.path.join(path_prefix, impath)
-                    out.append(Datum(impath=impath, label=int(label), classname=classname))
-                except FileNotFoundError:
-                    raise FileNotFoundError(
-                        f"{filepath} lists {impath}, which does not exist: is DATASET.ROOT right and "
-                        f"the dataset complete? (layout: {DOCS})"
-                    ) from None
+                    out.append((os.path.join(path_prefix, impath), int(label), str(classname)))
                 except (TypeError, ValueError) as err:
                     raise ValueError(
                         f"malformed split file {filepath}: bad '{key}' entry {entry!r} (expected "
@@ -224,17 +238,31 @@ class CoOpDataset(DatasetBase):
                     ) from None
             return out
 
-        return tuple(convert(split[k], k) for k in ("train", "val", "test"))
+        entries = {k: parse(split[k], k) for k in ("train", "val", "test")}
+        listed = [e for k in entries for e in entries[k]]
+        missing = [e for e in listed if not os.path.isfile(e[0])]
+        if missing:
+            found = Counter(name for path, _, name in listed if os.path.isfile(path))
+            per_class = images_per_class({name: found[name] for _, _, name in listed})
+            raise FileNotFoundError(
+                f"{filepath} lists {len(missing)} of {len(listed)} images that do not exist, e.g. "
+                f"{missing[0][0]}; found {per_class}. Is DATASET.ROOT right and the dataset complete? (layout: {DOCS})"
+            )
+        return tuple([Datum(impath=p, label=y, classname=c) for p, y, c in entries[k]] for k in ("train", "val", "test"))
 
     @staticmethod
-    def save_split(train, val, test, filepath, path_prefix):
-        """Write a CoOp split json (paths relative to path_prefix), atomically."""
+    def save_split(train, val, test, filepath, path_prefix, overwrite=True):
+        """Write a CoOp split json (paths relative to path_prefix), atomically; with
+        overwrite=False an existing file is kept (returns False)."""
 
         def extract(items):
             return [(os.path.relpath(x.impath, path_prefix), x.label, x.classname) for x in items]
 
-        write_json({"train": extract(train), "val": extract(val), "test": extract(test)}, filepath)
-        print(f"Saved split to {filepath}")
+        written = write_json({"train": extract(train), "val": extract(val), "test": extract(test)}, filepath,
+                             overwrite=overwrite)
+        if written:
+            print(f"Saved split to {filepath}")
+        return written
 
     @staticmethod
     def split_trainval(trainval, p_val=0.2):
@@ -283,15 +311,27 @@ class CoOpDataset(DatasetBase):
         if not os.path.isdir(image_dir):
             raise FileNotFoundError(f"image folder not found: {image_dir} (layout: {DOCS})")
         categories = [c for c in _subdirs(image_dir) if c not in ignored]
+        files = {c: listdir_nohidden(os.path.join(image_dir, c)) for c in categories}
+
+        def sizes(n):
+            n_train, n_val = round(n * p_trn), round(n * p_val)
+            return n_train, n_val, n - n_train - n_val
+
+        short = [c for c in categories if min(sizes(len(files[c]))) < 1]
+        if not categories or short:
+            need = next(n for n in range(1, 100) if min(sizes(n)) >= 1)
+            found = images_per_class({c: len(files[c]) for c in categories})
+            raise FileNotFoundError(
+                f"{image_dir} is empty or incomplete: {found}, and each class needs at least {need} images "
+                f"(train/val/test). Expected {image_dir}/<class folder>/<images> (layout: {DOCS})"
+            )
         print(f"Splitting into {p_trn:.0%} train, {p_val:.0%} val, and {1 - p_trn - p_val:.0%} test")
         train, val, test = [], [], []
         for label, category in enumerate(categories):
             category_dir = os.path.join(image_dir, category)
-            images = [os.path.join(category_dir, im) for im in listdir_nohidden(category_dir)]
+            images = [os.path.join(category_dir, im) for im in files[category]]
             random.shuffle(images)
-            n_train, n_val = round(len(images) * p_trn), round(len(images) * p_val)
-            if min(n_train, n_val, len(images) - n_train - n_val) < 1:
-                raise ValueError(f"{category_dir} has {len(images)} images: too few for a train/val/test split")
+            n_train, n_val, _ = sizes(len(images))
             name = (new_cnames or {}).get(category, category)
             for part, ims in ((train, images[:n_train]), (val, images[n_train:n_train + n_val]),
                               (test, images[n_train + n_val:])):
@@ -317,6 +357,63 @@ def check_dataset_dir(path, cfg, name, dirname):
         f"{name}: dataset folder not found: {path}{hint}; expected DATASET.ROOT/{dirname}; "
         f"see {DOCS} for the layout"
     )
+
+
+def images_per_class(counts):
+    """One phrase on {class: images found}, e.g. "3 classes with 0 to 10 images each; none in 1
+    (Forest)"."""
+    if not counts:
+        return "no class folders"
+    lo, hi, n = min(counts.values()), max(counts.values()), len(counts)
+    text = f"{n} class{'es' if n != 1 else ''} with " + (
+        f"{lo} image{'s' if lo != 1 else ''} each" if lo == hi else f"{lo} to {hi} images each")
+    empty = [str(c) for c, k in counts.items() if k == 0]
+    if empty and len(empty) < n:
+        text += f"; none in {len(empty)} ({', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''})"
+    return text
+
+
+def check_split(splits, source, fix):
+    """Stop unless (train, val, test) is usable: every split non-empty (val may be None), train
+    labels 0..n-1, every train class in test, val and test only train's labels. ``source``
+    names the split file or folder in the message, ``fix`` says what to do."""
+    named = dict(zip(("train", "val", "test"), splits))
+    for key, items in named.items():
+        if items is not None and not items:
+            raise ValueError(f"{source}: the '{key}' split is empty. {fix}")
+    names = {x.label: x.classname for x in named["train"]}
+    gaps = sorted(set(range(max(names) + 1)) - set(names))
+    if gaps:
+        raise ValueError(f"{source}: the 'train' split has no images of label(s) {gaps[:5]} "
+                         f"(its labels run 0..{max(names)}). {fix}")
+    for key in ("val", "test"):
+        labels = {x.label for x in named[key]} if named[key] is not None else set(names)
+        extra = sorted(labels - set(names))
+        if extra:
+            raise ValueError(f"{source}: the '{key}' split has label(s) {extra[:5]} that 'train' lacks. {fix}")
+        absent = sorted(set(names) - labels)
+        if key == "test" and absent:
+            listed = ", ".join(repr(names[y]) for y in absent[:5])
+            raise ValueError(f"{source}: {len(absent)} class(es) have no 'test' images ({listed}). {fix}")
+
+
+def check_fewshot_cache(data, sources, path):
+    """Stop unless the few-shot lists ``data[key]`` hold, for every class of the split's
+    ``sources[key] = (items, shots)``, min(shots, images of that class) of its images."""
+    fix = f"Delete {path} (or its folder {os.path.dirname(path)}) to draw the few-shot sets again"
+    for key, (source, shots) in sources.items():
+        labels = {x.impath: x.label for x in source}
+        available = Counter(labels.values())
+        foreign = [x.impath for x in data[key] if labels.get(x.impath, -1) != x.label]
+        if foreign:
+            raise ValueError(f"{path} does not match the split: its '{key}' set has {len(foreign)} images the "
+                             f"split's '{key}' set lacks, e.g. {foreign[0]} (another split, or the dataset moved). {fix}")
+        counts = Counter(x.label for x in data[key])
+        wrong = sorted(y for y in available if counts[y] != min(shots, available[y]))
+        if wrong:
+            y = wrong[0]
+            raise ValueError(f"{path} does not match the split: its '{key}' set has {counts[y]} images of label {y}, "
+                             f"expected {min(shots, available[y])} ({len(wrong)} class(es) differ). {fix}")
 
 
 def check_enough_shots(data_source, num_shots, source):
@@ -347,10 +444,13 @@ def load_fewshot_cache(path, keys, what="few-shot cache"):
         raise ValueError(
             f"malformed {what} {path}: expected lists of Datum under {list(keys)}. Delete it to regenerate it."
         )
-    if data["train"] and not os.path.isfile(data["train"][0].impath):
+    # One image per class and list: cheap on ImageNet's 1.3M, and catches a moved dataset.
+    firsts = {(k, x.label): x.impath for k in keys for x in reversed(data[k])}
+    missing = next((p for p in firsts.values() if not os.path.isfile(p)), None)
+    if missing:
         raise FileNotFoundError(
-            f"{what} {path} refers to {data['train'][0].impath}, which does not exist (was the "
-            "dataset moved?). Delete it (and the split_fewshot folder) to regenerate the caches."
+            f"{what} {path} refers to {missing}, which does not exist (was the dataset moved?). "
+            "Delete it (and the split_fewshot folder) to regenerate the caches."
         )
     return data
 

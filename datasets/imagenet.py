@@ -7,7 +7,15 @@ import os
 from dassl.data.datasets import DATASET_REGISTRY, Datum
 from dassl.utils import listdir_nohidden
 
-from .common import CoOpDataset, load_fewshot_cache, read_classnames, try_cache_write, write_pickle_atomic
+from .common import (
+    CoOpDataset,
+    check_split,
+    images_per_class,
+    load_fewshot_cache,
+    read_classnames,
+    try_cache_write,
+    write_pickle_atomic,
+)
 
 
 @DATASET_REGISTRY.register()
@@ -23,11 +31,15 @@ class ImageNet(CoOpDataset):
         self.preprocessed = os.path.join(self.dataset_dir, "preprocessed.pkl")
         if os.path.exists(self.preprocessed):
             data = load_fewshot_cache(self.preprocessed, ("train", "test"), "ImageNet cache")
+            check_split((data["train"], None, data["test"]), self.preprocessed,
+                        "Delete it to list the image folders again")
             return data["train"], None, data["test"]
         classnames = self.read_classnames(os.path.join(self.dataset_dir, "classnames.txt"))
         train = self.read_data(classnames, "train")
         test = self.read_data(classnames, "val")  # standard practice: evaluate on val
-        try_cache_write(lambda p: write_pickle_atomic({"train": train, "test": test}, p),
+        check_split((train, None, test), self.image_dir,
+                    "Complete images/train and images/val (layout: docs/DATASETS.md); nothing was written")
+        try_cache_write(lambda p: write_pickle_atomic({"train": train, "test": test}, p, overwrite=False),
                         self.preprocessed, "preprocessed ImageNet lists")
         return train, None, test
 
@@ -39,11 +51,18 @@ class ImageNet(CoOpDataset):
                 "see docs/DATASETS.md)"
             )
         folders = sorted(f.name for f in os.scandir(split_dir) if f.is_dir())
+        files = {folder: listdir_nohidden(os.path.join(split_dir, folder)) for folder in folders}
+        if not folders or not all(files.values()):
+            found = images_per_class({f: len(files[f]) for f in folders})
+            raise FileNotFoundError(
+                f"ImageNet: {split_dir} is empty or incomplete: {found}. Expected {split_dir}/<wnid>/<images> "
+                "for every class of classnames.txt (layout: docs/DATASETS.md)"
+            )
         items = []
         for label, folder in enumerate(folders):
             if folder not in classnames:
                 raise KeyError(f"ImageNet: folder {folder} of {split_dir} is not in classnames.txt")
-            for imname in listdir_nohidden(os.path.join(split_dir, folder)):
+            for imname in files[folder]:
                 impath = os.path.join(split_dir, folder, imname)
                 items.append(Datum(impath=impath, label=label, classname=classnames[folder]))
         return items

@@ -81,6 +81,19 @@ def test_write_json_failure_keeps_old_file(tmp_path):
     assert read_json(path) == {"v": 1} and _no_tmp_files(tmp_path)
 
 
+def test_write_without_overwrite_never_replaces_a_file(tmp_path, monkeypatch):
+    path = str(tmp_path / "split.json")
+    assert write_json({"v": 1}, path, overwrite=False) is True and read_json(path) == {"v": 1}
+    assert write_json({"v": 2}, path, overwrite=False) is False  # the existing file wins
+    assert read_json(path) == {"v": 1} and _no_tmp_files(tmp_path)
+    # A file system without hard links: checked, then renamed; still never over a file.
+    monkeypatch.setattr(os, "link", lambda *a: (_ for _ in ()).throw(PermissionError("no links")))
+    assert write_json({"v": 3}, path, overwrite=False) is False and read_json(path) == {"v": 1}
+    other = str(tmp_path / "other.json")
+    assert write_json({"v": 4}, other, overwrite=False) is True and read_json(other) == {"v": 4}
+    assert _no_tmp_files(tmp_path)
+
+
 def test_meters():
     m = AverageMeter()
     m.update(1.0, n=1)

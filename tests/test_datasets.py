@@ -267,7 +267,7 @@ def test_subsample_base_new(root, name, n_base):
 def test_eurosat_raw_names_in_split_are_fixed(tmp_path):
     folder_per_class(str(tmp_path / "eurosat" / "2750"), ["AnnualCrop", "SeaLake"], 4)
     split_json(str(tmp_path / "eurosat" / "split_zhou_EuroSAT.json"),
-               {"AnnualCrop": ["AnnualCrop/0.jpg", "AnnualCrop/1.jpg"], "SeaLake": ["SeaLake/0.jpg", "SeaLake/1.jpg"]}, {}, (1, 0))
+               {c: [f"{c}/{i}.jpg" for i in range(3)] for c in ("AnnualCrop", "SeaLake")}, {}, (1, 1))
     assert build(str(tmp_path), "EuroSAT").classnames == ["Annual Crop Land", "Sea or Lake"]
 
 
@@ -287,7 +287,8 @@ def test_split_lists_missing_image(tmp_path):
     files = folder_per_class(str(tmp_path / "food-101" / "images"), ["pho"], 3)
     split_json(str(tmp_path / "food-101" / "split_zhou_Food101.json"), files, {}, (1, 1))
     os.remove(tmp_path / "food-101" / "images" / "pho" / "2.jpg")
-    with pytest.raises(FileNotFoundError, match=r"split_zhou_Food101.json lists .*pho/2.jpg"):
+    with pytest.raises(FileNotFoundError, match=r"split_zhou_Food101.json lists 1 of 3 images that do not exist, "
+                                                r"e.g. .*pho/2.jpg; found 1 class with 2 images each"):
         build(str(tmp_path), "Food101")
 
 

@@ -1,10 +1,12 @@
 """yacs ``CfgNode`` with short, explicit errors for unknown keys and mistyped values."""
 from __future__ import annotations
 
+import os
 import re
 from difflib import SequenceMatcher
 from typing import Optional
 
+import yaml
 from yacs.config import CfgNode as _YacsCfgNode
 
 __all__ = ["CfgNode", "ConfigKeyError"]
@@ -89,8 +91,17 @@ class CfgNode(_YacsCfgNode):
             raise self._unknown_key(key, source) from None
 
     def merge_from_file(self, cfg_filename: str) -> None:
-        with open(cfg_filename, "r") as f:
-            cfg = _YacsCfgNode.load_cfg(f)  # plain nodes, see class docstring
+        if not os.path.isfile(cfg_filename):
+            raise FileNotFoundError(f"config file {cfg_filename} not found (working directory {os.getcwd()}): "
+                                    "check the --config-file / --dataset-config-file path")
+        try:
+            with open(cfg_filename, "r") as f:
+                cfg = _YacsCfgNode.load_cfg(f)  # plain nodes, see class docstring
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or err
+            raise ValueError(f"config file {cfg_filename} is not valid YAML{where}: {problem}") from None
         self._merge(super().merge_from_other_cfg, cfg, cfg_filename)
 
     def merge_from_other_cfg(self, cfg_other) -> None:

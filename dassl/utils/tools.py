@@ -53,11 +53,14 @@ def read_json(fpath: str) -> Any:
         return json.load(f)
 
 
-def atomic_write(fpath: str, write_fn, mode: str = "w") -> None:
+def atomic_write(fpath: str, write_fn, mode: str = "w", overwrite: bool = True) -> bool:
     """Call ``write_fn(fileobj)`` on a temp file next to ``fpath``, then rename it.
 
     ``os.replace`` is atomic on POSIX within one file system, so a reader (or a
-    crash mid-write) never sees a half-written ``fpath``.
+    crash mid-write) never sees a half-written ``fpath``. With ``overwrite=False`` an
+    existing ``fpath`` (a user's file, or one another process wrote meanwhile) is never
+    replaced: the temp file is hard-linked into place, which fails if ``fpath`` exists.
+    Returns whether ``fpath`` now holds what ``write_fn`` wrote.
     """
     dirname = osp.dirname(osp.abspath(fpath))
     mkdir_if_missing(dirname)
@@ -68,16 +71,36 @@ def atomic_write(fpath: str, write_fn, mode: str = "w") -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; match a normally created file
-        os.replace(tmp, fpath)
+        if overwrite:
+            os.replace(tmp, fpath)
+            return True
+        return _link_unless_exists(tmp, fpath)
     except BaseException:
         if osp.exists(tmp):
             os.remove(tmp)
         raise
 
 
-def write_json(obj: Any, fpath: str) -> None:
-    """Write ``obj`` to ``fpath`` as indented JSON (atomically)."""
-    atomic_write(fpath, lambda f: json.dump(obj, f, indent=4, separators=(",", ": ")))
+def _link_unless_exists(tmp: str, fpath: str) -> bool:
+    """Move ``tmp`` to ``fpath`` unless ``fpath`` exists (then drop ``tmp``)."""
+    try:
+        os.link(tmp, fpath)  # atomic and exclusive
+    except FileExistsError:
+        os.remove(tmp)
+        return False
+    except OSError:  # a file system without hard links: check, then rename
+        if osp.exists(fpath):
+            os.remove(tmp)
+            return False
+        os.replace(tmp, fpath)
+        return True
+    os.remove(tmp)
+    return True
+
+
+def write_json(obj: Any, fpath: str, overwrite: bool = True) -> bool:
+    """Write ``obj`` to ``fpath`` as indented JSON (atomically; see atomic_write)."""
+    return atomic_write(fpath, lambda f: json.dump(obj, f, indent=4, separators=(",", ": ")), overwrite=overwrite)
 
 
 def set_random_seed(seed: int) -> None:
