@@ -145,7 +145,17 @@ class CoOpDataset(DatasetBase):
             "Results will not match CoOp's published splits; fetch those with "
             f"`python -m datasets.fetch_splits --root {self.root} --datasets {type(self).__name__}`."
         )
-        train, val, test = self.build_split()
+        try:
+            train, val, test = self.build_split()
+        except FileNotFoundError as err:  # an annotation names an image that is not there
+            if not str(err).startswith("image not found"):
+                raise
+            found = sum(len(files) for _, _, files in os.walk(self.image_dir)) if os.path.isdir(self.image_dir) else 0
+            raise FileNotFoundError(
+                f"{type(self).__name__}: the annotations name images that are not in {self.image_dir} "
+                f"({found} images found there), e.g. {str(err).split(': ', 1)[-1]}. Complete the images "
+                f"(layout: {DOCS}); no split file was written"
+            ) from None
         check_split((train, val, test), self.image_dir,
                     f"Complete the images (layout: {DOCS}); no split file was written")
         try_cache_write(lambda p: self.save_split(train, val, test, p, self.image_dir, overwrite=False),

@@ -292,6 +292,26 @@ def test_split_lists_missing_image(tmp_path):
         build(str(tmp_path), "Food101")
 
 
+def test_empty_or_partial_folders_write_nothing(tmp_path):
+    """CoOp would write an empty split (and fail later on max() of an empty sequence)."""
+    (tmp_path / "eurosat" / "2750").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"2750 is empty or incomplete: no class folders.*docs/DATASETS.md"):
+        build(str(tmp_path), "EuroSAT", num_shots=1)
+    folder_per_class(str(tmp_path / "eurosat" / "2750"), ["AnnualCrop", "Forest"], 5)
+    folder_per_class(str(tmp_path / "eurosat" / "2750"), ["SeaLake"], 2)
+    with pytest.raises(FileNotFoundError, match=r"3 classes with 2 to 5 images each, and each class needs at least 4"):
+        build(str(tmp_path), "EuroSAT", num_shots=1)
+    # Annotations present, images not yet extracted (OxfordPets builds its split from them).
+    write(str(tmp_path / "oxford_pets" / "annotations" / "trainval.txt"), "Abyssinian_1 1 1 1\n")
+    write(str(tmp_path / "oxford_pets" / "annotations" / "test.txt"), "Abyssinian_2 1 1 1\n")
+    os.makedirs(tmp_path / "oxford_pets" / "images")
+    with pytest.raises(FileNotFoundError, match=r"OxfordPets: the annotations name images that are not in "
+                                                 r".*oxford_pets/images \(0 images found there\)"):
+        build(str(tmp_path), "OxfordPets")
+    written = [f for _, _, fs in os.walk(tmp_path) for f in fs if f.endswith((".json", ".pkl"))]
+    assert written == []
+
+
 def test_too_few_images_for_num_shots(root):
     with pytest.raises(ValueError, match=r"NUM_SHOTS=16.*'banded' \(label 0\) has 3.*at most 3"):
         build(root, "DescribableTextures", num_shots=16)
