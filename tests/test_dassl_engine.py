@@ -315,10 +315,3 @@ def test_mid_epoch_checkpoints_resume_exactly(tmp_path, capsys):
     assert lines(out) == full_lines[16:]
     assert torch.equal(resumed.model.weight, full.model.weight) and torch.equal(resumed.model.bias, full.model.bias)
     assert sorted(os.listdir(model_dir)) == sorted(os.listdir(tmp_path / "full" / "model"))
-
-
-def test_trainer_xu_refuses_mid_epoch_checkpoints(tmp_path):
-    from dassl.engine import TrainerXU
-
-    with pytest.raises(ValueError, match="TRAIN.CHECKPOINT_ITERS 2: mid-epoch checkpoints are not supported"):
-        TrainerXU(_cfg(tmp_path, TRAIN__CHECKPOINT_ITERS=2))

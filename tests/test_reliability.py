@@ -27,9 +27,11 @@ SMALL = ["DATASET.NUM_SHOTS", 4, "DATALOADER.TRAIN_X.BATCH_SIZE", 8, "TRAIN.PRIN
 def train(*args, fault=None, expect=0):
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
     env.pop(FAULT_ENV, None)
-    if fault:
+    script = "train.py"
+    if fault:  # test-only: tests/train_with_faults.py installs the fault, then runs train.py
         env[FAULT_ENV] = fault
-    proc = subprocess.run([sys.executable, "train.py", *map(str, args)], cwd=ROOT, env=env,
+        script = os.path.join("tests", "train_with_faults.py")
+    proc = subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     if expect is not None and proc.returncode != expect:
         raise AssertionError(f"train.py exited {proc.returncode}, expected {expect}:\n"
@@ -243,7 +245,7 @@ def test_bad_checkpoint_through_train_py_is_one_line_exit_2(reference, data_root
     assert first.startswith(f"error: checkpoint {path} was written by another trainer or model")
     assert "Traceback" not in proc.stderr
     after = _files(run)
-    assert {f: after[f] for f in before} == before and all(f.startswith("log.txt") for f in set(after) - set(before))
+    assert {f: after[f] for f in before} == before and all(f.startswith(("log.txt", "config.yaml")) for f in set(after) - set(before))
 
 
 def test_same_seed_gives_identical_losses_and_accuracy(reference, killed_then_rerun):

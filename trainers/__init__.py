@@ -2,5 +2,10 @@
 
 Shared plumbing: clip_backbone.py (CLIP loading, text encoder, prompt pieces) and
 prompt_trainer.py (the trainer base); EMPL's sampler and objective: sgld.py, empl.py,
-multi_prompt_losses.py, open_vocab.py; one file per method."""
+multi_prompt_losses.py, open_vocab.py; one file per method.
+
+In this repository the package is `trainers`; installed into a CoOp or MaPLe checkout
+(pyproject.toml) it is `multiprompt`: `import multiprompt` registers the trainers and
+`multiprompt.add_method_config(cfg)` declares their config keys."""
 from . import cocoop, coop, empl_coop, empl_maple, empl_proda, maple, proda, zsclip  # noqa: F401
+from .config import add_method_config  # noqa: F401

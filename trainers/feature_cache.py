@@ -17,14 +17,18 @@ from typing import Callable, Dict, Hashable
 
 import torch
 
-from dassl.data.transforms import random_choices
+# Dassl's random INPUT.TRANSFORMS (the names both Dassl.pytorch and the bundled dassl use).
+# Kept here rather than imported: real Dassl, in a CoOp checkout, exports no such list.
+RANDOM_TRANSFORMS = ("random_flip", "random_resized_crop", "random_crop", "random_translation", "cutout",
+                     "imagenet_policy", "cifar10_policy", "svhn_policy", "randaugment", "randaugment_fixmatch",
+                     "randaugment2", "gaussian_noise", "colorjitter", "randomgrayscale", "gaussian_blur")
 
 _STORES: Dict[Hashable, Dict[bytes, torch.Tensor]] = {}
 
 
 def check_cacheable(cfg) -> None:
     """CACHE_IMAGE_FEATURES needs training images that are the same at every epoch."""
-    random_ones = random_choices(cfg)
+    random_ones = [t for t in cfg.INPUT.TRANSFORMS if t in RANDOM_TRANSFORMS]
     if random_ones:
         raise ValueError(
             f"MODEL.BACKBONE.CACHE_IMAGE_FEATURES True needs deterministic INPUT.TRANSFORMS, but {random_ones} "

@@ -5,6 +5,7 @@ implements `build_custom_clip(cfg, classnames, clip_model)` returning a module w
 `prompt_learner` submodule (the only trained part). It may override `compute_loss` (training
 loss and logits of a batch) and `model_inference`.
 """
+import os
 from contextlib import nullcontext
 
 import torch
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import load_pretrained_weights
+from dassl.utils import load_checkpoint, load_pretrained_weights
 
 from .clip_backbone import autocast_dtype, half_on_cpu, load_clip, resolve_precision, set_clip_precision
 from .feature_cache import image_feature_cache
@@ -173,32 +174,38 @@ class ClipPromptTrainer(TrainerX):
             return model(image)
 
     # ------------------------------------------------------------------ checkpoints
-    def load_model(self, directory, epoch=None):
-        """CoOp's load_model: model-best.pth.tar, or model.pth.tar-<epoch>, of each model.
+    # CoOp's load_model: the engine's (model-best.pth.tar or model.pth.tar-<epoch>, each file
+    # checked first: a missing file lists the saved epochs, and an unreadable file, another
+    # trainer's tensors, a learnable tensor of another shape (e.g. CSC's context for another
+    # class count) or NaN/inf in one are one error line naming the file). The class-dependent
+    # buffers are not loaded (a base-trained model evaluates on new classes), so the load is
+    # partial, and the resizable buffers take the size they were saved with.
+    load_model_skip = CLASS_DEPENDENT_BUFFERS + RESIZABLE_BUFFERS
+    load_model_partial = True
 
-        The class-dependent buffers are not loaded (a base-trained model evaluates on new
-        classes), so the load is partial; the file is checked first (dassl's
-        read_checked_checkpoint): a missing file lists the saved epochs, and an unreadable file,
-        another trainer's tensors, a learnable tensor of another shape (e.g. CSC's context for
-        another class count) or NaN/inf in one are one error line naming the file."""
-        if not directory:
-            print("Note that load_model() is skipped as no pretrained model is given")
-            return
-        fix = self.model_dir_fix()
+    def load_model(self, directory, epoch=None):
+        if hasattr(TrainerX, "load_model_state") or not directory:  # the bundled dassl: checks, then the hook below
+            return super().load_model(directory, epoch)
+        # Real Dassl.pytorch (a CoOp checkout): no hook there, and its load_model fails on the
+        # val_result (None) of epoch checkpoints, so CoOp's trainers bring their own; this one too.
+        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
         for name in self.get_model_names():
-            model_path = self.find_model_file(directory, name, epoch)
-            checkpoint = self.read_checked_checkpoint(model_path, name, fix, partial=True,
-                                                      skip=CLASS_DEPENDENT_BUFFERS + RESIZABLE_BUFFERS)
-            state_dict = checkpoint["state_dict"]
-            for key in [k for k in state_dict if k.split(".")[-1] in CLASS_DEPENDENT_BUFFERS]:
-                del state_dict[key]
-            model = self._models[name]
-            for key in [k for k in state_dict if k.split(".")[-1] in RESIZABLE_BUFFERS]:
-                # Saved with the size the training run gave it: take that size before loading.
-                module_name, _, buffer_name = key.rpartition(".")
-                module = model.get_submodule(module_name) if module_name else model
-                if hasattr(module, buffer_name):
-                    setattr(module, buffer_name, torch.empty_like(state_dict[key]))
-            print(f'Loading weights to {name} from "{model_path}" (epoch = {checkpoint.get("epoch")})')
-            self._models[name].load_state_dict(state_dict, strict=False)
+            model_path = os.path.join(directory, name, model_file)
+            if not os.path.exists(model_path):
+                raise FileNotFoundError(f'Model not found at "{model_path}"')
+            self.load_model_state(name, model_path, load_checkpoint(model_path))
+
+    def load_model_state(self, name, model_path, checkpoint):
+        state_dict = checkpoint["state_dict"]
+        for key in [k for k in state_dict if k.split(".")[-1] in CLASS_DEPENDENT_BUFFERS]:
+            del state_dict[key]
+        model = self._models[name]
+        for key in [k for k in state_dict if k.split(".")[-1] in RESIZABLE_BUFFERS]:
+            # Saved with the size the training run gave it: take that size before loading.
+            module_name, _, buffer_name = key.rpartition(".")
+            module = model.get_submodule(module_name) if module_name else model
+            if hasattr(module, buffer_name):
+                setattr(module, buffer_name, torch.empty_like(state_dict[key]))
+        print(f'Loading weights to {name} from "{model_path}" (epoch = {checkpoint.get("epoch")})')
+        model.load_state_dict(state_dict, strict=False)
         self.clear_eval_cache()  # features cached from the previous weights are stale

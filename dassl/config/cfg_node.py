@@ -105,7 +105,9 @@ class CfgNode(_YacsCfgNode):
         self._merge(super().merge_from_other_cfg, cfg, cfg_filename)
 
     def merge_from_other_cfg(self, cfg_other) -> None:
-        self._merge(super().merge_from_other_cfg, cfg_other, None)
+        from .defaults import RETIRED_KEYS  # lazy: defaults imports this module
+
+        self._merge(super().merge_from_other_cfg, _without(cfg_other, RETIRED_KEYS), None)
 
     def merge_from_list(self, cfg_list: list) -> None:
         if len(cfg_list) % 2 != 0:
@@ -113,3 +115,23 @@ class CfgNode(_YacsCfgNode):
                 f"Config overrides must be KEY VALUE pairs, got an odd number of items: {cfg_list}"
             )
         self._merge(super().merge_from_list, cfg_list, "command-line opts")
+
+
+def _without(cfg: _YacsCfgNode, keys) -> _YacsCfgNode:
+    """``cfg``, or a copy of it without the dotted ``keys`` it holds."""
+    present = []
+    for key in keys:
+        node, parts = cfg, key.split(".")
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and parts[-1] in node:
+            present.append(parts)
+    if not present:
+        return cfg
+    cfg = cfg.clone()
+    for parts in present:
+        node = cfg
+        for part in parts[:-1]:
+            node = node[part]
+        node.pop(parts[-1])
+    return cfg

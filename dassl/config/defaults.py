@@ -1,7 +1,10 @@
-"""Default configuration: every key (and value) of Dassl.pytorch's defaults.py.
+"""Default configuration: Dassl.pytorch's defaults.py (same keys and values), less what only
+Dassl's domain-adaptation and semi-supervised code uses: its trainers' nodes (TRAINER.MCD ...
+TRAINER.FIXMATCH), DATALOADER.TRAIN_U, TRAIN.COUNT_ITER and the SSL datasets' DATASET keys.
 
-Keys only matter if some code reads them, but all of them are declared so
-that any YAML written for real Dassl (CoOp, CoCoOp, MaPLe configs) merges.
+Every key a CoOp, CoCoOp or MaPLe config (YAML or command-line opts) sets is declared, so their
+configs merge. A run's config dump written before those keys were dropped still merges
+(RETIRED_KEYS, CfgNode.merge_from_other_cfg).
 """
 from yacs.config import CfgNode as CN
 
@@ -49,13 +52,7 @@ _C.DATASET.ROOT = ""
 _C.DATASET.NAME = ""
 _C.DATASET.SOURCE_DOMAINS = ()
 _C.DATASET.TARGET_DOMAINS = ()
-_C.DATASET.NUM_LABELED = -1  # SSL: labeled instances in total
 _C.DATASET.NUM_SHOTS = -1  # few-shot: images per class
-_C.DATASET.VAL_PERCENT = 0.1  # SSL datasets only
-_C.DATASET.STL10_FOLD = -1
-_C.DATASET.CIFAR_C_TYPE = ""
-_C.DATASET.CIFAR_C_LEVEL = 1
-_C.DATASET.ALL_AS_UNLABELED = False
 
 # ---------------------------------------------------------------- Data loader
 _C.DATALOADER = CN()
@@ -74,12 +71,6 @@ _C.DATALOADER.TRAIN_X.SAMPLER = "RandomSampler"
 _C.DATALOADER.TRAIN_X.BATCH_SIZE = 32
 _C.DATALOADER.TRAIN_X.N_DOMAIN = 0  # RandomDomainSampler; 0/-1 = all domains
 _C.DATALOADER.TRAIN_X.N_INS = 16  # RandomClassSampler: instances per class
-_C.DATALOADER.TRAIN_U = CN()
-_C.DATALOADER.TRAIN_U.SAME_AS_X = True
-_C.DATALOADER.TRAIN_U.SAMPLER = "RandomSampler"
-_C.DATALOADER.TRAIN_U.BATCH_SIZE = 32
-_C.DATALOADER.TRAIN_U.N_DOMAIN = 0
-_C.DATALOADER.TRAIN_U.N_INS = 16
 _C.DATALOADER.TEST = CN()
 _C.DATALOADER.TEST.SAMPLER = "SequentialSampler"
 _C.DATALOADER.TEST.BATCH_SIZE = 32
@@ -131,7 +122,6 @@ _C.TRAIN.CHECKPOINT_FREQ = 0  # epochs; <= 0: save the last epoch only
 # (model.pth.tar-<epoch>-iter<batches done>, removed once superseded); 0 = off (Dassl's behaviour)
 _C.TRAIN.CHECKPOINT_ITERS = 0
 _C.TRAIN.PRINT_FREQ = 10  # batches
-_C.TRAIN.COUNT_ITER = "train_x"  # train_x, train_u or smaller_one (TrainerXU)
 # Ours: also checkpoint the epochs CHECKPOINT_FREQ skips, so a killed run resumes from its last
 # complete epoch; such a file is removed once the next one is written (final layout = Dassl's).
 _C.TRAIN.RESUME_CHECKPOINTS = True
@@ -151,62 +141,14 @@ _C.TEST.FINAL_MODEL = "last_step"
 _C.TRAINER = CN()
 _C.TRAINER.NAME = ""
 
-# Dassl's built-in DA / DG / SSL trainers (kept so their configs still merge)
-_C.TRAINER.MCD = CN()
-_C.TRAINER.MCD.N_STEP_F = 4
-_C.TRAINER.MME = CN()
-_C.TRAINER.MME.LMDA = 0.1
-_C.TRAINER.CDAC = CN()
-_C.TRAINER.CDAC.CLASS_LR_MULTI = 10
-_C.TRAINER.CDAC.RAMPUP_COEF = 30
-_C.TRAINER.CDAC.RAMPUP_ITRS = 1000
-_C.TRAINER.CDAC.TOPK_MATCH = 5
-_C.TRAINER.CDAC.P_THRESH = 0.95
-_C.TRAINER.CDAC.STRONG_TRANSFORMS = ()
-_C.TRAINER.SE = CN()
-_C.TRAINER.SE.EMA_ALPHA = 0.999
-_C.TRAINER.SE.CONF_THRE = 0.95
-_C.TRAINER.SE.RAMPUP = 300
-_C.TRAINER.M3SDA = CN()
-_C.TRAINER.M3SDA.LMDA = 0.5
-_C.TRAINER.M3SDA.N_STEP_F = 4
-_C.TRAINER.DAEL = CN()
-_C.TRAINER.DAEL.WEIGHT_U = 0.5
-_C.TRAINER.DAEL.CONF_THRE = 0.95
-_C.TRAINER.DAEL.STRONG_TRANSFORMS = ()
-_C.TRAINER.CROSSGRAD = CN()
-_C.TRAINER.CROSSGRAD.EPS_F = 1.0
-_C.TRAINER.CROSSGRAD.EPS_D = 1.0
-_C.TRAINER.CROSSGRAD.ALPHA_F = 0.5
-_C.TRAINER.CROSSGRAD.ALPHA_D = 0.5
-_C.TRAINER.DDAIG = CN()
-_C.TRAINER.DDAIG.G_ARCH = ""
-_C.TRAINER.DDAIG.LMDA = 0.3
-_C.TRAINER.DDAIG.CLAMP = False
-_C.TRAINER.DDAIG.CLAMP_MIN = -1.0
-_C.TRAINER.DDAIG.CLAMP_MAX = 1.0
-_C.TRAINER.DDAIG.WARMUP = 0
-_C.TRAINER.DDAIG.ALPHA = 0.5
-_C.TRAINER.DAELDG = CN()
-_C.TRAINER.DAELDG.WEIGHT_U = 0.5
-_C.TRAINER.DAELDG.CONF_THRE = 0.95
-_C.TRAINER.DAELDG.STRONG_TRANSFORMS = ()
-_C.TRAINER.DOMAINMIX = CN()
-_C.TRAINER.DOMAINMIX.TYPE = "crossdomain"
-_C.TRAINER.DOMAINMIX.ALPHA = 1.0
-_C.TRAINER.DOMAINMIX.BETA = 1.0
-_C.TRAINER.ENTMIN = CN()
-_C.TRAINER.ENTMIN.LMDA = 1e-3
-_C.TRAINER.MEANTEACHER = CN()
-_C.TRAINER.MEANTEACHER.WEIGHT_U = 1.0
-_C.TRAINER.MEANTEACHER.EMA_ALPHA = 0.999
-_C.TRAINER.MEANTEACHER.RAMPUP = 5
-_C.TRAINER.MIXMATCH = CN()
-_C.TRAINER.MIXMATCH.WEIGHT_U = 100.0
-_C.TRAINER.MIXMATCH.TEMP = 2.0
-_C.TRAINER.MIXMATCH.MIXUP_BETA = 0.75
-_C.TRAINER.MIXMATCH.RAMPUP = 20000
-_C.TRAINER.FIXMATCH = CN()
-_C.TRAINER.FIXMATCH.WEIGHT_U = 1.0
-_C.TRAINER.FIXMATCH.CONF_THRE = 0.95
-_C.TRAINER.FIXMATCH.STRONG_TRANSFORMS = ()
+
+# Keys of Dassl's defaults dropped above (prefixes: a node and everything under it). Not
+# declared, so a YAML or opts setting one is an error; merge_from_other_cfg (a whole config, e.g.
+# the dump in the log.txt of a run written before they were dropped) ignores them.
+RETIRED_KEYS = (
+    "DATASET.NUM_LABELED", "DATASET.VAL_PERCENT", "DATASET.STL10_FOLD", "DATASET.CIFAR_C_TYPE",
+    "DATASET.CIFAR_C_LEVEL", "DATASET.ALL_AS_UNLABELED", "DATALOADER.TRAIN_U", "TRAIN.COUNT_ITER",
+    "TRAINER.MCD", "TRAINER.MME", "TRAINER.CDAC", "TRAINER.SE", "TRAINER.M3SDA", "TRAINER.DAEL",
+    "TRAINER.CROSSGRAD", "TRAINER.DDAIG", "TRAINER.DAELDG", "TRAINER.DOMAINMIX", "TRAINER.ENTMIN",
+    "TRAINER.MEANTEACHER", "TRAINER.MIXMATCH", "TRAINER.FIXMATCH",
+)

@@ -1,6 +1,7 @@
 """DataManager, DatasetWrapper and build_data_loader (Dassl's ``dassl.data.data_manager``)."""
 import torch
 import torchvision.transforms as T
+from tabulate import tabulate
 from torch.utils.data import Dataset as TorchDataset
 
 from dassl.utils import UnreadableImageError, get_rank, get_world_size, is_distributed, read_image
@@ -114,8 +115,8 @@ def drop_unreadable_images(data_source, what):
 class DataManager:
     """Build the dataset named by ``cfg.DATASET.NAME``, its transforms and its loaders.
 
-    Attributes: ``dataset``, ``train_loader_x``, ``train_loader_u`` (None without unlabelled
-    data), ``val_loader`` (None without a val split), ``test_loader``, and the properties
+    Attributes: ``dataset``, ``train_loader_x``, ``train_loader_u`` (always None: no trainer
+    here reads unlabelled data), ``val_loader`` (None without a val split), ``test_loader``, and the properties
     ``num_classes``, ``num_source_domains`` and ``lab2cname``.
     """
 
@@ -145,10 +146,9 @@ class DataManager:
 
         self.dataset = dataset
         self.train_loader_x = loader(dataset.train_x, dl.TRAIN_X, tfm_train, True)
+        # Dassl's attribute: no loader for unlabelled data (train_u), which only Dassl's semi-supervised
+        # and domain-adaptation trainers (TrainerXU) read
         self.train_loader_u = None
-        if dataset.train_u:
-            node_u = dl.TRAIN_X if dl.TRAIN_U.SAME_AS_X else dl.TRAIN_U
-            self.train_loader_u = loader(dataset.train_u, node_u, tfm_train, True)
         self.val_loader = loader(dataset.val, dl.TEST, tfm_test, False) if dataset.val else None
         self.test_loader = loader(dataset.test, dl.TEST, tfm_test, False)
 
@@ -206,16 +206,7 @@ class DataManager:
         if self.dataset.val:
             rows.append(["# val", f"{len(self.dataset.val):,}"])
         rows.append(["# test", f"{len(self.dataset.test):,}"])
-        print(format_table(rows))
-
-
-def format_table(rows):
-    """Rows as a plain-text table in tabulate's default ("simple", no header) format."""
-    rows = [[str(cell) for cell in row] for row in rows]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    rule = "  ".join("-" * w for w in widths)
-    body = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    return "\n".join([rule, *body, rule])
+        print(tabulate(rows))
 
 
 class DatasetWrapper(TorchDataset):

@@ -10,6 +10,8 @@ Call order of ``train()``::
 Subclasses (e.g. CoOp) implement ``build_model`` (create the model(s),
 optimizer(s), scheduler(s) and ``register_model`` them) and
 ``forward_backward(batch)`` (one optimization step returning a dict of scalars).
+``load_model`` checks each file before loading it; a trainer that loads only part of a
+checkpoint sets ``load_model_skip`` / ``load_model_partial`` and overrides ``load_model_state``.
 """
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ import math
 import os
 import os.path as osp
 import re
-import signal
 import sys
 import time
 from collections import OrderedDict
@@ -66,21 +67,6 @@ def _progress(iterable, enabled: bool = True, desc: str = ""):
     except ImportError:
         return iterable
     return tqdm(iterable, file=console, desc=desc, leave=False)
-
-
-# Test-only fault injection: DASSL_FAULT_INJECT="kill@N" sends SIGKILL to this process, and
-# "nan@N" turns the learnable parameters into NaN, just before global training iteration N
-# (0-based, epoch * batches_per_epoch + batch). Used by tests/test_reliability.py to interrupt
-# runs at a reproducible point; never set it in real runs.
-FAULT_ENV = "DASSL_FAULT_INJECT"
-
-
-def _fault_at(n_iter: int) -> Optional[str]:
-    spec = os.environ.get(FAULT_ENV, "")
-    match = re.fullmatch(r"(kill|nan)@(\d+)", spec.strip())
-    if match and int(match.group(2)) == n_iter:
-        return match.group(1)
-    return None
 
 
 _CKPT_RE = re.compile(r"^model\.pth\.tar-(\d+)$")
@@ -381,8 +367,17 @@ class TrainerBase:
             saved = "no epoch is saved there (the run finished none): train it first"
         raise FileNotFoundError(f"no model at {fpath}{why}; {saved}")
 
+    # What load_model's check of each file (check_checkpoint) leaves out: tensor names (last
+    # component) the file may hold or lack, and whether missing buffers are fine. The defaults
+    # (check every tensor, load strictly) are Dassl's; a trainer that adapts the state_dict in
+    # load_model_state (drops or resizes tensors) names those tensors here.
+    load_model_skip: Sequence[str] = ()
+    load_model_partial: bool = False
+
     def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
-        """Load weights from ``directory/<name>/model-best.pth.tar`` (or ``model.pth.tar-<epoch>``)."""
+        """Load weights from ``directory/<name>/model-best.pth.tar`` (or ``model.pth.tar-<epoch>``)
+        of every registered model: find_model_file, read_checked_checkpoint (skip and partial
+        from load_model_skip / load_model_partial), then load_model_state."""
         if not directory:
             print("Note that load_model() is skipped as no pretrained model is given "
                   "(ignore this if it's done on purpose)")
@@ -390,11 +385,18 @@ class TrainerBase:
         fix = self.model_dir_fix()
         for name in self.get_model_names():
             model_path = self.find_model_file(directory, name, epoch)
-            checkpoint = self.read_checked_checkpoint(model_path, name, fix)
-            val = checkpoint.get("val_result")
-            val_str = f"{val:.1f}" if isinstance(val, (int, float)) else str(val)
-            print(f"Load {model_path} to {name} (epoch={checkpoint.get('epoch')}, val_result={val_str})")
-            self._models[name].load_state_dict(checkpoint["state_dict"])
+            checkpoint = self.read_checked_checkpoint(model_path, name, fix, skip=self.load_model_skip,
+                                                      partial=self.load_model_partial)
+            self.load_model_state(name, model_path, checkpoint)
+
+    def load_model_state(self, name: str, model_path: str, checkpoint: dict) -> None:
+        """Put the checked ``checkpoint`` (read from ``model_path``) into the registered model
+        ``name``: Dassl's message and a strict load_state_dict. Override to adapt the state_dict
+        first (the tensors named in load_model_skip)."""
+        val = checkpoint.get("val_result")
+        val_str = f"{val:.1f}" if isinstance(val, (int, float)) else str(val)
+        print(f"Load {model_path} to {name} (epoch={checkpoint.get('epoch')}, val_result={val_str})")
+        self._models[name].load_state_dict(checkpoint["state_dict"])
 
     # ------------------------------------------------------------- optimization
     def update_lr(self, names: Names = None) -> None:
@@ -759,18 +761,6 @@ class SimpleTrainer(TrainerBase):
     def model_inference(self, input):
         return self.model(input)
 
-    def _inject_fault(self) -> None:
-        fault = _fault_at(self.epoch * self.num_batches + self.batch_idx)
-        if fault == "kill":
-            sys.stdout.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-        elif fault == "nan":
-            with torch.no_grad():
-                for name in self.get_model_names():
-                    for p in self._models[name].parameters():
-                        if p.requires_grad:
-                            p.fill_(float("nan"))
-
     def _check_loss_summary(self, loss_summary):
         """Average the logged values over the ranks (the global batch's values) and stop on a
         non-finite loss, before anything is checkpointed (covers trainers that step their
@@ -872,7 +862,6 @@ class TrainerX(SimpleTrainer):
         end = time.time()
         for self.batch_idx, batch in enumerate(loader, first):
             data_time.update(time.time() - end)
-            self._inject_fault()
             loss_summary = self.forward_backward(batch)
             loss_summary = self._check_loss_summary(loss_summary)
             batch_time.update(time.time() - end)
@@ -884,59 +873,3 @@ class TrainerX(SimpleTrainer):
     def parse_batch_train(self, batch: Dict[str, torch.Tensor]):
         return batch["img"].to(self.device), batch["label"].to(self.device), batch["domain"].to(self.device)
 
-
-class TrainerXU(SimpleTrainer):
-    """Trainer using labeled (``train_loader_x``) and unlabeled (``train_loader_u``) data.
-
-    TRAIN.COUNT_ITER picks the epoch length: 'train_x', 'train_u' or
-    'smaller_one'; the shorter loader is restarted when exhausted. Resumes at epoch
-    granularity only (TRAIN.CHECKPOINT_ITERS must be 0).
-    """
-
-    def __init__(self, cfg):
-        if cfg.TRAIN.get("CHECKPOINT_ITERS", 0):
-            raise ValueError(f"TRAIN.CHECKPOINT_ITERS {cfg.TRAIN.CHECKPOINT_ITERS}: mid-epoch checkpoints are "
-                             f"not supported by {type(self).__name__} (two data loaders, labeled and "
-                             "unlabeled); set TRAIN.CHECKPOINT_ITERS 0 (epoch checkpoints)")
-        super().__init__(cfg)
-
-    def run_epoch(self) -> None:
-        self.set_model_mode("train")
-        losses, batch_time, data_time = MetricMeter(), AverageMeter(), AverageMeter()
-        len_x, len_u = len(self.train_loader_x), len(self.train_loader_u)
-        count_iter = self.cfg.TRAIN.COUNT_ITER
-        lengths = {"train_x": len_x, "train_u": len_u, "smaller_one": min(len_x, len_u)}
-        if count_iter not in lengths:
-            raise ValueError(f"TRAIN.COUNT_ITER must be one of {list(lengths)}, got '{count_iter}'")
-        self.num_batches = lengths[count_iter]
-
-        set_sampler_epoch(self.train_loader_x, self.epoch)
-        set_sampler_epoch(self.train_loader_u, self.epoch)
-        if self.epoch > 0:
-            _reuse_persistent_workers(self.train_loader_x)
-            _reuse_persistent_workers(self.train_loader_u)
-        iter_x, iter_u = iter(self.train_loader_x), iter(self.train_loader_u)
-        end = time.time()
-        for self.batch_idx in range(self.num_batches):
-            try:
-                batch_x = next(iter_x)
-            except StopIteration:
-                iter_x = iter(self.train_loader_x)
-                batch_x = next(iter_x)
-            try:
-                batch_u = next(iter_u)
-            except StopIteration:
-                iter_u = iter(self.train_loader_u)
-                batch_u = next(iter_u)
-            data_time.update(time.time() - end)
-            self._inject_fault()
-            loss_summary = self.forward_backward(batch_x, batch_u)
-            loss_summary = self._check_loss_summary(loss_summary)
-            batch_time.update(time.time() - end)
-            losses.update(loss_summary)
-            self._after_train_step(losses, batch_time, data_time)
-            end = time.time()
-
-    def parse_batch_train(self, batch_x, batch_u):
-        return (batch_x["img"].to(self.device), batch_x["label"].to(self.device),
-                batch_u["img"].to(self.device))

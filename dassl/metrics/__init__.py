@@ -1,5 +1,4 @@
-"""Metrics on logits / features."""
+"""Metrics on logits."""
 from .accuracy import compute_accuracy
-from .distance import compute_distance_matrix, cosine_distance, euclidean_squared_distance
 
-__all__ = ["compute_accuracy", "compute_distance_matrix", "cosine_distance", "euclidean_squared_distance"]
+__all__ = ["compute_accuracy"]

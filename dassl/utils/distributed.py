@@ -27,10 +27,6 @@ __all__ = [
 ]
 
 
-def _env_world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def init_distributed(use_cuda: bool = True) -> bool:
     """Join the process group torchrun describes; return True when distributed.
 

@@ -21,11 +21,9 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "resume_from_checkpoint",
-    "open_all_layers",
     "open_specified_layers",
     "count_num_param",
     "load_pretrained_weights",
-    "init_network_weights",
     "get_rng_state",
     "set_rng_state",
 ]
@@ -157,13 +155,6 @@ def resume_from_checkpoint(fdir: str, model: nn.Module, optimizer=None, schedule
     return start_epoch
 
 
-def open_all_layers(model: nn.Module) -> None:
-    """Put ``model`` in train mode and make every parameter trainable."""
-    model.train()
-    for p in model.parameters():
-        p.requires_grad = True
-
-
 def open_specified_layers(model: nn.Module, open_layers: Union[str, List[str]]) -> None:
     """Train only the named direct children of ``model``; freeze (and eval) the rest."""
     if isinstance(model, nn.DataParallel):
@@ -204,28 +195,3 @@ def load_pretrained_weights(model: nn.Module, weight_path: str) -> None:
         print(f"Successfully loaded pretrained weights from {weight_path}")
         if discarded:
             print(f"Layers discarded due to unmatched keys or size: {discarded}")
-
-
-def init_network_weights(model: nn.Module, init_type: str = "normal", gain: float = 0.02) -> None:
-    """Initialise Conv/Linear weights (normal/xavier/kaiming/orthogonal) and norm layers."""
-    inits = {
-        "normal": lambda w: nn.init.normal_(w, 0.0, gain),
-        "xavier": lambda w: nn.init.xavier_normal_(w, gain=gain),
-        "kaiming": lambda w: nn.init.kaiming_normal_(w, a=0, mode="fan_in"),
-        "orthogonal": lambda w: nn.init.orthogonal_(w, gain=gain),
-    }
-    if init_type not in inits:
-        raise NotImplementedError(f"Unknown init_type '{init_type}', choose from {list(inits)}")
-
-    def _init(m: nn.Module) -> None:
-        cls = m.__class__.__name__
-        if hasattr(m, "weight") and ("Conv" in cls or "Linear" in cls):
-            inits[init_type](m.weight.data)
-            if getattr(m, "bias", None) is not None:
-                nn.init.constant_(m.bias.data, 0.0)
-        elif "BatchNorm" in cls or "InstanceNorm" in cls:
-            if getattr(m, "weight", None) is not None and getattr(m, "bias", None) is not None:
-                nn.init.constant_(m.weight.data, 1.0)
-                nn.init.constant_(m.bias.data, 0.0)
-
-    model.apply(_init)
