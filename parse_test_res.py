@@ -25,19 +25,30 @@ def metric_regex(keyword: str) -> "re.Pattern":
     return re.compile(rf"\* {re.escape(keyword)}: ([\.\deE+-]+)%")
 
 
-def read_metric(log_path: str, keyword: str = "accuracy", end_signal: str = TRAIN_END_SIGNAL) -> Optional[float]:
-    """The last `* keyword: X%` value after `end_signal` in one log, or None if there is none."""
+def last_metric(lines, keyword: str = "accuracy", end_signal: Optional[str] = TRAIN_END_SIGNAL) -> Optional[str]:
+    """The number of the last `* keyword: X%` line after the line `end_signal` (None: anywhere)
+    among lines (a log file, or a run's captured output split into lines), as written; None if
+    there is none. The one reader of Dassl's result lines: read_metric, tools/make_tables.py,
+    tools/run_protocol.py and tools/modality_gap.py use it."""
     regex = metric_regex(keyword)
-    started, value = False, None
-    with open(log_path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            line = line.strip()
-            if line == end_signal:
-                started = True
-            match = regex.search(line) if started else None
-            if match:
-                value = float(match.group(1))
+    started, value = end_signal is None, None
+    for line in lines:
+        line = line.strip()
+        if line == end_signal:
+            started = True
+        match = regex.search(line) if started else None
+        if match:
+            value = match.group(1)
     return value
+
+
+def read_metric(log_path: str, keyword: str = "accuracy",
+                end_signal: Optional[str] = TRAIN_END_SIGNAL) -> Optional[float]:
+    """The last `* keyword: X%` value after `end_signal` (None: anywhere) in one log, or None if
+    there is none."""
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        value = last_metric(f, keyword, end_signal)
+    return None if value is None else float(value)
 
 
 def mean_and_spread(values: List[float], ci95: bool = False):

@@ -11,6 +11,7 @@ config files and parse_test_res.py work unchanged.
 import argparse
 import os
 import sys
+import time
 
 import torch
 from yacs.config import CfgNode as CN
@@ -19,6 +20,7 @@ from dassl.config import get_cfg_default
 from dassl.engine import build_trainer
 from dassl.utils import (
     UnreadableImageError,
+    atomic_write,
     cleanup_distributed,
     collect_env_info,
     get_rank,
@@ -152,6 +154,25 @@ def check_output_dir(path):
         ) from None
 
 
+CONFIG_FILE = "config.yaml"
+
+
+def save_config(cfg):
+    """OUTPUT_DIR/config.yaml: the run's full config (cfg.dump()), the record tools/run_loading.py
+    reads a run from. Written atomically; a re-run of the same command (resume) finds the same
+    text and leaves the file alone; a run of another config in the same folder keeps the first
+    one and writes config.yaml-<time> next to it, as setup_logger does with log.txt."""
+    text = cfg.dump()
+    path = os.path.join(cfg.OUTPUT_DIR or ".", CONFIG_FILE)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            if f.read() == text:
+                return path
+        path += time.strftime("-%Y-%m-%d-%H-%M-%S")
+    atomic_write(path, lambda f: f.write(text))
+    return path
+
+
 def main(args):
     cfg = setup_cfg(args)
     # torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: join its process group (gloo on CPU, nccl on GPU).
@@ -162,6 +183,7 @@ def main(args):
     if is_main_process():
         check_output_dir(cfg.OUTPUT_DIR)
         setup_logger(cfg.OUTPUT_DIR)
+        save_config(cfg)
     else:  # only rank 0 prints and logs; the other ranks keep stderr for their errors
         sys.stdout = open(os.devnull, "w")
 

@@ -3,8 +3,9 @@
 # resumes unfinished ones (docs/REPRODUCE.md).
 # usage: DATA=/path/to/datasets bash scripts/reproduce.sh PROTOCOL TRAINER [DATASETS...]
 #   PROTOCOL: base2new | cross_dataset | domain_generalization; DATASETS default to the protocol's.
-#   Optional environment: SEEDS="1 2 3", SHOTS=16, CFG=<config name>, OUTPUT=output, DRY_RUN=1,
-#   PYTHON=python, OPTS="OPTIM.MAX_EPOCH 5" (config opts for every train.py call).
+#   Optional environment: SEEDS="1 2", SHOTS=4 (defaults: scripts/protocols/defaults.txt),
+#   CFG=<config name>, OUTPUT=output, DRY_RUN=1, PYTHON=python,
+#   OPTS="OPTIM.MAX_EPOCH 5" (config opts for every train.py call).
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 if [ $# -lt 2 ]; then
     echo "usage: DATA=/path/to/datasets bash $0 PROTOCOL TRAINER [DATASETS...]" >&2
@@ -13,7 +14,9 @@ fi
 PROTOCOL=$1
 TRAINER=$2
 shift 2
-ARGS=(--trainers "$TRAINER" --seeds ${SEEDS:-1 2 3} --shots "${SHOTS:-16}" --output-dir "${OUTPUT:-output}")
+ARGS=(--trainers "$TRAINER" --output-dir "${OUTPUT:-output}")  # seeds, shots, configs: scripts/protocols/defaults.txt
+[ -n "$SEEDS" ] && ARGS+=(--seeds $SEEDS)
+[ -n "$SHOTS" ] && ARGS+=(--shots "$SHOTS")
 [ -n "$CFG" ] && ARGS+=(--cfg "$CFG")
 [ -n "$DRY_RUN" ] && ARGS+=(--dry-run)
 [ $# -gt 0 ] && ARGS+=(--datasets "$@")

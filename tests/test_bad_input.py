@@ -1,7 +1,9 @@
 """The bad-input sweep (docs/RELIABILITY.md, "Bad input"): train.py run as a user runs it on
 malformed inputs. Each must end with exit status 2 and one `error:` line naming the problem,
-and leave every file of the dataset and output folders byte-identical (only a log may be
-added: log.txt* and tensorboard/). The table in docs/RELIABILITY.md is this test's output:
+and leave every file of the dataset and output folders byte-identical (only a run record may be
+added: the log, log.txt* and tensorboard/, and the config, config.yaml*, which train.py writes
+before building the trainer, whose checks find most bad input). The table in docs/RELIABILITY.md
+is this test's output:
 
     UPDATE_DOCS=1 python -m pytest tests/test_bad_input.py   # rewrite the table
 """
@@ -319,8 +321,9 @@ def file_hashes(*folders):
 
 
 def is_log(path, out):
+    """A run record train.py may add to the output folder: log.txt*, tensorboard/, config.yaml*."""
     rel = os.path.relpath(path, out)
-    return rel.startswith("log.txt") or rel.split(os.sep)[0] == "tensorboard"
+    return rel.startswith(("log.txt", "config.yaml")) or rel.split(os.sep)[0] == "tensorboard"
 
 
 def run_case(tmp, base_model, name, prepare):

@@ -21,8 +21,9 @@ def test_bench_prints_a_row_per_trainer_and_mode(tmp_path, capsys):
     assert "skip NoSuchTrainer" in printed
     expected = ["ZeroshotCLIP", "CoOp", "EMPL_CoOp (sample)", "EMPL_CoOp (amortized)", "EMPL_CoOp (anchor)"]
     assert [r["trainer"] for r in rows] == expected
-    table_rows = [line for line in printed.splitlines() if line.startswith("| ") and " ours " in line]
-    assert [line.split(" | ")[0][2:] for line in table_rows] == expected
+    table_rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in printed.splitlines()
+                  if line.startswith("| ")]
+    assert [row[0] for row in table_rows if row[1] == "ours"] == expected
     for r in rows:
         assert r["classes"] == 5 and r["eval_ms_per_batch"] > 0 and r["eval_img_s"] > 0
     coop = next(r for r in rows if r["trainer"] == "CoOp")

@@ -57,6 +57,6 @@ def test_two_processes_match_one_with_the_same_global_batch(runs):
 
 def test_only_rank_0_writes(runs):
     two = runs[2]
-    assert sorted(f for f in os.listdir(two) if not f.startswith(".")) == ["log.txt", "prompt_learner", "tensorboard"]
+    assert sorted(f for f in os.listdir(two) if not f.startswith(".")) == ["config.yaml", "log.txt", "prompt_learner", "tensorboard"]
     assert len(os.listdir(two / "tensorboard")) == 1
     assert sorted(os.listdir(two / "prompt_learner")) == ["checkpoint", "model.pth.tar-1"]

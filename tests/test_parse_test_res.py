@@ -46,6 +46,17 @@ def test_accuracy_before_finish_training_is_ignored(tmp_path):
     assert ptr.read_metric(str(tmp_path / "seed1" / "log.txt")) == 55.5
 
 
+def test_one_reader_for_logs_and_captured_output(tmp_path):
+    """last_metric: the number as written, after the signal or (None) anywhere; the tools read
+    logs (read_metric) and captured run output through it."""
+    write_tree(tmp_path, [55.5])
+    text = (tmp_path / "seed1" / "log.txt").read_text()
+    assert ptr.last_metric(text.splitlines()) == "55.5"
+    assert ptr.last_metric(text.splitlines()[:3], end_signal=None) == "10.00"
+    assert ptr.last_metric(text.splitlines()[:3]) is None
+    assert ptr.read_metric(str(tmp_path / "seed1" / "log.txt"), "macro_f1", end_signal=None) == 50.0
+
+
 def test_multi_exp_averages_experiment_means(tmp_path, capsys):
     write_tree(tmp_path, [50.0, 60.0], prefix="exp-1")
     write_tree(tmp_path, [70.0], prefix="exp-2")

@@ -74,6 +74,21 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+def cells(line):
+    """The cells of one Markdown table row, without the padding."""
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def md_rows(text):
+    """The rows (cell lists) of the Markdown table in text, after checking it is a valid GitHub
+    table: a header, a |---| separator line, rows with the header's number of cells."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    header, separator, body = lines[0], lines[1], lines[2:]
+    assert set(separator) <= set("|-: ") and len(cells(separator)) == len(cells(header)), separator
+    assert all(len(cells(line)) == len(cells(header)) for line in body), text
+    return [cells(line) for line in body]
+
+
 def lookup(rows, dataset, method, metric, source="measured"):
     match = [r for r in rows if (r["dataset"], r["method"], r["metric"], r["source"]) == (dataset, method, metric, source)]
     assert len(match) == 1, (dataset, method, metric, source, match)
@@ -116,9 +131,9 @@ def test_base2new_means_stds_h_and_average_by_hand(b2n_tree, tmp_path):
     # holds its mean +- std cells.
     assert "### Average over 2 datasets" in md and "### eurosat" in md and "### dtd" in md
     eurosat = md.split("### eurosat")[1].split("###")[0]
-    coop_row = next(line for line in eurosat.splitlines() if line.startswith("| CoOp |"))
-    assert f"| {mean([80.0, 82.0, 87.0]):.2f} ± {pstd([80.0, 82.0, 87.0]):.2f} |" in coop_row
-    assert any(line.startswith("| EMPL_CoOp |") for line in eurosat.splitlines())
+    by_method = {row[0]: row for row in md_rows(eurosat)}
+    assert f"{mean([80.0, 82.0, 87.0]):.2f} ± {pstd([80.0, 82.0, 87.0]):.2f}" in by_method["CoOp"]
+    assert "EMPL_CoOp" in by_method
     assert md in out.getvalue()
 
 
@@ -129,8 +144,8 @@ def test_published_rows_carry_their_source(b2n_tree, tmp_path):
     md = (tmp_path / "t" / "base2new.md").read_text()
     # MaPLe's published CoOp average is a row of the average table, under the measured rows.
     average = md.split("### Average")[1].split("###")[0]
-    published_row = next(line for line in average.splitlines() if line.startswith(f"| CoOp (published: {maple})"))
-    assert published_row.endswith("| 82.69 | 63.22 | 71.66 |")
+    published_row = next(row for row in md_rows(average) if row[0].startswith(f"CoOp (published: {maple})"))
+    assert published_row[1:] == ["82.69", "63.22", "71.66"]
     rows = read_csv(tmp_path / "t" / "base2new.csv")
     assert float(lookup(rows, "average", "MaPLe", "H", source=maple)["mean"]) == pytest.approx(78.55)
     empl = reference["sources"]["empl_iccv"]["label"]
@@ -342,7 +357,7 @@ def test_compare_end_to_end_on_the_tiny_clip(tmp_path):
             assert 0.0 <= value <= 100.0
         assert (output / "base2new" / "test_new" / "synthetic_shapes" / "shots_2" / trainer / "tiny" / "seed1" / "log.txt").is_file()
     table = text.split("### synthetic_shapes")[1]
-    assert {line.split(" | ")[0] for line in table.splitlines() if line.startswith("| ")} >= {"| CoOp", "| EMPL_CoOp"}
+    assert {row[0] for row in md_rows(table.split("\n\n##")[0])} >= {"CoOp", "EMPL_CoOp"}
     assert (tmp_path / "plots" / "base2new_H_by_dataset.png").read_bytes().startswith(PNG_MAGIC)
     # A second call finds every run finished and only re-prints the table.
     again = io.StringIO()

@@ -31,14 +31,16 @@ def data_root(tmp_path_factory):
     return tmp_path_factory.mktemp("data")
 
 
+def base_run_args(data_root, out):
+    return ["--root", data_root, "--seed", 1, "--trainer", "CoOp", *TINY, "--output-dir", out,
+            "DATASET.NUM_SHOTS", 4, "DATASET.SUBSAMPLE_CLASSES", "base", "OPTIM.MAX_EPOCH", 2]
+
+
 @pytest.fixture(scope="module")
 def base_run(data_root, tmp_path_factory):
     """CoOp base-to-new step 1: train on the base classes for 2 epochs."""
     out = tmp_path_factory.mktemp("out") / "train_base" / "seed1"
-    run_train(
-        "--root", data_root, "--seed", 1, "--trainer", "CoOp", *TINY, "--output-dir", out,
-        "DATASET.NUM_SHOTS", 4, "DATASET.SUBSAMPLE_CLASSES", "base", "OPTIM.MAX_EPOCH", 2,
-    )
+    run_train(*base_run_args(data_root, out))
     return out
 
 
@@ -51,6 +53,45 @@ def test_training_writes_log_checkpoints_and_result_block(base_run):
     assert accuracy is not None and 0.0 <= accuracy <= 100.0
     # 5 base classes of SyntheticShapes' 10, 20 test images each.
     assert "* total: 100" in log
+
+
+def test_training_writes_its_config_as_config_yaml(base_run, data_root):
+    """OUTPUT_DIR/config.yaml is the run's cfg.dump(): merged into a fresh config (train.py's
+    defaults) it gives back the run's config, and tools/run_loading.py reads the run from it."""
+    import train
+    from dassl.config import get_cfg_default
+    from tools.run_loading import load_run_config
+
+    run_cfg = train.setup_cfg(train.build_parser().parse_args(list(map(str, base_run_args(data_root, base_run)))))
+    path = base_run / "config.yaml"
+    assert path.read_text() == run_cfg.dump()
+    fresh = get_cfg_default()
+    train.extend_cfg(fresh)
+    fresh.merge_from_file(str(path))
+    assert fresh == run_cfg and fresh.OPTIM.MAX_EPOCH == 2 and fresh.DATASET.SUBSAMPLE_CLASSES == "base"
+    assert load_run_config(str(base_run)) == run_cfg
+    assert not [p for p in os.listdir(base_run) if p.startswith("config.yaml-") or p.endswith(".tmp")]
+
+
+def test_a_rerun_keeps_config_yaml_and_another_config_goes_next_to_it(tmp_path):
+    """The same command again (a resume) leaves config.yaml as it is; a run of another config in
+    the same folder keeps it too and writes config.yaml-<time> (as the log: log.txt-<time>)."""
+    import train
+
+    def cfg(*opts):
+        return train.setup_cfg(train.build_parser().parse_args(
+            ["--trainer", "CoOp", *TINY, "--output-dir", str(tmp_path), *opts]))
+
+    first = cfg("OPTIM.MAX_EPOCH", "2")
+    path = train.save_config(first)
+    assert path == str(tmp_path / "config.yaml")
+    os.utime(path, (0, 0))
+    assert train.save_config(cfg("OPTIM.MAX_EPOCH", "2")) == path and os.stat(path).st_mtime == 0  # not rewritten
+    other = cfg("OPTIM.MAX_EPOCH", "3")
+    second = train.save_config(other)
+    assert os.path.basename(second).startswith("config.yaml-")
+    assert open(path).read() == first.dump() and open(second).read() == other.dump()
+    assert sorted(os.listdir(tmp_path)) == sorted(["config.yaml", os.path.basename(second)])  # no temp file
 
 
 def test_eval_only_on_new_classes_loads_the_trained_prompt(base_run, data_root, tmp_path):

@@ -43,6 +43,7 @@ from dassl.engine import TRAINER_REGISTRY  # noqa: E402
 from train import extend_cfg  # noqa: E402
 from trainers import clip_backbone  # noqa: E402
 from trainers.open_vocab import clip_bpe_words  # noqa: E402
+from tools.make_tables import md_table  # noqa: E402
 
 # trainer -> (its ViT-B/16 config: batch size and method keys, the node holding PREC). The
 # tiny backbone uses tiny.yaml of the same folder (MaPLe's depth 9 does not fit a 2-block ViT).
@@ -299,28 +300,29 @@ def bench_reference(repo, trainer_name, n_classes, args, device, clip_model):
 def print_table(rows, with_flops=False):
     """One markdown row per measurement; ratios against our CoOp of the same class count and
     precision, by time and (with_flops) by counted FLOPs."""
-    head = "| trainer | code | classes | batch | prec | train ms/step | train img/s | peak GiB | eval ms/batch | eval img/s | train x our CoOp |"
+    header = ["trainer", "code", "classes", "batch", "prec", "train ms/step", "train img/s", "peak GiB",
+              "eval ms/batch", "eval img/s", "train x our CoOp"]
     if with_flops:
-        head += (" train GFLOP | eval GFLOP once | eval GFLOP/batch | train FLOP x our CoOp |"
-                 " eval FLOP/batch x our CoOp |")
-    print(head)
-    print("|---" * head.count(" | ") + "|---|")
+        header += ["train GFLOP", "eval GFLOP once", "eval GFLOP/batch", "train FLOP x our CoOp",
+                   "eval FLOP/batch x our CoOp"]
     coop = {(r["classes"], r["prec"]): r for r in rows if r["trainer"] == "CoOp" and r["code"] == "ours"}
     nan_row = dict(train_ms=float("nan"), train_gflop=float("nan"), eval_gflop_per_batch=float("nan"))
+    table = []
     for r in rows:
         base = coop.get((r["classes"], r["prec"]), nan_row)
-        line = (
-            f"| {r['trainer']} | {r['code']} | {r['classes']} | {r['batch']} | {r['prec']} | {r['train_ms']:.1f} | "
-            f"{r['train_img_s']:.0f} | {r['peak_gib']:.2f} | {r['eval_ms_per_batch']:.1f} | {r['eval_img_s']:.0f} | "
-            f"{r['train_ms'] / base['train_ms']:.2f} |"
-        )
+        cells = [
+            r["trainer"], r["code"], r["classes"], r["batch"], r["prec"], f"{r['train_ms']:.1f}",
+            f"{r['train_img_s']:.0f}", f"{r['peak_gib']:.2f}", f"{r['eval_ms_per_batch']:.1f}",
+            f"{r['eval_img_s']:.0f}", f"{r['train_ms'] / base['train_ms']:.2f}",
+        ]
         if with_flops:
-            line += (
-                f" {r['train_gflop']:.4g} | {r['eval_gflop_once']:.4g} | {r['eval_gflop_per_batch']:.4g} | "
-                f"{r['train_gflop'] / base['train_gflop']:.2f} | "
-                f"{r['eval_gflop_per_batch'] / base['eval_gflop_per_batch']:.2f} |"
-            )
-        print(line)
+            cells += [
+                f"{r['train_gflop']:.4g}", f"{r['eval_gflop_once']:.4g}", f"{r['eval_gflop_per_batch']:.4g}",
+                f"{r['train_gflop'] / base['train_gflop']:.2f}",
+                f"{r['eval_gflop_per_batch'] / base['eval_gflop_per_batch']:.2f}",
+            ]
+        table.append(cells)
+    print(md_table(header, table))
 
 
 def main(argv=None):

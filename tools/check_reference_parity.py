@@ -29,6 +29,7 @@ from dassl.engine import TRAINER_REGISTRY  # noqa: E402
 from train import extend_cfg  # noqa: E402
 from trainers import cocoop, coop, maple, zsclip  # noqa: E402
 from trainers.clip_backbone import LOCAL_CLIP_CONFIGS, build_local_clip  # noqa: E402
+from tools.make_tables import md_table  # noqa: E402
 
 CLASSNAMES = ["circle", "square", "sea_lion", "hexagon shape", "red traffic light"]
 
@@ -272,17 +273,14 @@ def perturbed_clip(backbone: str):
 def print_table(rows, tol, title):
     """rows: (case, diff[, diff of the reference as it is]). Returns the number of failures."""
     extra = len(rows[0]) > 2
-    width = max(len(row[0]) for row in rows)
-    header = "| " + "case".ljust(width) + " | max abs logit diff | ok |"
-    print(header + (" reference as is (fp16 prompt casts) |" if extra else ""))
-    print("|" + "-" * (width + 2) + "|---|---|" + ("---|" if extra else ""))
-    failed = 0
+    header = ["case", "max abs logit diff", "ok"] + (["reference as is (fp16 prompt casts)"] if extra else [])
+    failed, table = 0, []
     for row in rows:
         name, diff = row[0], row[1]
         ok = diff <= tol
         failed += not ok
-        line = f"| {name.ljust(width)} | {diff:.2e} | {'yes' if ok else 'NO'} |"
-        print(line + (f" {row[2]:.2e} |" if extra else ""))
+        table.append([name, f"{diff:.2e}", "yes" if ok else "NO"] + ([f"{row[2]:.2e}"] if extra else []))
+    print(md_table(header, table))
     print(f"{len(rows) - failed} of {len(rows)} cases within {tol:g} ({title})")
     return failed
 

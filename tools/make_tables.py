@@ -34,7 +34,8 @@ Outputs: <out>/{base2new,domain_generalization,cross_dataset}.{md,csv} (out: --o
 <root>/tables) and, with --plots DIR, PNGs: base2new_average.png (average base, new, H per method with
 std error bars), base2new_H_by_dataset.png and, when EMPL runs with
 different TRAINER.EMPL.LAMBDA / N_PROMPTS values exist, base2new_vs_lambda.png and
-base2new_vs_n_prompts.png (values read from each run's config dump in its log.txt).
+base2new_vs_n_prompts.png (values read from each run's config.yaml, or for runs made before
+train.py wrote it, from the config dump in its log.txt: tools/run_loading.py).
 The CSV is long: table,dataset,method,metric,mean,std,n,source (n: seeds, or datasets for an
 average; source: "measured" or the published source's label).
 """
@@ -50,11 +51,14 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from tabulate import tabulate
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import parse_test_res  # noqa: E402
+from tools import run_loading  # noqa: E402
 from tools.run_protocol import (  # noqa: E402
     BASE2NEW_DATASETS,
     CROSS_DATASET_TARGETS,
@@ -180,31 +184,19 @@ def collect_results(root: str) -> Tuple[List[RunResult], int]:
 
 
 def read_config_value(log_path: str, dotted_key: str) -> Optional[str]:
-    """The value of e.g. TRAINER.EMPL.LAMBDA in the config dump train.py prints into log.txt
-    (yacs' indented "KEY: value" lines after "** Config **"), as a string; None if absent."""
-    wanted = dotted_key.split(".")
-    stack: List[Tuple[int, str]] = []
-    in_config = False
-    with open(log_path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            line = line.rstrip("\n")
-            if line.strip() == "** Config **":
-                in_config = True
-                continue
-            if not in_config or line.startswith("*"):
-                continue
-            match = re.match(r"^( *)([A-Za-z0-9_]+):(?: (.*))?$", line)
-            if not match:
-                if stack:  # the dump ended
-                    return None
-                continue
-            indent, key, value = len(match.group(1)), match.group(2), match.group(3)
-            while stack and stack[-1][0] >= indent:
-                stack.pop()
-            stack.append((indent, key))
-            if [k for _, k in stack] == wanted:
-                return (value or "").strip()
-    return None
+    """The value of e.g. TRAINER.EMPL.LAMBDA in the config of the run whose log is log_path
+    (tools/run_loading.py: its config.yaml, or the config dump in log.txt), as a string; None if
+    absent or the run has no readable config."""
+    try:
+        dump = run_loading.read_config_dump(os.path.dirname(log_path))
+    except run_loading.NotARunDirError:
+        return None
+    return _config_string(dump, dotted_key)
+
+
+def _config_string(dump: dict, dotted_key: str) -> Optional[str]:
+    value = run_loading.config_value(dump, dotted_key)
+    return None if value is None or isinstance(value, dict) else str(value)
 
 
 def load_reference(path: str = REFERENCE_FILE) -> dict:
@@ -352,9 +344,11 @@ def _cell(stat: Optional[Stat], show_std: bool, total: Optional[int] = None) -> 
 
 
 def md_table(header: List[str], rows: List[List[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    """A GitHub Markdown table (tabulate's "github" format) of already formatted cells: the
+    tools' one table printer. Cells are printed as given (no number parsing, which would
+    rewrite e.g. 80.00 as 80)."""
+    return tabulate([[str(cell) for cell in row] for row in rows], headers=[str(h) for h in header],
+                    tablefmt="github", disable_numparse=True)
 
 
 def _published_rows(reference: dict, table: str):
@@ -532,10 +526,14 @@ def sweep_points(results: Sequence[RunResult], sweep: str):
     for r in results:
         if not r.trainer.startswith("EMPL") or r.part not in ("train_base", "test_base", "test_new"):
             continue
-        raw = read_config_value(r.log_path, key)
+        try:
+            dump = run_loading.read_config_dump(os.path.dirname(r.log_path))
+        except run_loading.NotARunDirError:
+            continue
+        raw = _config_string(dump, key)
         if raw is None:
             continue
-        other_values[r] = tuple(read_config_value(r.log_path, k) for k in others)
+        other_values[r] = tuple(_config_string(dump, k) for k in others)
         per_run[(r.trainer, float(raw), r.dataset, r.seed, other_values[r])]["new" if r.part == "test_new" else "base"] = r.accuracy
     points = {}
     for trainer in sorted({k[0] for k in per_run}):

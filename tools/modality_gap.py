@@ -5,8 +5,9 @@ magnitude and direction consistency, compared across runs.
         [--labels NAME ...] [--opts KEY VALUE ...]
 
 RUN is a train.py --output-dir (ZeroshotCLIP: the folder of its --eval-only run). For each run
-the model is rebuilt from the config in RUN/log.txt and its last checkpoint (as train.py
---eval-only --model-dir RUN does), then on the split:
+the model is rebuilt from the run's config (tools/run_loading.py: RUN/config.yaml, or the config
+printed into RUN/log.txt by older runs) and its last checkpoint (as train.py --eval-only
+--model-dir RUN does), then on the split:
 - image embedding z_i: the trainer's normalised image feature;
 - class text embedding t_c: the normalised mean of the class text features the trainer predicts
   with (CoOp: its prompt; ProDA: mean over its K prompts; EMPL: mean over anchor + samples in
@@ -20,7 +21,6 @@ DIR/modality_gap.png, and prints the summary as a Markdown table.
 """
 import argparse
 import os.path as osp
-import re
 import sys
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -29,8 +29,10 @@ if ROOT not in sys.path:
 
 import torch  # noqa: E402
 
+import parse_test_res  # noqa: E402
 from tools.embedding_stats import modality_gap_stats, summarize_gap_stats  # noqa: E402
-from tools.run_loading import add_run_arguments, build_trainer_from_run, run_labels, write_csv  # noqa: E402
+from tools.make_tables import md_table  # noqa: E402
+from tools.run_loading import add_run_folder_arguments, build_trainer_from_run, run_labels, write_csv  # noqa: E402
 from trainers.clip_backbone import l2_normalize  # noqa: E402
 
 SPLITS = ("test", "val", "train")
@@ -79,11 +81,9 @@ def collect_embeddings(trainer, split: str = "test"):
 def last_accuracy(run_dir: str):
     """The last '* accuracy: X%' of RUN/log.txt (the run's own evaluation), or None."""
     try:
-        with open(osp.join(run_dir, "log.txt")) as f:
-            found = re.findall(r"\* accuracy: ([0-9.]+)%", f.read())
+        return parse_test_res.read_metric(osp.join(run_dir, "log.txt"), "accuracy", end_signal=None)
     except OSError:
         return None
-    return float(found[-1]) if found else None
 
 
 def analyse_run(run_dir: str, split: str, root=None, opts=(), epoch=None):
@@ -109,16 +109,17 @@ def analyse_run(run_dir: str, split: str, root=None, opts=(), epoch=None):
 
 def markdown_table(rows) -> str:
     """rows: [{'run', 'trainer', summary keys...}] -> a Markdown table (mean +- std)."""
-    header = "| run | trainer | images | indiv. magnitude | indiv. consistency | class magnitude | class consistency | logged acc. (%) |"
-    lines = [header, "|---" * (header.count("|") - 1) + "|"]
+    header = ["run", "trainer", "images", "indiv. magnitude", "indiv. consistency", "class magnitude",
+              "class consistency", "logged acc. (%)"]
+    table = []
     for r in rows:
         acc = "" if r["logged_accuracy"] is None else f"{r['logged_accuracy']:.1f}"
         cells = [r["run"], r["trainer"], str(r["n_images"])]
         for name in ("individual_magnitude", "individual_consistency", "class_magnitude", "class_consistency"):
             cells.append(f"{r[name + '_mean']:.4f} ± {r[name + '_std']:.4f}")
         cells.append(acc)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table.append(cells)
+    return md_table(header, table)
 
 
 def plot_gaps(rows, path: str, title: str = "") -> None:
@@ -154,7 +155,7 @@ def plot_gaps(rows, path: str, title: str = "") -> None:
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_run_arguments(parser, "folder for the CSV files and the figure", "TRAINER.EMPL.INFERENCE anchor")
+    add_run_folder_arguments(parser, "folder for the CSV files and the figure", "TRAINER.EMPL.INFERENCE anchor")
     parser.add_argument("--split", default="test", choices=SPLITS)
     parser.add_argument("--title", default="", help="figure title")
     return parser

@@ -27,7 +27,8 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 
 from tools.embedding_stats import prompt_set_diversity  # noqa: E402
-from tools.run_loading import add_run_arguments, build_trainer_from_run, run_labels, write_csv  # noqa: E402
+from tools.make_tables import md_table  # noqa: E402
+from tools.run_loading import add_run_folder_arguments, build_trainer_from_run, run_labels, write_csv  # noqa: E402
 from trainers.empl import EMPLMixin  # noqa: E402
 from trainers.sgld import _mean_pairwise_rms, rms  # noqa: E402
 
@@ -88,17 +89,17 @@ COLUMNS = (
 def markdown_table(rows) -> str:
     header = ["run", "trainer", "prompts", "level", "ctx cos dist", "ctx erank", "ctx erank (centred)",
               "ctx rms dist / r", "text cos dist", "text erank", "text erank (centred)"]
-    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    table = []
     for r in rows:
         cells = [r["run"], r["trainer"], str(r["n_prompts"]), r["level"]]
         cells += [f"{r[k]:.4g}" for k in COLUMNS[1:]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table.append(cells)
+    return md_table(header, table)
 
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_run_arguments(parser, "folder for prompt_diversity.csv", "TRAINER.EMPL.N_PROMPTS 16")
+    add_run_folder_arguments(parser, "folder for prompt_diversity.csv", "TRAINER.EMPL.N_PROMPTS 16")
     return parser
 
 

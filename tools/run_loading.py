@@ -1,9 +1,13 @@
-"""Rebuild a trained model from a train.py output folder ("run folder"), as
-`train.py --eval-only --model-dir RUN` does, for the analysis tools.
+"""Read a train.py output folder ("run folder"): its config, and the trained model rebuilt as
+`train.py --eval-only --model-dir RUN` does, for the analysis and table tools. The one reader of
+a run's config: every tool goes through read_config_dump / load_run_config / run_config_value.
 
-A run folder holds log.txt (train.py prints the full config there, between "** Config **" and
-"Collecting env info") and, for trained methods, <model name>/model.pth.tar-<epoch> with a
-`checkpoint` pointer to the last one. ZeroshotCLIP's folder (from --eval-only) has only log.txt.
+A run folder holds config.yaml (train.py writes cfg.dump() there; a later run of another config
+in the same folder writes config.yaml-<time> and leaves it alone), log.txt (train.py also prints
+the full config there, between "** Config **" and "Collecting env info": the only record of runs
+made before config.yaml existed, read as a fallback) and, for trained methods,
+<model name>/model.pth.tar-<epoch> with a `checkpoint` pointer to the last one. ZeroshotCLIP's
+folder (from --eval-only) has no checkpoint.
 """
 import argparse
 import csv
@@ -20,6 +24,8 @@ if ROOT not in sys.path:
 
 from yacs.config import CfgNode as CN  # noqa: E402
 
+CONFIG_FILE = "config.yaml"  # train.py's CONFIG_FILE
+LOG_FILE = "log.txt"
 CONFIG_START = "** Config **"
 CONFIG_END = "Collecting env info"
 
@@ -29,15 +35,26 @@ class NotARunDirError(ValueError):
 
 
 def read_config_dump(run_dir: str) -> dict:
-    """The config train.py printed into RUN/log.txt, as a nested dict (empty values are None)."""
-    log_path = osp.join(run_dir, "log.txt")
+    """The config of a run as a nested dict: RUN/config.yaml, or for a run made before train.py
+    wrote config.yaml the config it printed into RUN/log.txt (empty strings then read as None)."""
     if not osp.isdir(run_dir):
         raise NotARunDirError(f"{run_dir} is not a folder")
+    config_path = osp.join(run_dir, CONFIG_FILE)
+    if osp.isfile(config_path):
+        with open(config_path, encoding="utf-8") as f:
+            return _checked_dump(f.read(), config_path, "")
+    log_path = osp.join(run_dir, LOG_FILE)
     if not osp.isfile(log_path):
         raise NotARunDirError(
-            f"{run_dir} is not a train.py output folder: it has no log.txt (pass the --output-dir of a run)"
+            f"{run_dir} is not a train.py output folder: it has no {CONFIG_FILE} and no {LOG_FILE} "
+            "(pass the --output-dir of a run)"
         )
-    with open(log_path) as f:
+    return _checked_dump(config_from_log(log_path), log_path, "the config dump in ")
+
+
+def config_from_log(log_path: str) -> str:
+    """The text of the config train.py printed into a log (print_args), as YAML."""
+    with open(log_path, encoding="utf-8", errors="replace") as f:
         text = f.read()
     start = text.find(CONFIG_START)
     end = text.find(CONFIG_END, start)
@@ -45,14 +62,32 @@ def read_config_dump(run_dir: str) -> dict:
         raise NotARunDirError(f"{log_path} holds no config dump ('{CONFIG_START}' block); was it written by train.py?")
     block = text[start:end].split("\n")
     # Skip the "** Config **" line and the row of asterisks under it.
-    body = "\n".join(line for line in block[1:] if not line.startswith("****"))
+    return "\n".join(line for line in block[1:] if not line.startswith("****"))
+
+
+def _checked_dump(text: str, path: str, what: str) -> dict:
     try:
-        dump = yaml.safe_load(body)
+        dump = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise NotARunDirError(f"cannot parse the config dump in {log_path}: {err}") from None
+        raise NotARunDirError(f"cannot parse {what}{path}: {err}") from None
     if not isinstance(dump, dict) or "TRAINER" not in dump:
-        raise NotARunDirError(f"the config dump in {log_path} has no TRAINER node")
+        raise NotARunDirError(f"{what}{path} has no TRAINER node")
     return dump
+
+
+def config_value(dump: dict, dotted_key: str):
+    """The value of e.g. TRAINER.EMPL.LAMBDA in a read_config_dump dict; None if absent."""
+    node = dump
+    for key in dotted_key.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def run_config_value(run_dir: str, dotted_key: str):
+    """The value of e.g. TRAINER.EMPL.LAMBDA in a run's config (read_config_dump); None if absent."""
+    return config_value(read_config_dump(run_dir), dotted_key)
 
 
 def _fill_empty_strings(dump: dict, defaults: CN, prefix: str = "") -> dict:
@@ -138,9 +173,10 @@ def run_label(run_dir: str) -> str:
     return "/".join(parts[-2:]) if len(parts) >= 2 else parts[-1]
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, out_help: str, opts_example: str) -> None:
-    """The command-line arguments of a tool that reads run folders (runs, --out, --root,
-    --labels, --load-epoch, --opts)."""
+def add_run_folder_arguments(parser: argparse.ArgumentParser, out_help: str, opts_example: str) -> None:
+    """The command-line arguments of a tool that analyses trained run folders (runs, --out,
+    --root, --labels, --load-epoch, --opts). (tools/run_protocol.py's add_run_arguments are the
+    options of a tool that launches runs.)"""
     parser.add_argument("runs", nargs="+", help="train.py output folders")
     parser.add_argument("--out", required=True, help=out_help)
     parser.add_argument("--root", default="", help="dataset root (default: the run's DATASET.ROOT)")

@@ -32,7 +32,6 @@ another --output-dir (one per sweep value) for that.
 import argparse
 import difflib
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -57,41 +56,50 @@ class TrainerDefaults:
     eval_only: bool = False
 
 
-# The one table of per-trainer defaults (papers' settings, ViT-B/16, 16 shots). --cfg overrides.
-TRAINER_DEFAULTS: Dict[str, TrainerDefaults] = {
-    "ZeroshotCLIP": TrainerDefaults("CoOp", "vit_b16", "vit_b16", eval_only=True),
-    "CoOp": TrainerDefaults("CoOp", "vit_b16_ep50_ctxv1", "vit_b16_ep50_ctxv1"),
-    "CoCoOp": TrainerDefaults("CoCoOp", "vit_b16_c4_ep10_batch1_ctxv1", "vit_b16_c4_ep10_batch1_ctxv1"),
-    "ProDA": TrainerDefaults("ProDA", "vit_b16_ep50", "vit_b16_ep10_cross_datasets"),
-    "MaPLe": TrainerDefaults("MaPLe", "vit_b16_c2_ep5_batch4_2ctx", "vit_b16_c2_ep5_batch4_2ctx_cross_datasets"),
-    "EMPL_CoOp": TrainerDefaults("EMPL_CoOp", "vit_b16_ep50_ctxv1", "vit_b16_ep10_ctxv1_cross_datasets"),
-    "EMPL_ProDA": TrainerDefaults("EMPL_ProDA", "vit_b16_ep50", "vit_b16_ep10_cross_datasets"),
-    "EMPL_MaPLe": TrainerDefaults(
-        "EMPL_MaPLe", "vit_b16_c2_ep5_batch4_2ctx", "vit_b16_c2_ep5_batch4_2ctx_cross_datasets"
-    ),
-}
+# The protocols' defaults are written once, in scripts/protocols/defaults.txt, which the shell
+# scripts (scripts/common.sh) read too: one setting a line, a key and its values; "#" comments.
+DEFAULTS_FILE = os.path.join(ROOT, "scripts", "protocols", "defaults.txt")
 
-BASE2NEW_DATASETS = (
-    "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
-    "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101",
-)
+
+def read_defaults(path: str = DEFAULTS_FILE) -> List[List[str]]:
+    """The lines of the defaults file as word lists (comments and blank lines left out)."""
+    with open(path, encoding="utf-8") as f:
+        return [words for words in (line.split("#", 1)[0].split() for line in f) if words]
+
+
+def _setting(lines: List[List[str]], key: str) -> List[str]:
+    """The values of the line that starts with key."""
+    return next(words[1:] for words in lines if words[0] == key)
+
+
+def _trainer_defaults(lines: List[List[str]]) -> Dict[str, TrainerDefaults]:
+    """The lines `trainer NAME FOLDER BASE2NEW_CFG CROSS_DATASET_CFG [eval_only]`, in their order."""
+    table = {}
+    for words in lines:
+        if words[0] == "trainer":
+            name, folder, base2new_cfg, cross_dataset_cfg = words[1:5]
+            table[name] = TrainerDefaults(folder, base2new_cfg, cross_dataset_cfg, eval_only="eval_only" in words[5:])
+    return table
+
+
+_DEFAULTS = read_defaults()
+# Per trainer (papers' settings, ViT-B/16, 16 shots), in the order of --trainers all. --cfg overrides.
+TRAINER_DEFAULTS: Dict[str, TrainerDefaults] = _trainer_defaults(_DEFAULTS)
+BASE2NEW_DATASETS = tuple(_setting(_DEFAULTS, "base2new_datasets"))
 CROSS_DATASET_TARGETS = BASE2NEW_DATASETS[1:]
 # Shifted renderings of a source's classes: the domain-generalization targets of each source
 # (ImageNet's variants; the bundled benchmark's restyled WorldNet).
-SHIFTED_DOMAINS = {
-    "imagenet": ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"),
-    "world_net": ("world_net_sketch", "world_net_inverted", "world_net_noisy", "world_net_cluttered"),
-}
-DOMAIN_GENERALIZATION_TARGETS = SHIFTED_DOMAINS["imagenet"]
+SHIFTED_DOMAINS = {w[1]: tuple(w[2:]) for w in _DEFAULTS if w[0] == "shifted_domains"}
+DEFAULT_SEEDS = tuple(int(seed) for seed in _setting(_DEFAULTS, "seeds"))
+DEFAULT_SHOTS = int(_setting(_DEFAULTS, "shots")[0])
+DEFAULT_SOURCE = _setting(_DEFAULTS, "source")[0]
+DOMAIN_GENERALIZATION_TARGETS = SHIFTED_DOMAINS[DEFAULT_SOURCE]
 PROTOCOL_DATASETS = {
     "base2new": BASE2NEW_DATASETS,
     "cross_dataset": CROSS_DATASET_TARGETS,
     "domain_generalization": DOMAIN_GENERALIZATION_TARGETS,
 }
 PROTOCOL_ALIASES = {"b2n": "base2new", "xd": "cross_dataset", "dg": "domain_generalization"}
-DEFAULT_SEEDS = (1, 2, 3)
-DEFAULT_SHOTS = 16
-DEFAULT_SOURCE = "imagenet"
 
 
 class ProtocolError(ValueError):
@@ -367,7 +375,6 @@ def command_line(run: Run) -> str:
 
 
 FAILURE_TAIL_LINES = 20
-ACCURACY_LINE = re.compile(r"^\* accuracy: ([\d.]+)%", re.MULTILINE)
 
 
 def run_in_process(run: Run):
@@ -446,8 +453,8 @@ def execute(runs: Sequence[Run], dry_run: bool = False, out=None, verbose: bool 
             failed.add(id(run))
             n_failed += 1
         elif not verbose:
-            accuracy = ACCURACY_LINE.findall(output)
-            print(f"    accuracy {accuracy[-1] if accuracy else '?'}%, {time.time() - start:.1f} s", file=out, flush=True)
+            accuracy = parse_test_res.last_metric(output.splitlines(), "accuracy", end_signal=None)
+            print(f"    accuracy {accuracy or '?'}%, {time.time() - start:.1f} s", file=out, flush=True)
     return n_failed
 
 

@@ -3,7 +3,7 @@
 # usage: DATA=/path/to/datasets bash scripts/coop/eval.sh DATASET CFG
 source "$(dirname "$0")/../common.sh"
 TRAINER=CoOp
-SHOTS=16
+SHOTS=$(defaults shots)
 NCTX=16
 CSC=False
 CTP=end
@@ -11,14 +11,8 @@ CTP=end
 DATASET=$1
 CFG=$2
 
-for SEED in ${SEEDS:-1 2 3}; do
-    $PYTHON train.py \
-        --root "${DATA}" \
-        --seed ${SEED} \
-        --trainer ${TRAINER} \
-        --dataset-config-file configs/datasets/${DATASET}.yaml \
-        --config-file configs/trainers/${TRAINER}/${CFG}.yaml \
-        --output-dir output/evaluation/${TRAINER}/${CFG}_${SHOTS}shots/nctx${NCTX}_csc${CSC}_ctp${CTP}/${DATASET}/seed${SEED} \
+for SEED in ${SEEDS:-$(defaults seeds)}; do
+    train_py output/evaluation/${TRAINER}/${CFG}_${SHOTS}shots/nctx${NCTX}_csc${CSC}_ctp${CTP}/${DATASET}/seed${SEED} \
         --model-dir output/imagenet/${TRAINER}/${CFG}_${SHOTS}shots/nctx${NCTX}_csc${CSC}_ctp${CTP}/seed${SEED} \
         --load-epoch 50 \
         --eval-only \

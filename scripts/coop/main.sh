@@ -12,21 +12,10 @@ NCTX=$4  # number of context tokens
 SHOTS=$5  # number of shots (1, 2, 4, 8, 16)
 CSC=$6  # class-specific context (False or True)
 
-for SEED in ${SEEDS:-1 2 3}; do
-    DIR=output/${DATASET}/${TRAINER}/${CFG}_${SHOTS}shots/nctx${NCTX}_csc${CSC}_ctp${CTP}/seed${SEED}
-    if [ -d "$DIR" ]; then
-        echo "Oops! The results exist at ${DIR} (so skip this job)"
-    else
-        $PYTHON train.py \
-            --root "${DATA}" \
-            --seed ${SEED} \
-            --trainer ${TRAINER} \
-            --dataset-config-file configs/datasets/${DATASET}.yaml \
-            --config-file configs/trainers/${TRAINER}/${CFG}.yaml \
-            --output-dir ${DIR} \
-            TRAINER.COOP.N_CTX ${NCTX} \
-            TRAINER.COOP.CSC ${CSC} \
-            TRAINER.COOP.CLASS_TOKEN_POSITION ${CTP} \
-            DATASET.NUM_SHOTS ${SHOTS}
-    fi
+for SEED in ${SEEDS:-$(defaults seeds)}; do
+    train_py_unless_done "output/${DATASET}/${TRAINER}/${CFG}_${SHOTS}shots/nctx${NCTX}_csc${CSC}_ctp${CTP}/seed${SEED}" \
+        TRAINER.COOP.N_CTX ${NCTX} \
+        TRAINER.COOP.CSC ${CSC} \
+        TRAINER.COOP.CLASS_TOKEN_POSITION ${CTP} \
+        DATASET.NUM_SHOTS ${SHOTS}
 done

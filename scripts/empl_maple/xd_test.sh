@@ -1,4 +1,4 @@
 #!/bin/bash
-# EMPL_MaPLe, protocol step xd_test (scripts/protocols/xd_test.sh with this method's defaults).
+# EMPL_MaPLe, protocol step xd_test (scripts/protocols/xd_test.sh with this method's defaults from scripts/protocols/defaults.txt).
 # usage: DATA=/path/to/datasets bash scripts/empl_maple/xd_test.sh DATASET SEED   (TRAINER, CFG, SHOTS, ... may be overridden)
-TRAINER=${TRAINER:-EMPL_MaPLe} CFG=${CFG:-vit_b16_c2_ep5_batch4_2ctx_cross_datasets} exec bash "$(dirname "$0")/../protocols/xd_test.sh" "$@"
+METHOD=EMPL_MaPLe exec bash "$(dirname "$0")/../protocols/xd_test.sh" "$@"

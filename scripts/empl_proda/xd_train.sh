@@ -1,4 +1,4 @@
 #!/bin/bash
-# EMPL_ProDA, protocol step xd_train (scripts/protocols/xd_train.sh with this method's defaults).
+# EMPL_ProDA, protocol step xd_train (scripts/protocols/xd_train.sh with this method's defaults from scripts/protocols/defaults.txt).
 # usage: DATA=/path/to/datasets bash scripts/empl_proda/xd_train.sh SEED   (TRAINER, CFG, SHOTS, ... may be overridden)
-TRAINER=${TRAINER:-EMPL_ProDA} CFG=${CFG:-vit_b16_ep10_cross_datasets} exec bash "$(dirname "$0")/../protocols/xd_train.sh" "$@"
+METHOD=EMPL_ProDA exec bash "$(dirname "$0")/../protocols/xd_train.sh" "$@"

@@ -1,4 +1,4 @@
 #!/bin/bash
-# ProDA, protocol step base2new_test (scripts/protocols/base2new_test.sh with this method's defaults).
+# ProDA, protocol step base2new_test (scripts/protocols/base2new_test.sh with this method's defaults from scripts/protocols/defaults.txt).
 # usage: DATA=/path/to/datasets bash scripts/proda/base2new_test.sh DATASET SEED   (TRAINER, CFG, SHOTS, ... may be overridden)
-TRAINER=${TRAINER:-ProDA} CFG=${CFG:-vit_b16_ep50} exec bash "$(dirname "$0")/../protocols/base2new_test.sh" "$@"
+METHOD=ProDA exec bash "$(dirname "$0")/../protocols/base2new_test.sh" "$@"

@@ -1,4 +1,4 @@
 #!/bin/bash
-# ProDA, protocol step xd_train (scripts/protocols/xd_train.sh with this method's defaults).
+# ProDA, protocol step xd_train (scripts/protocols/xd_train.sh with this method's defaults from scripts/protocols/defaults.txt).
 # usage: DATA=/path/to/datasets bash scripts/proda/xd_train.sh SEED   (TRAINER, CFG, SHOTS, ... may be overridden)
-TRAINER=${TRAINER:-ProDA} CFG=${CFG:-vit_b16_ep10_cross_datasets} exec bash "$(dirname "$0")/../protocols/xd_train.sh" "$@"
+METHOD=ProDA exec bash "$(dirname "$0")/../protocols/xd_train.sh" "$@"
