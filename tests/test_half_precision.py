@@ -140,7 +140,7 @@ def run_case(build_tiny_trainer, name, prec):
                     record["scales"].append(trainer.scaler.get_scale())
                 record["summaries"].append(trainer.forward_backward({"img": images, "label": labels}))
                 if trainer.batch_idx == 0:
-                    record["empl"] = dict(getattr(trainer, "extra_loss_summary", {}))
+                    record["empl"] = dict(record["summaries"][-1])  # the step's summary: its SGLD diagnostics
                     trainer.batch_idx = 1  # further amp steps: no diagnostics (no cost)
                 if any(not torch.equal(record["before"][n], p) for n, p in learned(trainer).items()):
                     break

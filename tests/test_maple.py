@@ -201,7 +201,7 @@ def test_empl_maple_without_sampling_is_maple(build_tiny_trainer):
     del weights["calibration_features"]  # EMPL's amortized-mode condition, not a MaPLe weight
     maple.model.prompt_learner.load_state_dict(weights)
     images, labels = fixed_batch(empl)
-    loss_empl, _ = empl.compute_loss(images, labels)
+    loss_empl, _, _ = empl.compute_loss(images, labels)
     loss_maple, _ = maple.compute_loss(images, labels)
     assert loss_empl.item() == pytest.approx(loss_maple.item(), abs=1e-5)
     # The vision prompts learn through EMPL's loss too.

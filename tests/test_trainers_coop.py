@@ -55,6 +55,18 @@ def test_coop_logits_match_clip_transformer_on_assembled_prompts(build_tiny_trai
         assert torch.allclose(trainer.model(images), expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("csc", [False, True])
+def test_coop_context_sets_is_the_shared_context_as_one_set(build_tiny_trainer, csc):
+    """EMPL's host contract: context_sets() -> [1, M, d]; class-specific contexts have none."""
+    trainer = build_tiny_trainer("CoOp", COOP, "TRAINER.COOP.N_CTX", 4, "TRAINER.COOP.CSC", csc)
+    learner = trainer.model.prompt_learner
+    if csc:
+        with pytest.raises(ValueError, match="CSC"):
+            learner.context_sets()
+    else:
+        assert torch.equal(learner.context_sets(), learner.ctx.unsqueeze(0))
+
+
 def test_cocoop_batch_equals_per_image_loop(build_tiny_trainer, tiny_clip):
     trainer = build_tiny_trainer("CoCoOp", COCOOP)
     learner = trainer.model.prompt_learner

@@ -40,13 +40,22 @@ class PromptLearner(nn.Module):
     def tokenized_prompts(self):
         return self.classes.tokenized_prompts
 
+    def context_sets(self):
+        """The shared context as one prompt set (EMPL's anchor): [M, d] -> [1, M, d]."""
+        if self.ctx.dim() != 2:
+            raise ValueError(
+                "class-specific contexts (TRAINER.COOP.CSC True) are one context per class, not a prompt set "
+                "shared by all classes: context_sets() needs CSC False (or CTX_INIT, which gives a shared context)"
+            )
+        return self.ctx.unsqueeze(0)
+
     def forward(self):
         return self.classes.assemble(self.ctx, self.class_token_position)
 
 
 class CustomCLIP(ClassTextCLIP):
-    def __init__(self, cfg, classnames, clip_model, prompt_learner_cls=PromptLearner):
-        super().__init__(prompt_learner_cls(cfg, classnames, clip_model), clip_model)
+    def __init__(self, cfg, classnames, clip_model):
+        super().__init__(PromptLearner(cfg, classnames, clip_model), clip_model)
 
     def class_text_features(self):
         """Normalised [C, D] text features of the current prompts."""

@@ -1,11 +1,12 @@
-"""EMPL's machinery, shared by EMPL_CoOp and EMPL_ProDA (formulation: docs/EMPL.md).
+"""EMPL's machinery, shared by EMPL_CoOp, EMPL_ProDA and EMPL_MaPLe (formulation: docs/EMPL.md).
 
 - `LayerSplitText`: the text encoder split at block L - l. The context positions' hidden states
   there (H) are what SGLD samples; the last l blocks turn any H into class text features.
-- `EMPLMixin`: mixed into a prompt trainer (with `SGLDPromptSampler`), it builds each training
-  task (seen classes + unseen words), samples prompts, forms L_in + LAMBDA * L_out, and runs the
-  three inference modes. How K prompt sets x S samples of logits become a loss and a prediction
-  is the host method's business: `multi_prompt_loss` / `multi_prompt_prediction`.
+- `EMPLMixin`: mixed into a prompt trainer (`class EMPL_X(EMPLMixin, X)`), it builds itself
+  after the host's model, builds each training task (seen classes + unseen words), samples
+  prompts, forms L_in + LAMBDA * L_out, and runs the three inference modes. How K prompt sets x
+  S samples of logits become a loss and a prediction: `multi_prompt_loss` /
+  `multi_prompt_prediction`, the mixture over all prompts by default (a host may override them).
 """
 import warnings
 from contextlib import nullcontext
@@ -14,9 +15,9 @@ from typing import Collection, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .clip_backbone import LOCAL_CLIP_VOCABULARIES, ClassPrompts, eot_positions, l2_normalize, replace_tokens
-from .multi_prompt_losses import free_energy, open_vocabulary_loss
+from .multi_prompt_losses import free_energy, mixture_log_probs, mixture_nll, open_vocabulary_loss
 from .open_vocab import OpenVocabulary
-from .sgld import SGLD_GRADIENTS, SGLDPromptSampler, SGLDResult
+from .sgld import BACKPROPS, SGLD_GRADIENTS, SGLDResult, langevin_sample, sgld_options
 
 CONDITIONS = ("batch", "image")
 # Private generators are seeded at cfg.SEED plus an offset, so their streams differ from the
@@ -96,7 +97,7 @@ def check_empl_cfg(empl) -> None:
         raise ValueError(f"TRAINER.EMPL.SGLD_GRADIENT must be one of {SGLD_GRADIENTS}, got {empl.SGLD_GRADIENT!r}")
     if empl.OPEN_LOSS not in ("entropy", "energy", "none"):
         raise ValueError(f"TRAINER.EMPL.OPEN_LOSS must be entropy, energy or none, got {empl.OPEN_LOSS!r}")
-    if empl.BACKPROP not in ("detach", "full"):
+    if empl.BACKPROP not in BACKPROPS:
         raise ValueError(f"TRAINER.EMPL.BACKPROP must be detach or full, got {empl.BACKPROP!r}")
     for key in ("N_PROMPTS", "SGLD_STEPS", "N_UNSEEN"):
         if empl[key] < 0:
@@ -130,23 +131,30 @@ def feature_spread(features: torch.Tensor) -> Dict[str, float]:
     return out
 
 
-class EMPLMixin(SGLDPromptSampler):
-    """Energy-based multi-prompt learning on a host prompt trainer.
+class EMPLMixin:
+    """Energy-based multi-prompt learning on a host prompt trainer: `class EMPL_X(EMPLMixin, X)`.
 
     The host's model provides: prompt_learner.context_sets() -> [K, M, d] (K prompt sets),
     prompt_learner.classes (ClassPrompts of the training classes), prompt_learner.prompt_prefix,
     prompt_learner.n_ctx, text_encoder, token_embedding, dtype, logit_scale, encode_image(x).
-    The host implements multi_prompt_loss(logits [K, S, B, C], labels, anchor_features [K, C, D]) ->
-    (loss, logits for accuracy) and multi_prompt_prediction(logits [K, S, B, C]) -> [B, C].
     Optionally (MaPLe): prompt_learner.text_deep_prompts() -> {text block: [M, d]}, and
     trains_image_side = True when encode_image depends on the prompt learner (the image
     features then keep their gradient in the loss; the energy treats them as constants).
+    The mixin builds itself after the host's build_model. multi_prompt_loss(logits [K, S, B, C],
+    labels, anchor_features [K, C, D]) -> (loss, logits for accuracy) and
+    multi_prompt_prediction(logits [K, S, B, C]) -> [B, C] default to the mixture over all K x S
+    prompts (the NLL of their mean softmax); a host with its own multi-prompt loss overrides them.
     """
 
     trains_image_side = False
+    sgld_generator: Optional[torch.Generator] = None  # build_empl sets the training chains' generator
+
+    def build_model(self):
+        super().build_model()
+        self.build_empl()
 
     def build_empl(self) -> None:
-        """Call at the end of build_model."""
+        """EMPL's own setup, on the host's built model (build_model calls it)."""
         empl = self.cfg.TRAINER.EMPL
         check_empl_cfg(empl)
         learner = self.model.prompt_learner
@@ -206,6 +214,28 @@ class EMPLMixin(SGLDPromptSampler):
     @property
     def empl_cfg(self):
         return self.cfg.TRAINER.EMPL
+
+    def multi_prompt_loss(self, logits, labels, anchor_features):
+        """L_in: the NLL of the mean softmax over all prompts, logits [K, S, B, V] -> (loss,
+        the mixture's log-probabilities [B, V] for the accuracy)."""
+        logits = logits.flatten(0, 1)
+        return mixture_nll(logits, labels), mixture_log_probs(logits)
+
+    def multi_prompt_prediction(self, logits):
+        """logits [K, S, B, C] -> the mixture's log-probabilities [B, C]."""
+        return mixture_log_probs(logits.flatten(0, 1))
+
+    def sample_prompts(
+        self, anchor: torch.Tensor, energy_fn, generator: Optional[torch.Generator] = None, **options,
+    ) -> SGLDResult:
+        """langevin_sample with the TRAINER.EMPL settings (sgld_options). Chains draw their noise
+        from `generator`, else from the training generator. options: langevin_sample's per-call
+        keywords (compute_energy_after, compare_prior_only, init_offset, reference_init_offset,
+        keep_reference)."""
+        return langevin_sample(
+            anchor, energy_fn, **sgld_options(self.empl_cfg),
+            generator=generator if generator is not None else self.sgld_generator, **options,
+        )
 
     def text_deep_prompts(self) -> Optional[Dict[int, torch.Tensor]]:
         """The host's deep text prompts {block: [M, d]}, or None."""
@@ -297,7 +327,10 @@ class EMPLMixin(SGLDPromptSampler):
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, image, label):
-        """L = L_in + LAMBDA * L_out on one task: seen classes V and N_UNSEEN unseen words."""
+        """L = L_in + LAMBDA * L_out on one task: seen classes V and N_UNSEEN unseen words.
+
+        -> (loss, logits, extras): extras are the logged values, loss_in and loss_out, and on
+        PRINT_FREQ batches the SGLD diagnostics (sgld_*), in the order the training line prints them."""
         empl = self.empl_cfg
         with nullcontext() if self.trains_image_side else torch.no_grad():
             image_features = self.model.encode_image(image)
@@ -317,14 +350,14 @@ class EMPLMixin(SGLDPromptSampler):
         if len(pieces) > 1 and empl.LAMBDA > 0:
             anchor_logits = logits[:, 0].mean(0)  # the mean prompt's logits, [B, V+U]
             loss_out = open_vocabulary_loss(anchor_logits[:, :n_seen], anchor_logits[:, n_seen:], empl.OPEN_LOSS)
-        self.extra_loss_summary = {"loss_in": loss_in.item(), "loss_out": loss_out.item()}
+        extras = {"loss_in": loss_in.item(), "loss_out": loss_out.item()}
         if result is not None:
             if diagnose:
-                self.extra_loss_summary.update(result.as_dict(prefix="sgld_"))
+                extras.update(result.as_dict(prefix="sgld_"))
                 seen_feats = feats[:, 0] if per_image else feats  # [K, S, P, D]
-                self.extra_loss_summary.update(feature_spread(seen_feats[:, :, :n_seen].detach()))
+                extras.update(feature_spread(seen_feats[:, :, :n_seen].detach()))
             self.check_linearisation_range(result)
-        return loss_in + empl.LAMBDA * loss_out, output
+        return loss_in + empl.LAMBDA * loss_out, output, extras
 
     def check_linearisation_range(self, result: SGLDResult) -> None:
         """Warn once when SGLD_GRADIENT anchor runs chains farther from the anchor than where

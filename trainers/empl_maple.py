@@ -5,12 +5,11 @@ state at the input of text block L - l, which carries the deep prompts of the bl
 (PROMPT_DEPTH 9 of 12 blocks with SGLD_LAYERS 2: blocks 10 and 11 are prompt-free, so every
 sample runs the last l blocks unchanged). The vision branch is MaPLe's, unchanged: its prompts
 come from the learned tensors through the coupling functions, and the image features keep
-their gradient in the loss. L_in is the NLL of the mean of the N+1 softmaxes, as in EMPL_CoOp.
-Keys: TRAINER.MAPLE.*, TRAINER.EMPL.*.
+their gradient in the loss. L_in is the NLL of the mean of the N+1 softmaxes, as in EMPL_CoOp
+(EMPLMixin's default). Keys: TRAINER.MAPLE.*, TRAINER.EMPL.*.
 """
 from . import maple
 from .empl import EMPLMixin
-from .empl_coop import EMPL_CoOp
 from .prompt_trainer import register_trainer
 
 
@@ -19,11 +18,3 @@ class EMPL_MaPLe(EMPLMixin, maple.MaPLe):
     """Energy-based Multi-prompt Learning with MaPLe's text prompts as the anchor."""
 
     trains_image_side = True  # MaPLe's vision prompts are learned
-
-    def build_model(self):
-        super().build_model()
-        self.build_empl()
-
-    # One anchor, as in EMPL_CoOp: the mixture NLL over the anchor and its samples.
-    multi_prompt_loss = EMPL_CoOp.multi_prompt_loss
-    multi_prompt_prediction = EMPL_CoOp.multi_prompt_prediction

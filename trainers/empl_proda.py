@@ -13,10 +13,6 @@ from .prompt_trainer import register_trainer
 class EMPL_ProDA(EMPLMixin, proda.ProDA):
     """Energy-based Multi-prompt Learning with ProDA's prompt sets as anchors."""
 
-    def build_model(self):
-        super().build_model()
-        self.build_empl()
-
     def multi_prompt_loss(self, logits, labels, anchor_features):
         """logits [K, S, B, V]: ProDA's bound over all K x S prompts."""
         logits = logits.flatten(0, 1)

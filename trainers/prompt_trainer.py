@@ -3,7 +3,7 @@
 A trainer subclasses `ClipPromptTrainer`, names its config node (`cfg_node = "COOP"`) and
 implements `build_custom_clip(cfg, classnames, clip_model)` returning a module with a
 `prompt_learner` submodule (the only trained part). It may override `compute_loss` (training
-loss and logits of a batch) and `model_inference`.
+loss and logits of a batch, optionally a dict of further values to log) and `model_inference`.
 """
 import os
 from contextlib import nullcontext
@@ -93,14 +93,16 @@ class ClipPromptTrainer(TrainerX):
         return torch.autocast(self.device.type, dtype=autocast_dtype(self.device.type))
 
     def compute_loss(self, image, label):
-        """(loss, logits) of a training batch; cross-entropy by default."""
+        """(loss, logits) of a training batch; cross-entropy by default. An override may return
+        (loss, logits, extras): extras, a dict of floats, are logged after loss and acc, in order."""
         output = self.model(image)
         return F.cross_entropy(output, label), output
 
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)
         with self.autocast():
-            loss, output = self.compute_loss(image, label)
+            loss, output, *extras = self.compute_loss(image, label)
+        extras = extras[0] if extras else {}
         if self.scaler is not None:
             self.optim.zero_grad()
             self.scaler.scale(loss).backward()
@@ -112,7 +114,7 @@ class ClipPromptTrainer(TrainerX):
         summary = {"loss": loss.item()}
         if output is not None:
             summary["acc"] = compute_accuracy(output, label)[0].item()
-        summary.update(getattr(self, "extra_loss_summary", {}))
+        summary.update(extras)
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return summary

@@ -1,7 +1,8 @@
 """Stochastic gradient Langevin dynamics over prompt embeddings (EMPL's sampler).
 
 The sampler knows nothing of CoOp, ProDA or MaPLe: it takes anchor prompt embeddings, an
-energy callable and the TRAINER.EMPL config node, and returns samples plus diagnostics.
+energy callable and its settings (sgld_options maps the TRAINER.EMPL config node to them), and
+returns samples plus diagnostics.
 Formulation: docs/EMPL.md ("Sampling"), summarised:
 
     r = rms(anchor)                                   (constant, no gradient)
@@ -30,6 +31,7 @@ from typing import Callable, Optional
 import torch
 
 SGLD_GRADIENTS = ("exact", "anchor")
+BACKPROPS = ("detach", "full")
 
 # energy_fn(H) -> per-chain data energy. H: [n_anchors, n_chains, *prompt_shape]; returns
 # [n_anchors, n_chains].
@@ -120,7 +122,7 @@ def langevin_sample(
     keep_reference: run the prior-only chains (and return their offsets) even without
         compare_prior_only, which adds the two energy evaluations.
     """
-    if backprop not in ("detach", "full"):
+    if backprop not in BACKPROPS:
         raise ValueError(f"TRAINER.EMPL.BACKPROP must be 'detach' or 'full', got {backprop!r}")
     if gradient not in SGLD_GRADIENTS:
         raise ValueError(f"TRAINER.EMPL.SGLD_GRADIENT must be one of {SGLD_GRADIENTS}, got {gradient!r}")
@@ -287,33 +289,20 @@ def _mean_pairwise_rms(offset: torch.Tensor) -> float:
     return dists[:, off_diagonal].mean().item()
 
 
-class SGLDPromptSampler:
-    """Mixin: `self.sample_prompts(anchor, energy_fn)` with the TRAINER.EMPL config.
+def sgld_options(empl) -> dict:
+    """The TRAINER.EMPL node's sampler settings as langevin_sample's keyword arguments.
 
-    The host class provides `self.cfg` (a Dassl config with a TRAINER.EMPL node). Chains draw
-    their noise from `generator`, else from `self.sgld_generator` when the host sets one, else
-    from torch's global RNG.
+    A plain mapping: the values are checked once, by trainers.empl.check_empl_cfg (and by
+    langevin_sample's own argument checks). The per-call keywords (generator, compute_energy_after,
+    compare_prior_only, init_offset, reference_init_offset, keep_reference) are the caller's.
     """
-
-    sgld_generator: Optional[torch.Generator] = None
-
-    def sample_prompts(
-        self, anchor: torch.Tensor, energy_fn: EnergyFn, generator: Optional[torch.Generator] = None, **options,
-    ) -> SGLDResult:
-        """langevin_sample with the config's settings; options: its per-call keywords
-        (compute_energy_after, compare_prior_only, init_offset, reference_init_offset, keep_reference)."""
-        empl = self.cfg.TRAINER.EMPL
-        return langevin_sample(
-            anchor,
-            energy_fn,
-            n_chains=empl.N_PROMPTS,
-            n_steps=empl.SGLD_STEPS,
-            step_size=empl.SGLD_STEP_SIZE,
-            noise_std=empl.NOISE_STD,
-            init_std=empl.INIT_STD,
-            prior_std=empl.PRIOR_STD,
-            backprop=empl.BACKPROP,
-            generator=generator if generator is not None else self.sgld_generator,
-            gradient=empl.SGLD_GRADIENT,
-            **options,
-        )
+    return dict(
+        n_chains=empl.N_PROMPTS,
+        n_steps=empl.SGLD_STEPS,
+        step_size=empl.SGLD_STEP_SIZE,
+        noise_std=empl.NOISE_STD,
+        init_std=empl.INIT_STD,
+        prior_std=empl.PRIOR_STD,
+        backprop=empl.BACKPROP,
+        gradient=empl.SGLD_GRADIENT,
+    )
