@@ -249,16 +249,18 @@ class CoOpDataset(DatasetBase):
             return out
 
         entries = {k: parse(split[k], k) for k in ("train", "val", "test")}
-        listed = [e for k in entries for e in entries[k]]
-        missing = [e for e in listed if not os.path.isfile(e[0])]
-        if missing:
-            found = Counter(name for path, _, name in listed if os.path.isfile(path))
+        try:  # Datum checks that each image exists
+            return tuple([Datum(impath=p, label=y, classname=c) for p, y, c in entries[k]] for k in entries)
+        except FileNotFoundError:  # count what is missing only when something is
+            listed = [e for k in entries for e in entries[k]]
+            exists = {path: os.path.isfile(path) for path, _, _ in listed}
+            missing = [path for path, ok in exists.items() if not ok]
+            found = Counter(name for path, _, name in listed if exists[path])
             per_class = images_per_class({name: found[name] for _, _, name in listed})
             raise FileNotFoundError(
                 f"{filepath} lists {len(missing)} of {len(listed)} images that do not exist, e.g. "
-                f"{missing[0][0]}; found {per_class}. Is DATASET.ROOT right and the dataset complete? (layout: {DOCS})"
-            )
-        return tuple([Datum(impath=p, label=y, classname=c) for p, y, c in entries[k]] for k in ("train", "val", "test"))
+                f"{missing[0]}; found {per_class}. Is DATASET.ROOT right and the dataset complete? (layout: {DOCS})"
+            ) from None
 
     @staticmethod
     def save_split(train, val, test, filepath, path_prefix, overwrite=True):
