@@ -18,6 +18,5 @@ class Caltech101(CoOpDataset):
     dataset_dir = "caltech-101"
     image_subdir = "101_ObjectCategories"
     new_cnames = NEW_CNAMES
-
-    def build_split(self):
-        return self.read_and_split_data(self.image_dir, ignored=IGNORED, new_cnames=NEW_CNAMES)
+    folder_per_class = True
+    ignored_folders = IGNORED

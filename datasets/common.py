@@ -103,6 +103,8 @@ class CoOpDataset(DatasetBase):
             (idempotently) when reading one.
         generated: True when the dataset creates its own folder (no "missing folder" error).
         val_is_test: no val split; few-shot samples train only and val is the test set.
+        folder_per_class: the raw layout is image_subdir/<class folder>/*: build_split splits
+            it (read_and_split_data), leaving out the folders in ignored_folders.
     """
 
     dataset_dir = ""
@@ -111,6 +113,8 @@ class CoOpDataset(DatasetBase):
     new_cnames = None
     generated = False
     val_is_test = False
+    folder_per_class = False
+    ignored_folders = ()
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -168,7 +172,10 @@ class CoOpDataset(DatasetBase):
                 f"{type(self).__name__}`), or delete the file to rebuild it from the images")
 
     def build_split(self):
-        """(train, val, test) from the raw files; datasets that can build a split override it."""
+        """(train, val, test) from the raw files: the class folders' split for folder_per_class
+        datasets; datasets with annotation files override it."""
+        if self.folder_per_class:
+            return self.read_and_split_data(self.image_dir, ignored=self.ignored_folders, new_cnames=self.new_cnames)
         raise FileNotFoundError(
             f"split file not found: {self.split_path}. Run `python -m datasets.fetch_splits "
             f"--root {self.root} --datasets {type(self).__name__}` (see {DOCS})."
@@ -183,6 +190,13 @@ class CoOpDataset(DatasetBase):
                     f"too. Fetch CoOp's split with `python -m datasets.fetch_splits --root {self.root} "
                     f"--datasets {type(self).__name__}`, or complete the layout in {DOCS}."
                 )
+
+    def read_list(self, relative_path, datum_of_line):
+        """One Datum per non-empty line of a raw list file under dataset_dir:
+        [datum_of_line(line), ...]; a missing file is require()'s error."""
+        path = os.path.join(self.dataset_dir, relative_path)
+        self.require(path)
+        return [datum_of_line(line) for line in read_lines(path)]
 
     def rename_classes(self, *data_sources):
         """Apply ``new_cnames`` to the class names of each data source (no-op without it)."""

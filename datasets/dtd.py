@@ -9,6 +9,4 @@ class DescribableTextures(CoOpDataset):
 
     dataset_dir = "dtd"
     image_subdir = "images"
-
-    def build_split(self):
-        return self.read_and_split_data(self.image_dir)
+    folder_per_class = True

@@ -23,6 +23,4 @@ class EuroSAT(CoOpDataset):
     dataset_dir = "eurosat"
     image_subdir = "2750"
     new_cnames = NEW_CNAMES
-
-    def build_split(self):
-        return self.read_and_split_data(self.image_dir, new_cnames=NEW_CNAMES)
+    folder_per_class = True

@@ -17,7 +17,8 @@ class FGVCAircraft(CoOpDataset):
         variants = os.path.join(self.dataset_dir, "variants.txt")
         self.require(variants)
         cname2lab = {c: i for i, c in enumerate(read_lines(variants))}
-        return tuple(self.read_data(cname2lab, f"images_variant_{s}.txt") for s in ("train", "val", "test"))
+        return tuple(self.read_list(f"images_variant_{s}.txt", lambda line: self.datum(cname2lab, line))
+                     for s in ("train", "val", "test"))
 
     def require(self, *paths):
         for path in paths:
@@ -27,13 +28,8 @@ class FGVCAircraft(CoOpDataset):
                     "fgvc_aircraft/ (see docs/DATASETS.md)"
                 )
 
-    def read_data(self, cname2lab, split_file):
-        """Lines "<image id> <variant name>"."""
-        filepath = os.path.join(self.dataset_dir, split_file)
-        self.require(filepath)
-        items = []
-        for line in read_lines(filepath):
-            imname, _, classname = line.partition(" ")
-            impath = os.path.join(self.image_dir, imname + ".jpg")
-            items.append(Datum(impath=impath, label=cname2lab[classname], classname=classname))
-        return items
+    def datum(self, cname2lab, line):
+        """"<image id> <variant name>" -> Datum."""
+        imname, _, classname = line.partition(" ")
+        return Datum(impath=os.path.join(self.image_dir, imname + ".jpg"), label=cname2lab[classname],
+                     classname=classname)

@@ -9,6 +9,4 @@ class Food101(CoOpDataset):
 
     dataset_dir = "food-101"
     image_subdir = "images"
-
-    def build_split(self):
-        return self.read_and_split_data(self.image_dir)
+    folder_per_class = True

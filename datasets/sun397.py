@@ -18,20 +18,14 @@ class SUN397(CoOpDataset):
         self.require(class_file)
         classnames = [line[1:] for line in read_lines(class_file)]  # drop the leading "/"
         cname2lab = {c: i for i, c in enumerate(classnames)}
-        trainval = self.read_data(cname2lab, "Training_01.txt")
-        test = self.read_data(cname2lab, "Testing_01.txt")
+        trainval = self.read_list("Training_01.txt", lambda line: self.datum(cname2lab, line))
+        test = self.read_list("Testing_01.txt", lambda line: self.datum(cname2lab, line))
         train, val = self.split_trainval(trainval)
         return train, val, test
 
-    def read_data(self, cname2lab, text_file):
+    def datum(self, cname2lab, line):
         """"/a/apartment_building/outdoor/x.jpg" -> class "outdoor apartment_building"."""
-        text_file = os.path.join(self.dataset_dir, text_file)
-        self.require(text_file)
-        items = []
-        for line in read_lines(text_file):
-            imname = line[1:]
-            folder = os.path.dirname(imname)
-            classname = " ".join(folder.split("/")[1:][::-1])
-            impath = os.path.join(self.image_dir, imname)
-            items.append(Datum(impath=impath, label=cname2lab[folder], classname=classname))
-        return items
+        imname = line[1:]
+        folder = os.path.dirname(imname)
+        classname = " ".join(folder.split("/")[1:][::-1])
+        return Datum(impath=os.path.join(self.image_dir, imname), label=cname2lab[folder], classname=classname)

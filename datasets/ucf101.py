@@ -21,22 +21,17 @@ class UCF101(CoOpDataset):
         for line in read_lines(class_file):
             label, classname = line.split(" ")
             cname2lab[classname] = int(label) - 1
-        trainval = self.read_data(cname2lab, "ucfTrainTestlist/trainlist01.txt")
-        test = self.read_data(cname2lab, "ucfTrainTestlist/testlist01.txt")
+        trainval = self.read_list("ucfTrainTestlist/trainlist01.txt", lambda line: self.datum(cname2lab, line))
+        test = self.read_list("ucfTrainTestlist/testlist01.txt", lambda line: self.datum(cname2lab, line))
         train, val = self.split_trainval(trainval)
         return train, val, test
 
-    def read_data(self, cname2lab, text_file):
-        text_file = os.path.join(self.dataset_dir, text_file)
-        self.require(text_file)
-        items = []
-        for line in read_lines(text_file):
-            action, filename = line.split(" ")[0].split("/")
-            renamed_action = action_name(action)
-            impath = os.path.join(self.image_dir, renamed_action, filename.replace(".avi", ".jpg"))
-            items.append(Datum(impath=impath, label=cname2lab[action], classname=renamed_action))
-        return items
-
+    def datum(self, cname2lab, line):
+        """"ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi [label]" -> its middle frame's Datum."""
+        action, filename = line.split(" ")[0].split("/")
+        renamed_action = action_name(action)
+        impath = os.path.join(self.image_dir, renamed_action, filename.replace(".avi", ".jpg"))
+        return Datum(impath=impath, label=cname2lab[action], classname=renamed_action)
 
 def action_name(action):
     """"ApplyEyeMakeup" -> "Apply_Eye_Makeup" (CoOp's renaming)."""

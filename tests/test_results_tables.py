@@ -307,6 +307,23 @@ def test_finished_runs_are_skipped_unfinished_resumed(tmp_path):
     assert len(commands) == 4
 
 
+def test_an_unfinished_attempt_is_set_aside_before_a_rerun(tmp_path):
+    """Its log.txt always; its config.yaml only when the run starts over (a resumed run keeps the
+    config its checkpoint was trained with)."""
+    for state in ("start", "resume"):
+        folder = tmp_path / state
+        write_log(str(folder / "log.txt"), "epoch [1/5] batch [1/1] loss 2.0\n")
+        write_log(str(folder / "config.yaml"), "SEED: 1\n")
+        run = run_protocol.Run(trainer="CoOp", cfg="tiny", dataset="eurosat", seed=1, output_dir=str(folder),
+                               argv=[], eval_only=False)
+        run_protocol.set_aside_interrupted(run, state)
+        names = sorted(os.listdir(folder))
+        assert "log.txt" not in names and any(n.startswith("log.txt-interrupted-") for n in names)
+        set_aside = any(n.startswith("config.yaml-interrupted-") for n in names)
+        assert set_aside == (state == "start") and ("config.yaml" in names) == (state == "resume")
+        assert len(names) == 2  # renamed, nothing deleted
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -209,10 +209,7 @@ def main(argv=None, out=None) -> int:
         if args.plots and points:
             os.makedirs(args.plots, exist_ok=True)
             print(f"(plot: {plot(name, points, os.path.join(args.plots, f'ablation_{name}.png'))})", file=out)
-    if n_failed:
-        print(f"{n_failed} run set(s) failed; re-run the same command to resume them", file=out)
-        return 1
-    return 0
+    return run_protocol.exit_status(n_failed, out, "run set(s)")
 
 
 if __name__ == "__main__":

@@ -94,10 +94,7 @@ def main(argv=None, out=None) -> int:
     except (run_protocol.ProtocolError, make_tables.TableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if n_failed:
-        print(f"{n_failed} run(s) failed; re-run the same command to resume them", file=out)
-        return 1
-    return 0
+    return run_protocol.exit_status(n_failed, out)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ is run again on the same --output-dir and Dassl's resume_model_if_exist restores
 optimizer, scheduler and RNG states and continues from the saved epoch (a run stopped after its
 last checkpoint only runs the final test). Any other unfinished run starts over. Before
 re-running, the old log.txt is renamed log.txt-interrupted-<time>, so the new log.txt holds the
-result block (Dassl would otherwise write the new log to log.txt-<time>).
+result block (Dassl would otherwise write the new log to log.txt-<time>); a run that starts over
+also sets its old config.yaml aside the same way.
 The output folder identifies a run: changing extra opts does not re-run a finished run; use
 another --output-dir (one per sweep value) for that.
 """
@@ -237,6 +238,19 @@ def run_state(run: Run) -> str:
     return "start"
 
 
+def set_aside_interrupted(run: Run, state: str) -> None:
+    """Rename what an unfinished earlier attempt left to <name>-interrupted-<time>: its log.txt
+    always (the new log.txt must hold the result block), and its config.yaml when the run starts
+    over (the new attempt's config is then the run's record; a resumed run keeps the config it
+    was trained with, and train.py writes a different one next to it)."""
+    suffix = time.strftime("-interrupted-%Y%m%d-%H%M%S")
+    names = ["log.txt"] + (["config.yaml"] if state == "start" else [])
+    for name in names:
+        path = os.path.join(run.output_dir, name)
+        if os.path.isfile(path):
+            os.replace(path, path + suffix)
+
+
 def train_argv(python, root, seed, trainer, dataset, config_file, output_dir, opts):
     return [
         python, os.path.join(ROOT, "train.py"),
@@ -435,8 +449,7 @@ def execute(runs: Sequence[Run], dry_run: bool = False, out=None, verbose: bool 
             print(command_line(run), file=out, flush=True)
         if dry_run:
             continue
-        if os.path.isfile(run.log_path):
-            os.replace(run.log_path, run.log_path + time.strftime("-interrupted-%Y%m%d-%H%M%S"))
+        set_aside_interrupted(run, state)
         start = time.time()
         if in_process:
             returncode, output = run_in_process(run)
@@ -507,9 +520,14 @@ def main(argv=None, out=None) -> int:
     except ProtocolError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    n_failed = execute(runs, dry_run=args.dry_run, out=out, verbose=args.verbose)
+    return exit_status(execute(runs, dry_run=args.dry_run, out=out, verbose=args.verbose), out)
+
+
+def exit_status(n_failed: int, out=None, what: str = "run(s)") -> int:
+    """A driver's exit status: 0, or 1 after saying how to resume the failed runs (finished
+    runs are skipped on a re-run)."""
     if n_failed:
-        print(f"{n_failed} run(s) failed; re-run the same command to resume them", file=out or sys.stdout)
+        print(f"{n_failed} {what} failed; re-run the same command to resume them", file=out or sys.stdout)
     return 1 if n_failed else 0
 
 

@@ -29,6 +29,12 @@ class _BaseWarmupScheduler(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> List[float]:
+        if self.last_epoch >= self.warmup_epoch:
+            return self.successor.get_last_lr()
+        return self.warmup_lr()
+
+    def warmup_lr(self) -> List[float]:
+        """The LR of each param group at warmup epoch ``last_epoch`` (< warmup_epoch)."""
         raise NotImplementedError
 
     def step(self, epoch=None) -> None:
@@ -67,9 +73,7 @@ class ConstantWarmupScheduler(_BaseWarmupScheduler):
         self.cons_lr = cons_lr
         super().__init__(optimizer, successor, warmup_epoch, last_epoch, verbose)
 
-    def get_lr(self) -> List[float]:
-        if self.last_epoch >= self.warmup_epoch:
-            return self.successor.get_last_lr()
+    def warmup_lr(self) -> List[float]:
         return [self.cons_lr for _ in self.base_lrs]
 
 
@@ -80,9 +84,7 @@ class LinearWarmupScheduler(_BaseWarmupScheduler):
         self.min_lr = min_lr
         super().__init__(optimizer, successor, warmup_epoch, last_epoch, verbose)
 
-    def get_lr(self) -> List[float]:
-        if self.last_epoch >= self.warmup_epoch:
-            return self.successor.get_last_lr()
+    def warmup_lr(self) -> List[float]:
         if self.last_epoch == 0:
             return [self.min_lr for _ in self.base_lrs]
         return [lr * self.last_epoch / self.warmup_epoch for lr in self.base_lrs]

@@ -17,6 +17,9 @@ import torch.nn as nn
 
 from .tools import atomic_write, mkdir_if_missing
 
+# resume_from_checkpoint, open_specified_layers and count_num_param: neither this project nor
+# CoOp's nor MaPLe's code calls them, but other CoOp-family code written for real Dassl imports
+# them by name (e.g. ml-stat-Sustech/CLIP_Calibration's base_learner.py), so they stay.
 __all__ = [
     "save_checkpoint",
     "load_checkpoint",
