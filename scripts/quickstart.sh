@@ -22,8 +22,8 @@ SHOTS=${SHOTS:-16}
 PROTOCOLS=${PROTOCOLS:-base2new}
 JOBS=${JOBS:-2}
 # Trainer groups of about equal CPU time on the bundled budgets (EMPL_ProDA alone is about a third).
-GROUPS_OF_TRAINERS=("EMPL_ProDA CoOp" "EMPL_CoOp CoCoOp ProDA MaPLe")
-ALL="ZeroshotCLIP CoOp CoCoOp ProDA MaPLe EMPL_CoOp EMPL_ProDA"
+GROUPS_OF_TRAINERS=("EMPL_ProDA CoOp KgCoOp" "EMPL_CoOp CoCoOp ProDA MaPLe PromptSRC")
+ALL="ZeroshotCLIP CoOp CoCoOp ProDA MaPLe KgCoOp PromptSRC EMPL_CoOp EMPL_ProDA"
 
 start=$(date +%s)
 common=(--root "$DATA" --seeds $SEEDS --shots "$SHOTS" --output-dir "$OUT" --protocol $PROTOCOLS --in-process)

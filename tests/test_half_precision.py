@@ -25,6 +25,7 @@ from trainers.clip_backbone import autocast_dtype, resolve_precision
 
 PREC_NODE = {  # trainer -> its TRAINER.<node> with PREC
     "CoOp": "COOP", "CoCoOp": "COCOOP", "MaPLe": "MAPLE", "ProDA": "PRODA",
+    "KgCoOp": "COOP", "PromptSRC": "PROMPTSRC",
     "EMPL_CoOp": "COOP", "EMPL_ProDA": "PRODA", "EMPL_MaPLe": "MAPLE",
 }
 CONFIG = {name: f"configs/trainers/{name}/tiny.yaml" for name in PREC_NODE}

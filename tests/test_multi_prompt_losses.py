@@ -9,7 +9,9 @@ from trainers.multi_prompt_losses import (
     free_energy,
     mixture_nll,
     open_vocabulary_loss,
+    proda_diagonal_gaussian_bound_loss,
     proda_gaussian_bound_loss,
+    prompt_context_decorrelation,
     prompt_orthogonality,
 )
 
@@ -48,6 +50,45 @@ def test_proda_bound_is_cross_entropy_when_prompts_agree():
     expected = F.cross_entropy(tau * images @ text[0].t(), labels)
     logits = tau * torch.einsum("bd,kcd->kbc", images, text)
     assert proda_gaussian_bound_loss(logits, labels).item() == pytest.approx(expected.item())
+
+
+def test_proda_diagonal_bound_matches_per_dimension_covariances():
+    """Loop over classes and dimensions: S_ij[d] = (1/(K+1)) sum_k d_kid d_kjd (CLIP_Calibration's form)."""
+    K, C, D, B = 4, 3, 5, 2
+    text = normalized(K, C, D, seed=5)
+    images = normalized(B, D, seed=6)
+    labels = torch.tensor([2, 0])
+    tau = torch.tensor(9.0, dtype=torch.float64)
+    mu = text.mean(0)
+    def cov(i, j, d):
+        return sum((text[k, i, d] - mu[i, d]) * (text[k, j, d] - mu[j, d]) for k in range(K)) / (K + 1)
+
+    expected = 0.0
+    for b in range(B):
+        z, y = images[b], labels[b].item()
+        terms = []
+        for c in range(C):
+            quad = sum(z[d] ** 2 * (cov(c, c, d) + cov(y, y, d) - 2 * cov(c, y, d)) for d in range(D))
+            terms.append(tau * z @ mu[c] + 0.5 * tau**2 * quad)
+        expected += -(tau * z @ mu[y] - torch.logsumexp(torch.stack(terms), 0))
+    expected /= B
+    got = proda_diagonal_gaussian_bound_loss(text, images, labels, tau)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_proda_diagonal_bound_is_cross_entropy_when_prompts_agree():
+    text = normalized(1, 4, 6, seed=3).expand(3, 4, 6)
+    images, labels, tau = normalized(5, 6, seed=4), torch.tensor([0, 1, 2, 3, 0]), torch.tensor(10.0)
+    expected = F.cross_entropy(tau * images @ text[0].t(), labels)
+    assert proda_diagonal_gaussian_bound_loss(text, images, labels, tau).item() == pytest.approx(expected.item())
+
+
+def test_prompt_context_decorrelation_is_mean_abs_cosine():
+    features = normalized(4, 6, seed=7)
+    expected = sum(abs(features[i] @ features[j]) for i in range(4) for j in range(4) if i != j) / 12
+    assert prompt_context_decorrelation(features).item() == pytest.approx(expected.item())
+    assert prompt_context_decorrelation(torch.eye(3)).item() == 0.0
+    assert prompt_context_decorrelation(features[:1]).item() == 0.0
 
 
 def test_mixture_nll_equals_log_of_mean_probability():

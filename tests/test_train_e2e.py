@@ -126,7 +126,7 @@ def test_real_clip_without_weights_stops_with_instructions(tmp_path):
     assert "Loading CLIP" in proc.stdout  # the dataset loaded; it stopped at the weights
 
 
-MULTI_PROMPT_TRAINERS = ("EMPL_CoOp", "ProDA", "EMPL_ProDA", "MaPLe", "EMPL_MaPLe")
+MULTI_PROMPT_TRAINERS = ("EMPL_CoOp", "ProDA", "EMPL_ProDA", "MaPLe", "EMPL_MaPLe", "KgCoOp", "PromptSRC")
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,9 @@ TRAINER_CONFIGS = {
     "ZeroshotCLIP": ("configs/trainers/CoOp/vit_b16.yaml", None),
     "CoOp": ("configs/trainers/CoOp/vit_b16.yaml", "COOP"),
     "CoCoOp": ("configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml", "COCOOP"),
-    "ProDA": ("configs/trainers/ProDA/vit_b16_ep50.yaml", "PRODA"),
+    # ProDA(x4), EMPL_ProDA's host (the paper's ProDA, vit_b16_ep50.yaml, draws 4 of 32 prompts
+    # per step and evaluates all 32: --trainers ProDA --opts can select it).
+    "ProDA": ("configs/trainers/ProDA/vit_b16_ep50_x4.yaml", "PRODA"),
     "MaPLe": ("configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml", "MAPLE"),
     "EMPL_CoOp": ("configs/trainers/EMPL_CoOp/vit_b16_ep50_ctxv1.yaml", "COOP"),
     "EMPL_ProDA": ("configs/trainers/EMPL_ProDA/vit_b16_ep50.yaml", "PRODA"),

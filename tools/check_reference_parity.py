@@ -2,6 +2,7 @@
 
     python tools/check_reference_parity.py --coop-repo /path/to/KaiyangZhou/CoOp
     python tools/check_reference_parity.py --maple-repo /path/to/muzairkhattak/multimodal-prompt-learning
+    python tools/check_reference_parity.py --kgcoop-repo /path/to/htyao89/KgCoOp   # also loss and ctx gradient
 
 The reference trainer files are imported from that checkout (never copied into this project);
 they import `dassl` (ours) and `clip`: the clip-anytorch package for CoOp's files, the MaPLe
@@ -156,6 +157,74 @@ def zeroshot_cases(ref_zsclip, clip_model, images):
         yield f"{ours_cls.__name__} dataset={dataset}", (logits[0] - logits[1]).abs().max().item()
 
 
+# ------------------------------------------------------------------ KgCoOp
+@contextmanager
+def cuda_calls_stay_on_cpu():
+    """Module.cuda() and Tensor.cuda() return their object unchanged inside the block: the
+    reference KgCoOp's PromptLearner moves its second CLIP and the template tokens to the GPU."""
+    module_cuda, tensor_cuda = torch.nn.Module.cuda, torch.Tensor.cuda
+    torch.nn.Module.cuda = lambda self, *args, **kwargs: self
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    try:
+        yield
+    finally:
+        torch.nn.Module.cuda, torch.Tensor.cuda = module_cuda, tensor_cuda
+
+
+KGCOOP_CASES = (  # (CTX_INIT, CSC, DATASET.NAME); N_CTX 4, W 8.0, class name at the end (the only
+    # position the reference builds)
+    ("a photo of a", False, "OxfordPets"),  # the reference's configs (CTX_INIT True) and scripts
+    ("a photo of a", False, "DescribableTextures"),  # the one template that is not CoOp's
+    ("", False, "EuroSAT"),
+    ("", True, "Caltech101"),
+)
+
+
+def kgcoop_cases(ref_kgcoop, clip_model, images, cases=KGCOOP_CASES, weight=8.0):
+    """Per case: the frozen template features, the logits, the training loss (CE + W * kg, the
+    reference's forward_backward run with its backward step captured) and the gradient of ctx.
+
+    The reference builds its frozen features with a second CLIP from load_clip_to_cpu; here that
+    is a copy of the same random-init CLIP, on the CPU.
+    """
+    from trainers import kgcoop
+
+    labels = torch.arange(len(images)) % len(CLASSNAMES)
+    ref_kgcoop.load_clip_to_cpu = lambda cfg: copy.deepcopy(clip_model)
+    for init, csc, dataset in cases:
+        cfg = make_cfg(clip_model, ["TRAINER.COOP.N_CTX", 4, "TRAINER.COOP.CSC", csc, "TRAINER.COOP.CTX_INIT", init,
+                                    "TRAINER.COOP.W", weight, "DATASET.NAME", dataset])
+        torch.manual_seed(0)
+        ours = kgcoop.CustomCLIP(cfg, CLASSNAMES, copy.deepcopy(clip_model), kgcoop.kgcoop_template(dataset))
+        with cuda_calls_stay_on_cpu():
+            reference = ref_kgcoop.CustomCLIP(cfg, CLASSNAMES, copy.deepcopy(clip_model))
+        with torch.no_grad():  # move the context away from its init (and the kg term from 0)
+            ours.prompt_learner.ctx.add_(0.1 * torch.randn_like(ours.prompt_learner.ctx))
+            reference.prompt_learner.ctx.copy_(ours.prompt_learner.ctx)  # its other parameters are unused
+        ours.eval(), reference.eval()
+        name = f"KgCoOp init={init!r} csc={csc} {dataset}"
+
+        ref_frozen = reference.ori_embedding / reference.ori_embedding.norm(dim=-1, keepdim=True)
+        yield f"{name}: frozen template features", (ours.frozen_text_features() - ref_frozen).abs().max().item()
+        with torch.no_grad():
+            yield f"{name}: logits", (ours(images) - reference(images)[0]).abs().max().item()
+
+        trainer = kgcoop.KgCoOp.__new__(kgcoop.KgCoOp)  # compute_loss needs cfg and model only
+        trainer.cfg, trainer.model = cfg, ours
+        loss, _, _ = trainer.compute_loss(images, labels)
+        loss.backward()
+
+        ref_trainer = ref_kgcoop.KgCoOp.__new__(ref_kgcoop.KgCoOp)
+        ref_trainer.cfg, ref_trainer.model, ref_trainer.w = cfg, reference, cfg.TRAINER.COOP.W
+        ref_trainer.device, ref_trainer.batch_idx, ref_trainer.num_batches = torch.device("cpu"), 0, 2
+        ref_losses = []
+        ref_trainer.model_backward_and_update = lambda loss: (ref_losses.append(loss), loss.backward())
+        ref_trainer.forward_backward({"img": images, "label": labels})
+        yield f"{name}: loss (CE + {weight:g} kg)", abs(loss.item() - ref_losses[0].item())
+        grad_diff = ours.prompt_learner.ctx.grad - reference.prompt_learner.ctx.grad
+        yield f"{name}: gradient of ctx", grad_diff.abs().max().item()
+
+
 # ------------------------------------------------------------------ MaPLe
 FORKED_CLIP_PACKAGE = "reference_maple_clip"
 
@@ -258,6 +327,236 @@ def maple_cases(ref_maple, forked_clip, clip_model, backbone, images, cases=MAPL
         yield f"MaPLe depth={depth} n_ctx={n_ctx} init={init!r}", diff, diff_as_is
 
 
+# ------------------------------------------------------------------ PromptSRC
+PROMPTSRC_CLIP_PACKAGE = "reference_promptsrc_clip"
+
+
+def import_reference_promptsrc(repo: str):
+    """(reference trainers/promptsrc.py, the PromptSRC repository's forked clip package). The fork
+    (IVLP design) is imported as `reference_promptsrc_clip` and seen as `clip` only while the
+    reference trainer is imported, as MaPLe's."""
+    clip_dir = os.path.join(repo, "clip")
+    if not os.path.isfile(os.path.join(clip_dir, "model.py")):
+        raise SystemExit(f"error: {clip_dir}/model.py not found (pass the root of a PromptSRC checkout)")
+    forked_clip = sys.modules.get(PROMPTSRC_CLIP_PACKAGE) or import_package(PROMPTSRC_CLIP_PACKAGE, clip_dir)
+    pkg = import_reference_trainers(repo, package="reference_promptsrc_trainers")
+    with clip_name_bound_to(forked_clip):
+        ref_promptsrc = reference_module(pkg, "promptsrc")
+    return ref_promptsrc, forked_clip
+
+
+def forked_ivlp_clip(forked_clip, backbone: str, state_dict, cfg, zero_shot: bool = False):
+    """The fork's CLIP with the IVLP design of cfg (zero_shot: without prompts, as the reference's
+    frozen CLIP), in fp32, holding the weights of our CLIP; its prompts stay random-init."""
+    src = cfg.TRAINER.PROMPTSRC
+    design = {"trainer": "IVLP", "vision_depth": src.PROMPT_DEPTH_VISION, "language_depth": src.PROMPT_DEPTH_TEXT,
+              "vision_ctx": src.N_CTX_VISION, "language_ctx": src.N_CTX_TEXT}
+    if zero_shot:
+        design.update(vision_depth=0, language_depth=0, vision_ctx=0, language_ctx=0)
+    model = forked_clip.model.CLIP(**LOCAL_CLIP_CONFIGS[backbone], design_details=design)
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    assert not unexpected and all("VPT" in key for key in missing), (missing, unexpected)
+    return model.float().eval()
+
+
+def locals_at_return(method, *args):
+    """Call method(*args); return its frame's local variables at its return (the reference's
+    forward_backward keeps each loss term in a local and returns only the total)."""
+    code, captured = method.__func__.__code__, {}
+
+    def profile(frame, event, arg):
+        if event == "return" and frame.f_code is code:
+            captured.update(frame.f_locals)
+
+    sys.setprofile(profile)
+    try:
+        method(*args)
+    finally:
+        sys.setprofile(None)
+    return captured
+
+
+class ParametersSetTo:
+    """An optimizer stand-in: zero_grad() does nothing, step() sets `param` to the next of `values`
+    (none left: leaves it). The loss comparison reads the gradients; the GPA one feeds snapshots."""
+
+    def __init__(self, param=None, values=()):
+        self.param, self.values = param, iter(values)
+
+    def zero_grad(self):
+        pass
+
+    def step(self):
+        value = next(self.values, None)
+        if value is not None:
+            with torch.no_grad():
+                self.param.copy_(value)
+
+
+def reference_promptsrc_trainer(ref_promptsrc, cfg, model, optim):
+    """The reference PromptSRC trainer without data or build_model: what its forward_backward reads."""
+    trainer = ref_promptsrc.PromptSRC.__new__(ref_promptsrc.PromptSRC)
+    trainer.cfg, trainer.model, trainer.optim, trainer.scaler = cfg, model, optim, None
+    trainer.device, trainer.batch_idx, trainer.num_batches = torch.device("cpu"), 0, 2
+    trainer.step_counter, trainer.previous_model_gpa = 1, None
+    trainer.update_lr = lambda: None
+    return trainer
+
+
+PROMPTSRC_CASES = (  # (PROMPT_DEPTH_TEXT, PROMPT_DEPTH_VISION, N_CTX_TEXT, N_CTX_VISION, CTX_INIT)
+    (9, 9, 4, 4, "a photo of a"),  # the base-to-new and few-shot configs
+    (3, 3, 4, 4, "a photo of a"),  # the cross-dataset config
+    (1, 1, 4, 4, "a photo of a"),  # shallow: prompts at each encoder's input only
+    (9, 9, 2, 3, ""),  # random init; text and vision prompts of other lengths
+    (12, 0, 4, 4, "a photo of a"),  # every text block, no vision prompts
+)
+# (our training_losses key, the local variable of the reference's forward_backward)
+PROMPTSRC_LOSS_TERMS = (("loss_ce", "loss_ce"), ("loss_scl_text", "loss_scl_text"),
+                        ("loss_scl_image", "loss_scl_image"), ("loss_scl_logits", "L_SCL_logits"))
+
+
+def promptsrc_cases(ref_promptsrc, forked_clip, clip_model, backbone, images, cases=PROMPTSRC_CASES):
+    """Per case: (row, max abs diff with the reference's fp16 casts disabled, the same with the
+    reference as it is; nan where it cannot run on fp32) for the frozen template features, the
+    logits (eval mode), each training-loss term and the total on one batch (training mode: the
+    reference's CustomCLIP forward and PromptSRC.forward_backward, with an optimizer that does not
+    step), and the gradients of the prompts (max over them). The reference's second and third
+    CLIPs (frozen text and image encoders) come from load_clip_to_cpu: copies of the same CLIP."""
+    from trainers import promptsrc
+
+    labels = torch.arange(len(images)) % len(CLASSNAMES)
+    state = clip_model.state_dict()
+    ref_promptsrc.load_clip_to_cpu = lambda cfg, zero_shot_model=False: forked_ivlp_clip(
+        forked_clip, backbone, state, cfg, zero_shot_model)
+    for text_depth, vision_depth, n_text, n_vision, init in cases:
+        src = "TRAINER.PROMPTSRC."
+        cfg = make_cfg(clip_model, [f"{src}PREC", "fp32", f"{src}PROMPT_DEPTH_TEXT", text_depth,
+                                    f"{src}PROMPT_DEPTH_VISION", vision_depth, f"{src}N_CTX_TEXT", n_text,
+                                    f"{src}N_CTX_VISION", n_vision, f"{src}CTX_INIT", init])
+        name = f"PromptSRC depth={text_depth}/{vision_depth} n_ctx={n_text}+{n_vision} init={init!r}"
+        torch.manual_seed(0)
+        ours = promptsrc.CustomCLIP(cfg, CLASSNAMES, copy.deepcopy(clip_model))
+        with cuda_calls_stay_on_cpu():
+            reference = ref_promptsrc.CustomCLIP(cfg, CLASSNAMES, ref_promptsrc.load_clip_to_cpu(cfg))
+        # Our parameters into the reference's (reference_name: the names its checkpoints hold).
+        ref_params = dict(reference.named_parameters())
+        mapped = {promptsrc.reference_name(n): p for n, p in ours.prompt_learner.named_parameters()}
+        ref_prompts = {n for n in ref_params if n == "prompt_learner.ctx" or n.split(".")[-1] in ("VPT", "VPT_shallow")}
+        assert set(mapped) == ref_prompts, (sorted(mapped), sorted(ref_prompts))
+        with torch.no_grad():  # move every learned tensor away from its init
+            for p in ours.prompt_learner.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+            for n, p in ref_params.items():
+                p.requires_grad_(n in mapped)
+                if n in mapped:
+                    p.copy_(mapped[n])
+
+        ref_frozen = reference.prompt_learner.fixed_embeddings
+        ref_frozen = ref_frozen / ref_frozen.norm(dim=-1, keepdim=True)
+        diff = (ours.frozen_text_features - ref_frozen).abs().max().item()
+        yield f"{name}: frozen template features", diff, diff
+
+        ours.eval(), reference.eval()
+        with half_casts_disabled():
+            diff = compare(ours, reference, images)
+        yield f"{name}: logits", diff, compare(ours, reference, images)
+
+        logits, losses = ours.training_losses(images, labels)
+        total = sum(losses.values())
+        total.backward()
+        reference.train()
+        batch = {"img": images, "label": labels}
+        with cuda_calls_stay_on_cpu(), half_casts_disabled():
+            ref_locals = locals_at_return(
+                reference_promptsrc_trainer(ref_promptsrc, cfg, reference, ParametersSetTo()).forward_backward, batch)
+        grad_diff = max((p.grad - ref_params[promptsrc.reference_name(n)].grad).abs().max().item()
+                        for n, p in ours.prompt_learner.named_parameters())
+        reference.zero_grad()
+        try:  # as it is: its frozen logits multiply fp32 features by .half() text features
+            with cuda_calls_stay_on_cpu():
+                as_is = locals_at_return(
+                    reference_promptsrc_trainer(ref_promptsrc, cfg, reference, ParametersSetTo()).forward_backward, batch)
+        except RuntimeError:
+            as_is = {}
+        nan = float("nan")
+        for ours_key, ref_key in PROMPTSRC_LOSS_TERMS + (("total", "loss"),):
+            value = total if ours_key == "total" else losses[ours_key]
+            yield (f"{name}: loss {ours_key}", abs(value.item() - ref_locals[ref_key].item()),
+                   abs(value.item() - as_is[ref_key].item()) if ref_key in as_is else nan)
+        yield f"{name}: gradient of the prompts", grad_diff, nan
+
+
+class GPAStandIn(torch.nn.Module):
+    """Stands in for the reference's CustomCLIP in its forward_backward to run its GPA code: one
+    prompt tensor, and the seven outputs of its training forward computed from it."""
+
+    def __init__(self, total_epochs: int, shape=(4, 8)):
+        super().__init__()
+        self.prompt_learner = torch.nn.Module()
+        self.prompt_learner.ctx = torch.nn.Parameter(torch.zeros(shape))
+        self.total_epochs = total_epochs
+
+    def forward(self, image, label):
+        features = self.prompt_learner.ctx / self.prompt_learner.ctx.norm(dim=-1, keepdim=True)
+        logits = features @ features.t()
+        frozen = features.detach()
+        return 0 * logits.sum(), features, frozen, frozen, features, logits.detach(), logits
+
+
+PROMPTSRC_GPA_SCHEDULES = (  # (OPTIM.MAX_EPOCH, GPA_MEAN, GPA_STD)
+    (20, 15, 1),  # base-to-new
+    (20, 6, 10),  # cross-dataset
+    (50, 30, 30),  # few-shot (ImageNet, Caltech101, OxfordPets, Food101, UCF101, SUN397)
+    (50, 45, 5),  # few-shot (the other five datasets)
+    (5, 4, 1),  # bundled.yaml, tiny.yaml
+    (2, 1, 1),  # bundled_xd.yaml
+)
+
+
+def promptsrc_gpa_cases(ref_promptsrc, schedules=PROMPTSRC_GPA_SCHEDULES):
+    """Per schedule: our GPA weights against the reference's (its get_gauss at epochs 1..N, divided
+    by their sum), and the aggregate of random per-epoch prompt snapshots against what the
+    reference's forward_backward loads into its model after the last epoch (one batch per epoch;
+    its optimizer step sets the prompt to the epoch's snapshot)."""
+    import numpy as np
+
+    from trainers import promptsrc
+
+    cfg = make_cfg(build_local_clip("tiny-vit"), ["TRAINER.PROMPTSRC.PREC", "fp32"])  # read for PREC and weights
+    for n_epochs, mean, std in schedules:
+        name = f"PromptSRC GPA MAX_EPOCH={n_epochs} GPA_MEAN={mean} GPA_STD={std}"
+        gauss = ref_promptsrc.PromptSRC.get_gauss(None, mean, std)
+        ref_weights = np.array([gauss(a) for a in range(1, n_epochs + 1)])
+        ref_weights = ref_weights / sum(ref_weights)
+        weights = promptsrc.gpa_weights(n_epochs, mean, std)
+        diff = float(np.abs(np.array(weights) - ref_weights).max())
+        yield f"{name}: weights", diff, diff
+
+        snapshots = torch.randn(n_epochs, 4, 8, generator=torch.Generator().manual_seed(n_epochs))
+        stand_in = GPAStandIn(n_epochs)
+        trainer = reference_promptsrc_trainer(ref_promptsrc, cfg, stand_in,
+                                              ParametersSetTo(stand_in.prompt_learner.ctx, snapshots))
+        trainer.gauss, trainer.num_batches = ref_weights, 1  # every batch ends an epoch
+        images, labels = torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long)
+        with cuda_calls_stay_on_cpu():
+            for _ in range(n_epochs):
+                trainer.forward_backward({"img": images, "label": labels})
+        gpa = promptsrc.GaussianPromptAggregation(weights)
+        for epoch in range(n_epochs):
+            gpa.add(epoch, {"ctx": snapshots[epoch]})
+        diff = (gpa.aggregate()["ctx"] - stand_in.prompt_learner.ctx).abs().max().item()
+        yield f"{name}: aggregate of {n_epochs} snapshots", diff, diff
+
+
+def promptsrc_template_case(ref_promptsrc):
+    """The frozen text features' templates: ours (PROMPTSRC_TEMPLATES) and the reference's list,
+    in order; diff 0 when they are the same list, 1 otherwise."""
+    from trainers import promptsrc
+
+    same = list(promptsrc.PROMPTSRC_TEMPLATES) == list(ref_promptsrc.IMAGENET_TEMPLATES)
+    yield f"PromptSRC templates ({len(ref_promptsrc.IMAGENET_TEMPLATES)}, same order)", 0.0 if same else 1.0, 0.0
+
+
 def perturbed_clip(backbone: str):
     clip_model = build_local_clip(backbone).float()
     # Randomise everything (LayerNorm gains included) so no weight is at a trivial value.
@@ -273,7 +572,7 @@ def perturbed_clip(backbone: str):
 def print_table(rows, tol, title):
     """rows: (case, diff[, diff of the reference as it is]). Returns the number of failures."""
     extra = len(rows[0]) > 2
-    header = ["case", "max abs logit diff", "ok"] + (["reference as is (fp16 prompt casts)"] if extra else [])
+    header = ["case", "max abs diff", "ok"] + (["reference as is (fp16 prompt casts)"] if extra else [])
     failed, table = 0, []
     for row in rows:
         name, diff = row[0], row[1]
@@ -289,15 +588,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--coop-repo", help="root of a KaiyangZhou/CoOp checkout (CoOp, CoCoOp, ZeroshotCLIP)")
     parser.add_argument("--maple-repo", help="root of a muzairkhattak/multimodal-prompt-learning checkout (MaPLe)")
+    parser.add_argument("--kgcoop-repo", help="root of a htyao89/KgCoOp checkout (KgCoOp; uses --backbone)")
     parser.add_argument("--backbone", default="tiny-vit", help="random-init CLIP configuration for CoOp's trainers")
     parser.add_argument(
         "--maple-backbone", default="random-vit-b16",
         help="random-init CLIP configuration for MaPLe (the reference hard-codes text width 512 and vision width 768)",
     )
+    parser.add_argument("--promptsrc-repo", help="root of a muzairkhattak/PromptSRC checkout (PromptSRC)")
+    parser.add_argument("--promptsrc-backbone", default="random-vit-b16",
+                        help="random-init CLIP configuration for PromptSRC (its depths need >= 12 blocks per encoder)")
     parser.add_argument("--tol", type=float, default=1e-4)
     args = parser.parse_args(argv)
-    if not args.coop_repo and not args.maple_repo:
-        parser.error("pass --coop-repo and/or --maple-repo")
+    if not args.coop_repo and not args.maple_repo and not args.kgcoop_repo and not args.promptsrc_repo:
+        parser.error("pass --coop-repo, --maple-repo, --kgcoop-repo and/or --promptsrc-repo")
 
     failed = 0
     if args.coop_repo:
@@ -323,6 +626,22 @@ def main(argv=None):
         ref_maple, forked_clip = import_reference_maple(args.maple_repo)
         rows = list(maple_cases(ref_maple, forked_clip, clip_model, args.maple_backbone, images))
         failed += print_table(rows, args.tol, f"fp32, backbone {args.maple_backbone}")
+
+    if args.kgcoop_repo:
+        clip_model, images = perturbed_clip(args.backbone)
+        ref_kgcoop = reference_module(import_reference_trainers(args.kgcoop_repo, "reference_kgcoop_trainers"), "kgcoop")
+        rows = list(kgcoop_cases(ref_kgcoop, clip_model, images))
+        failed += print_table(rows, args.tol, f"KgCoOp: frozen features, logits, loss, ctx gradient; fp32, backbone "
+                                              f"{args.backbone}")
+
+    if args.promptsrc_repo:
+        clip_model, images = perturbed_clip(args.promptsrc_backbone)
+        ref_promptsrc, forked_clip = import_reference_promptsrc(args.promptsrc_repo)
+        rows = list(promptsrc_template_case(ref_promptsrc))
+        rows += list(promptsrc_cases(ref_promptsrc, forked_clip, clip_model, args.promptsrc_backbone, images))
+        rows += list(promptsrc_gpa_cases(ref_promptsrc))
+        failed += print_table(rows, args.tol, f"PromptSRC: templates, frozen features, logits, training loss and its "
+                                              f"terms, prompt gradients, GPA; fp32, backbone {args.promptsrc_backbone}")
     return 1 if failed else 0
 
 

@@ -59,6 +59,18 @@ GRID: Dict[str, List[str]] = {
         "OPTIM.LR 0.01 OPTIM.MAX_EPOCH 5",
         "OPTIM.LR 0.035 OPTIM.MAX_EPOCH 5",
     ],
+    # KgCoOp is CoOp plus one loss term: CoOp's chosen budget, and only the term's weight W
+    # (1 and 8: the reference's train.py default and its scripts' value).
+    "KgCoOp": [f"TRAINER.COOP.W {w}" for w in ("1.0", "2.0", "4.0", "8.0")],
+    # PromptSRC: MaPLe's budget (5 epochs of batch 4), the LR, and the self-regulating losses'
+    # weights at the reference's 25 / 10 and scaled to the world CLIP's width (x sqrt(64 / 512):
+    # an L1 mean over D dimensions shrinks as 1 / sqrt(D)).
+    "PromptSRC": [
+        f"OPTIM.LR {lr} TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT {text} TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT {image}"
+        for text, image, lrs in (("25", "10", ("0.0025", "0.0035", "0.01", "0.035", "0.1", "0.35")),
+                                 ("9", "4", ("0.0035", "0.035", "0.1")))
+        for lr in lrs
+    ],
 }
 # The EMPL trainers keep their host's chosen budget (bundled.yaml): EMPL adds sampling to a host,
 # it does not get its own optimiser search, as in the paper's configs. Their grid is over the

@@ -7,5 +7,5 @@ multi_prompt_losses.py, open_vocab.py; one file per method.
 In this repository the package is `trainers`; installed into a CoOp or MaPLe checkout
 (pyproject.toml) it is `multiprompt`: `import multiprompt` registers the trainers and
 `multiprompt.add_method_config(cfg)` declares their config keys."""
-from . import cocoop, coop, empl_coop, empl_maple, empl_proda, maple, proda, zsclip  # noqa: F401
+from . import cocoop, coop, empl_coop, empl_maple, empl_proda, kgcoop, maple, proda, promptsrc, zsclip  # noqa: F401
 from .config import add_method_config  # noqa: F401

@@ -466,6 +466,30 @@ def init_context(clip_model: CLIP, n_ctx: int, ctx_init: str = "", n_sets: Optio
     return ctx, " ".join(["X"] * n_ctx)
 
 
+# MaPLe and PromptSRC initialise the context from words only up to this many tokens.
+MAX_N_CTX_FROM_WORDS = 4
+
+
+def leading_words_context(clip_model: CLIP, n_ctx: int, ctx_init: str, node: str, n_ctx_key: str = "N_CTX"):
+    """MaPLe's and PromptSRC's context initialisation (ctx [n_ctx, d] fp32, prompt prefix).
+
+    CTX_INIT words with n_ctx <= MAX_N_CTX_FROM_WORDS: ctx is the embeddings of the words'
+    first n_ctx tokens, and the whole words stay in the prompt, so the tokens after the first
+    n_ctx are frozen ("a photo of a" with n_ctx 2: "a photo" is learned, "of a" is not).
+    Otherwise CoOp's random context, "X .. X". node, n_ctx_key: the config keys, for the error.
+    """
+    if ctx_init and n_ctx <= MAX_N_CTX_FROM_WORDS:
+        words = ctx_init.replace("_", " ")
+        embeddings = word_embeddings(clip_model, words)  # [n_tokens, d]
+        if embeddings.shape[0] < n_ctx:
+            raise ValueError(
+                f"{node}.CTX_INIT {ctx_init!r} has {embeddings.shape[0]} tokens, fewer than "
+                f"{node}.{n_ctx_key}={n_ctx}: use longer words or a smaller {n_ctx_key}"
+            )
+        return embeddings[:n_ctx].to(LEARNED_DTYPE).clone(), words
+    return init_context(clip_model, n_ctx)
+
+
 class ClassPrompts(nn.Module):
     """Frozen token pieces of the prompts "<prefix words> <class name>." for a class list.
 
@@ -514,3 +538,22 @@ class ClassPrompts(nn.Module):
                 pieces = [prefix[i : i + 1], name, ctx_i, rest]
             prompts.append(torch.cat(pieces, dim=1))
         return torch.cat(prompts, dim=0)
+
+
+class ClassPromptLearner(nn.Module):
+    """What every prompt learner here has: the frozen class pieces `classes` (ClassPrompts),
+    n_cls, n_ctx, prompt_prefix and tokenized_prompts, set by init_classes; and
+    context_sets(), EMPL's anchor: the learned context `ctx` [M, d] as one prompt set [1, M, d]
+    (a learner with several sets overrides it)."""
+
+    def init_classes(self, clip_model: CLIP, classnames: Sequence[str], prompt_prefix: str, n_ctx: int) -> None:
+        self.classes = ClassPrompts(clip_model, classnames, prompt_prefix, n_ctx)
+        self.n_cls, self.n_ctx = len(classnames), n_ctx
+        self.prompt_prefix = prompt_prefix
+
+    @property
+    def tokenized_prompts(self) -> torch.Tensor:
+        return self.classes.tokenized_prompts
+
+    def context_sets(self) -> torch.Tensor:
+        return self.ctx.unsqueeze(0)

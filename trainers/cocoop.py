@@ -9,11 +9,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .clip_backbone import ClassPrompts, PromptedCLIP, init_context, l2_normalize
+from .clip_backbone import ClassPromptLearner, PromptedCLIP, init_context, l2_normalize
 from .prompt_trainer import ClipPromptTrainer, register_trainer
 
 
-class PromptLearner(nn.Module):
+class PromptLearner(ClassPromptLearner):
     def __init__(self, cfg, classnames, clip_model):
         super().__init__()
         cocoop = cfg.TRAINER.COCOOP
@@ -31,12 +31,7 @@ class PromptLearner(nn.Module):
             ("relu", nn.ReLU(inplace=True)),
             ("linear2", nn.Linear(vis_dim // 16, ctx_dim)),
         ]))  # fp32 in every precision (the reference makes it half under PREC fp16): LEARNED_DTYPE
-        self.classes = ClassPrompts(clip_model, classnames, prompt_prefix, n_ctx)
-        self.n_cls, self.n_ctx = len(classnames), n_ctx
-
-    @property
-    def tokenized_prompts(self):
-        return self.classes.tokenized_prompts
+        self.init_classes(clip_model, classnames, prompt_prefix, n_ctx)
 
     def forward(self, image_features):
         """image_features [B, D] -> per-image prompts [B, C, 77, d]."""

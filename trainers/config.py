@@ -22,13 +22,50 @@ def add_method_config(cfg):
     # may lack it.
     cfg.MODEL.BACKBONE.HALF_ON_CPU = False
 
-    # ProDA (Lu et al., CVPR 2022): K prompt sets, Gaussian-bound loss (docs/EMPL.md).
+    # KgCoOp (Yao et al., CVPR 2023): CoOp's prompt learner and TRAINER.COOP keys, as in its
+    # repository (htyao89/KgCoOp), plus W, the weight of the knowledge-guided term (its
+    # train.py's default 1.0; its base-to-new scripts pass 8.0). Declared only where absent, so a
+    # KgCoOp checkout's own declaration stands.
+    if "COOP" in cfg.TRAINER and "W" not in cfg.TRAINER.COOP:
+        cfg.TRAINER.COOP.W = 1.0
+
+    # PromptSRC (Khattak et al., ICCV 2023): the node and defaults of muzairkhattak/PromptSRC's
+    # train.py, declared only where absent (a PromptSRC checkout declares it itself).
+    if "PROMPTSRC" not in cfg.TRAINER:
+        cfg.TRAINER.PROMPTSRC = CN()
+        cfg.TRAINER.PROMPTSRC.N_CTX_VISION = 4  # vision prompt tokens
+        cfg.TRAINER.PROMPTSRC.N_CTX_TEXT = 4  # text prompt tokens
+        cfg.TRAINER.PROMPTSRC.CTX_INIT = "a photo of a"
+        cfg.TRAINER.PROMPTSRC.PREC = "fp16"
+        cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION = 9  # blocks with vision prompts (1 = shallow)
+        cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT = 9  # blocks with text prompts (1 = shallow)
+        cfg.TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT = 25  # L1 between learned and frozen text features
+        cfg.TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT = 10  # L1 between learned and frozen image features
+        cfg.TRAINER.PROMPTSRC.GPA_MEAN = 15  # Gaussian prompt aggregation: mean epoch
+        cfg.TRAINER.PROMPTSRC.GPA_STD = 1  # ... and its standard deviation in epochs
+
+    # ProDA (Lu et al., CVPR 2022): N prompts, Gaussian-bound loss (docs/BASELINES.md, "ProDA").
+    # The defaults are "ProDA(x4)", the EMPL paper's ProDA rows; ProDA as its paper describes it
+    # (32 prompts, 4 drawn per step, mixed class-name positions, per-dimension covariance,
+    # decorrelated context-only prompts) is what configs/trainers/ProDA/vit_b16_ep50.yaml and the
+    # other real-data ProDA configs select.
     cfg.TRAINER.PRODA = CN()
-    cfg.TRAINER.PRODA.N_PROMPTS = 4  # K, "ProDA(x4)"; the ProDA paper used 32
+    cfg.TRAINER.PRODA.N_PROMPTS = 4  # N learned prompts, "ProDA(x4)"; the ProDA paper's 32
     cfg.TRAINER.PRODA.N_CTX = 16
     cfg.TRAINER.PRODA.CTX_INIT = ""
     cfg.TRAINER.PRODA.PREC = "fp16"
-    cfg.TRAINER.PRODA.ORTHO_WEIGHT = 0.1  # weight of the prompts' orthogonality penalty
+    cfg.TRAINER.PRODA.ORTHO_WEIGHT = 0.1  # weight of the decorrelation term (CLIP_Calibration's ALPHA)
+    # Prompts drawn (without replacement, cycling through all N) per training step; 0 = all N.
+    cfg.TRAINER.PRODA.PROMPT_BATCH = 0
+    # Where each prompt puts the class name: end, middle, front (all prompts), or mix (the first
+    # quarter front, the second quarter middle, the rest end, as ProDA).
+    cfg.TRAINER.PRODA.CLASS_TOKEN_POSITION = "end"
+    # The Gaussian bound's covariance across prompts: full (exact, 1/K) or diagonal (per feature
+    # dimension, 1/(K+1), as CLIP_Calibration's ProDA).
+    cfg.TRAINER.PRODA.COVARIANCE = "full"
+    # The decorrelation term: class (mean cos^2 between the prompts' features of each class) or
+    # context (mean |cos| between the features of the N prompts without a class name, as ProDA).
+    cfg.TRAINER.PRODA.ORTHO_LOSS = "class"
 
     # EMPL (docs/EMPL.md; README "EMPL configuration"). Host keys stay in TRAINER.COOP/PRODA.
     cfg.TRAINER.EMPL = CN()

@@ -6,11 +6,11 @@ front. Keys: TRAINER.COOP.N_CTX, CSC, CTX_INIT, PREC, CLASS_TOKEN_POSITION.
 """
 import torch.nn as nn
 
-from .clip_backbone import ClassPrompts, ClassTextCLIP, init_context, l2_normalize
+from .clip_backbone import ClassPromptLearner, ClassTextCLIP, init_context, l2_normalize
 from .prompt_trainer import ClipPromptTrainer, register_trainer
 
 
-class PromptLearner(nn.Module):
+class PromptLearner(ClassPromptLearner):
     """ctx: [M, d] shared or [C, M, d] class-specific; forward() -> prompts [C, 77, d]."""
 
     def __init__(self, cfg, classnames, clip_model):
@@ -31,14 +31,8 @@ class PromptLearner(nn.Module):
         print(f"Number of context words (tokens): {n_ctx}")
 
         self.ctx = nn.Parameter(ctx)
-        self.classes = ClassPrompts(clip_model, classnames, prompt_prefix, n_ctx)
-        self.n_cls, self.n_ctx = n_cls, n_ctx
-        self.prompt_prefix = prompt_prefix
+        self.init_classes(clip_model, classnames, prompt_prefix, n_ctx)
         self.class_token_position = coop.CLASS_TOKEN_POSITION
-
-    @property
-    def tokenized_prompts(self):
-        return self.classes.tokenized_prompts
 
     def context_sets(self):
         """The shared context as one prompt set (EMPL's anchor): [M, d] -> [1, M, d]."""
@@ -47,7 +41,7 @@ class PromptLearner(nn.Module):
                 "class-specific contexts (TRAINER.COOP.CSC True) are one context per class, not a prompt set "
                 "shared by all classes: context_sets() needs CSC False (or CTX_INIT, which gives a shared context)"
             )
-        return self.ctx.unsqueeze(0)
+        return super().context_sets()
 
     def forward(self):
         return self.classes.assemble(self.ctx, self.class_token_position)

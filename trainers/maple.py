@@ -22,28 +22,8 @@ from typing import Dict, Tuple
 import torch
 import torch.nn as nn
 
-from .clip_backbone import (
-    LEARNED_DTYPE, ClassPrompts, ClassTextCLIP, VisionEncoder, init_context, l2_normalize, word_embeddings,
-)
+from .clip_backbone import ClassPromptLearner, ClassTextCLIP, VisionEncoder, l2_normalize, leading_words_context
 from .prompt_trainer import ClipPromptTrainer, register_trainer
-
-# The reference initialises ctx from words only up to this many context tokens.
-MAX_N_CTX_FROM_WORDS = 4
-
-
-def maple_context(clip_model, n_ctx: int, ctx_init: str) -> Tuple[torch.Tensor, str]:
-    """(ctx [n_ctx, d], prompt prefix) as MaPLe initialises them (see the module docstring)."""
-    if ctx_init and n_ctx <= MAX_N_CTX_FROM_WORDS:
-        words = ctx_init.replace("_", " ")
-        embeddings = word_embeddings(clip_model, words)  # [n_tokens, d]
-        if embeddings.shape[0] < n_ctx:
-            raise ValueError(
-                f"TRAINER.MAPLE.CTX_INIT {ctx_init!r} has {embeddings.shape[0]} tokens, fewer than "
-                f"TRAINER.MAPLE.N_CTX={n_ctx}: use longer words or a smaller N_CTX"
-            )
-        return embeddings[:n_ctx].to(LEARNED_DTYPE).clone(), words
-    return init_context(clip_model, n_ctx)
-
 
 def check_prompt_depth(depth: int, text_layers: int, vision_layers: int) -> None:
     if not 1 <= depth <= min(text_layers, vision_layers):
@@ -53,7 +33,7 @@ def check_prompt_depth(depth: int, text_layers: int, vision_layers: int) -> None
         )
 
 
-class MultiModalPromptLearner(nn.Module):
+class MultiModalPromptLearner(ClassPromptLearner):
     """MaPLe's learned tensors.
 
     ctx [M, d]; compound_prompts_text: PROMPT_DEPTH - 1 tensors [M, d]; proj and
@@ -68,7 +48,7 @@ class MultiModalPromptLearner(nn.Module):
         check_prompt_depth(maple.PROMPT_DEPTH, len(clip_model.transformer.resblocks), vision_layers)
         self.prompt_depth = maple.PROMPT_DEPTH
 
-        ctx, prompt_prefix = maple_context(clip_model, maple.N_CTX, maple.CTX_INIT)
+        ctx, prompt_prefix = leading_words_context(clip_model, maple.N_CTX, maple.CTX_INIT, "TRAINER.MAPLE")
         n_ctx = ctx.shape[0]
         print("MaPLe design: Multi-modal Prompt Learning")
         print(f'Initial context: "{prompt_prefix}"')
@@ -87,17 +67,7 @@ class MultiModalPromptLearner(nn.Module):
             [copy.deepcopy(coupling) for _ in range(self.prompt_depth - 1)]
         )
 
-        self.classes = ClassPrompts(clip_model, classnames, prompt_prefix, n_ctx)
-        self.n_cls, self.n_ctx = len(classnames), n_ctx
-        self.prompt_prefix = prompt_prefix
-
-    @property
-    def tokenized_prompts(self):
-        return self.classes.tokenized_prompts
-
-    def context_sets(self) -> torch.Tensor:
-        """One prompt set (EMPL's anchor): [1, M, d]."""
-        return self.ctx.unsqueeze(0)
+        self.init_classes(clip_model, classnames, prompt_prefix, n_ctx)
 
     def text_deep_prompts(self) -> Dict[int, torch.Tensor]:
         """{text block i: [M, d]} for i = 1 .. PROMPT_DEPTH - 1."""

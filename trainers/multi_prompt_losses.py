@@ -80,3 +80,48 @@ def prompt_orthogonality(text_features: torch.Tensor) -> torch.Tensor:
     gram = per_class @ per_class.transpose(1, 2)  # [C, K, K]
     off_diagonal = ~torch.eye(k, dtype=torch.bool, device=gram.device)
     return gram[:, off_diagonal].pow(2).mean()
+
+
+def proda_diagonal_gaussian_bound_loss(
+    text_features: torch.Tensor, image_features: torch.Tensor, labels: torch.Tensor, logit_scale: torch.Tensor,
+) -> torch.Tensor:
+    """ProDA's Gaussian bound with each covariance block Sigma_ij kept to its diagonal, as
+    CLIP_Calibration's ProDA computes it (trainers/classification/proda.py, CustomCLIP.forward).
+
+    text_features [K, C, D]: K prompts' normalised features of C classes; image_features [B, D];
+    labels [B]; logit_scale: tau, the multiplier (CLIP's logit_scale.exp()). With mu_c the mean
+    over the K prompts, d_kc = t_kc - mu_c and the per-dimension covariance
+    S_ij[d] = (1/(K+1)) sum_k d_kid d_kjd (K + 1: CLIP_Calibration's normaliser),
+
+        L = CE( tau z.mu_c + tau^2/2 sum_d z_d^2 (S_cc + S_yy - 2 S_cy)[d],  y )
+
+    i.e. proda_gaussian_bound_loss's z^T (S_cc + S_yy - 2 S_cy) z without the products of two
+    different feature dimensions. No [D, C, C] tensor is formed: the sum is split into each
+    class's own term and the label-class cross term.
+    """
+    feats, z = text_features.float(), image_features.float()
+    n_prompts = feats.shape[0]
+    mean = feats.mean(0)  # [C, D]
+    centered = feats - mean  # [K, C, D]
+    z_squared = z * z  # [B, D]
+    own = z_squared @ centered.pow(2).sum(0).t()  # [B, C]: sum_d z_d^2 sum_k d_kcd^2
+    label_centered = centered[:, labels]  # [K, B, D]
+    cross = torch.einsum("kbd,kcd->bc", label_centered * z_squared, centered)  # sum_d z_d^2 sum_k d_kyd d_kcd
+    spread = (own.gather(1, labels.view(-1, 1)) + own - 2 * cross) / (n_prompts + 1)
+    tau = logit_scale.float()
+    logits = tau * z @ mean.t() + 0.5 * tau**2 * spread
+    return F.cross_entropy(logits, labels)
+
+
+def prompt_context_decorrelation(context_features: torch.Tensor) -> torch.Tensor:
+    """Mean |cos| between different prompts' features of the prompt without a class name
+    ("ctx_1 .. ctx_M ."), ProDA's decorrelation term as CLIP_Calibration computes it (loss_m).
+
+    context_features [N, D] normalised -> scalar (0 for N < 2).
+    """
+    n = context_features.shape[0]
+    if n < 2:
+        return context_features.new_zeros(())
+    gram = context_features.float() @ context_features.float().t()  # [N, N]
+    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=gram.device)
+    return gram[off_diagonal].abs().mean()

@@ -1,0 +1,4 @@
+#!/bin/bash
+# PromptSRC, protocol step xd_test (scripts/protocols/xd_test.sh with this method's defaults from scripts/protocols/defaults.txt).
+# usage: DATA=/path/to/datasets bash scripts/promptsrc/xd_test.sh DATASET SEED   (TRAINER, CFG, SHOTS, ... may be overridden)
+METHOD=PromptSRC exec bash "$(dirname "$0")/../protocols/xd_test.sh" "$@"
