@@ -338,6 +338,29 @@ def test_an_unfinished_attempt_is_set_aside_before_a_rerun(tmp_path):
         assert len(names) == 2  # renamed, nothing deleted
 
 
+def test_a_finished_run_with_another_config_is_skipped_with_a_note(tmp_path):
+    """The folder names a run (its results stand), but a config.yaml that is not the config the
+    command builds now (an edited config file, other opts) is said on the skip line."""
+    import train
+
+    folder = str(tmp_path / "run")
+    argv = run_protocol.train_argv("python", "/d", 1, "CoOp", "eurosat",
+                                   run_protocol.config_path("CoOp", "tiny"), folder, ["DATASET.NUM_SHOTS", "4"])
+    run = run_protocol.Run(trainer="CoOp", cfg="tiny", dataset="eurosat", seed=1, output_dir=folder, argv=argv,
+                           eval_only=False)
+    write_log(os.path.join(folder, "log.txt"), fake_log(70.0, False))
+    lines = {}
+    for case, text in (("same", train.setup_cfg(train.build_parser().parse_args(argv[2:])).dump()),
+                       ("other", "OPTIM:\n  LR: 0.5\n")):
+        write_log(os.path.join(folder, "config.yaml"), text)
+        out = io.StringIO()
+        assert run_protocol.execute([run], out=out) == 0
+        lines[case] = out.getvalue().strip()
+    assert lines["same"] == f"[skip: finished] {folder}"
+    assert lines["other"].startswith(f"[skip: finished] {folder} (its config.yaml differs")
+    assert "another --output-dir" in lines["other"]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -27,8 +27,9 @@ last checkpoint only runs the final test). Any other unfinished run starts over.
 re-running, the old log.txt is renamed log.txt-interrupted-<time>, so the new log.txt holds the
 result block (Dassl would otherwise write the new log to log.txt-<time>); a run that starts over
 also sets its old config.yaml aside the same way.
-The output folder identifies a run: changing extra opts does not re-run a finished run; use
-another --output-dir (one per sweep value) for that.
+The output folder identifies a run: changing extra opts (or a config file) does not re-run a
+finished run, whose skip line then says its config.yaml differs; use another --output-dir (one
+per sweep value) for that.
 """
 import argparse
 import difflib
@@ -238,6 +239,24 @@ def run_state(run: Run) -> str:
     return "start"
 
 
+def config_changed(run: Run) -> bool:
+    """True when a finished run's OUTPUT_DIR/config.yaml is not the config this run's command
+    builds now (a config file edited since, other opts): the folder names a run, so its results
+    are kept, but the skip says so. False for runs made before config.yaml was written, or when
+    the config cannot be built here (a missing file: the run would fail with its own error)."""
+    import train
+
+    path = os.path.join(run.output_dir, "config.yaml")
+    if not os.path.isfile(path):
+        return False
+    try:
+        cfg = train.setup_cfg(train.build_parser().parse_args(run.argv[2:]))
+    except (Exception, SystemExit):  # noqa: BLE001 (a config error is reported when the run runs)
+        return False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read() != cfg.dump()
+
+
 def set_aside_interrupted(run: Run, state: str) -> None:
     """Rename what an unfinished earlier attempt left to <name>-interrupted-<time>: its log.txt
     always (the new log.txt must hold the result block), and its config.yaml when the run starts
@@ -438,7 +457,10 @@ def execute(runs: Sequence[Run], dry_run: bool = False, out=None, verbose: bool 
     for run in runs:
         state = run_state(run)
         if state == "finished":
-            print(f"[skip: finished] {run.output_dir}", file=out)
+            note = "" if dry_run or not config_changed(run) else (
+                " (its config.yaml differs from this command's config; its results stand: use another "
+                "--output-dir to run the new config)")
+            print(f"[skip: finished] {run.output_dir}{note}", file=out)
             continue
         if run.depends_on is not None and id(run.depends_on) in failed:
             print(f"[skip: its training run failed] {run.output_dir}", file=out)
