@@ -226,18 +226,15 @@ def kgcoop_cases(ref_kgcoop, clip_model, images, cases=KGCOOP_CASES, weight=8.0)
 
 
 # ------------------------------------------------------------------ MaPLe
-FORKED_CLIP_PACKAGE = "reference_maple_clip"
-
-
-def import_forked_clip(repo: str) -> types.ModuleType:
-    """The MaPLe repository's clip package, imported as `reference_maple_clip` (it uses relative
-    imports only), so that clip-anytorch keeps the name `clip`."""
+def import_forked_clip(repo: str, package: str, repo_name: str) -> types.ModuleType:
+    """A reference repository's own clip package (MaPLe's, PromptSRC's), imported as `package`
+    (it uses relative imports only), so that clip-anytorch keeps the name `clip`."""
     clip_dir = os.path.join(repo, "clip")
     if not os.path.isfile(os.path.join(clip_dir, "model.py")):
-        raise SystemExit(f"error: {clip_dir}/model.py not found (pass the root of a MaPLe checkout)")
-    if FORKED_CLIP_PACKAGE in sys.modules:
-        return sys.modules[FORKED_CLIP_PACKAGE]
-    return import_package(FORKED_CLIP_PACKAGE, clip_dir)
+        raise SystemExit(f"error: {clip_dir}/model.py not found (pass the root of a {repo_name} checkout)")
+    if package in sys.modules:
+        return sys.modules[package]
+    return import_package(package, clip_dir)
 
 
 @contextmanager
@@ -259,16 +256,17 @@ def clip_name_bound_to(pkg: types.ModuleType):
                 sys.modules[name] = module
 
 
-def import_reference_maple(repo: str):
-    """(reference trainers/maple.py, the forked clip package it was imported with)."""
-    forked_clip = import_forked_clip(repo)
-    pkg = import_reference_trainers(repo, package="reference_maple_trainers")
+def import_reference_with_forked_clip(repo: str, module: str, repo_name: str):
+    """(the repository's trainers/<module>.py, its forked clip package): the fork is imported as
+    `reference_<module>_clip` and seen as `clip` only while the trainer file is imported."""
+    forked_clip = import_forked_clip(repo, f"reference_{module}_clip", repo_name)
+    pkg = import_reference_trainers(repo, package=f"reference_{module}_trainers")
     with clip_name_bound_to(forked_clip):
-        ref_maple = reference_module(pkg, "maple")
+        reference = reference_module(pkg, module)
     import clip  # noqa: F401  (clip-anytorch again)
 
     assert sys.modules["clip"] is not forked_clip
-    return ref_maple, forked_clip
+    return reference, forked_clip
 
 
 @contextmanager
@@ -328,23 +326,6 @@ def maple_cases(ref_maple, forked_clip, clip_model, backbone, images, cases=MAPL
 
 
 # ------------------------------------------------------------------ PromptSRC
-PROMPTSRC_CLIP_PACKAGE = "reference_promptsrc_clip"
-
-
-def import_reference_promptsrc(repo: str):
-    """(reference trainers/promptsrc.py, the PromptSRC repository's forked clip package). The fork
-    (IVLP design) is imported as `reference_promptsrc_clip` and seen as `clip` only while the
-    reference trainer is imported, as MaPLe's."""
-    clip_dir = os.path.join(repo, "clip")
-    if not os.path.isfile(os.path.join(clip_dir, "model.py")):
-        raise SystemExit(f"error: {clip_dir}/model.py not found (pass the root of a PromptSRC checkout)")
-    forked_clip = sys.modules.get(PROMPTSRC_CLIP_PACKAGE) or import_package(PROMPTSRC_CLIP_PACKAGE, clip_dir)
-    pkg = import_reference_trainers(repo, package="reference_promptsrc_trainers")
-    with clip_name_bound_to(forked_clip):
-        ref_promptsrc = reference_module(pkg, "promptsrc")
-    return ref_promptsrc, forked_clip
-
-
 def forked_ivlp_clip(forked_clip, backbone: str, state_dict, cfg, zero_shot: bool = False):
     """The fork's CLIP with the IVLP design of cfg (zero_shot: without prompts, as the reference's
     frozen CLIP), in fp32, holding the weights of our CLIP; its prompts stay random-init."""
@@ -623,7 +604,7 @@ def main(argv=None):
                 "vision width 768 (ViT-B/16 shapes); use random-vit-b16"
             )
         clip_model, images = perturbed_clip(args.maple_backbone)
-        ref_maple, forked_clip = import_reference_maple(args.maple_repo)
+        ref_maple, forked_clip = import_reference_with_forked_clip(args.maple_repo, "maple", "MaPLe")
         rows = list(maple_cases(ref_maple, forked_clip, clip_model, args.maple_backbone, images))
         failed += print_table(rows, args.tol, f"fp32, backbone {args.maple_backbone}")
 
@@ -636,7 +617,7 @@ def main(argv=None):
 
     if args.promptsrc_repo:
         clip_model, images = perturbed_clip(args.promptsrc_backbone)
-        ref_promptsrc, forked_clip = import_reference_promptsrc(args.promptsrc_repo)
+        ref_promptsrc, forked_clip = import_reference_with_forked_clip(args.promptsrc_repo, "promptsrc", "PromptSRC")
         rows = list(promptsrc_template_case(ref_promptsrc))
         rows += list(promptsrc_cases(ref_promptsrc, forked_clip, clip_model, args.promptsrc_backbone, images))
         rows += list(promptsrc_gpa_cases(ref_promptsrc))

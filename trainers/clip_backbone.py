@@ -428,6 +428,33 @@ class ClassTextCLIP(PromptedCLIP):
         return self.logits_from_features(image, self.class_text_features())
 
 
+class DeepPromptedCLIP(ClassTextCLIP):
+    """A frozen ViT CLIP with learned prompts inside both encoders (MaPLe, PromptSRC).
+
+    make_learner(vision_width, vision_layers) builds the prompt learner, which provides
+    forward() (text prompt embeddings [C, 77, d]), tokenized_prompts, text_deep_prompts()
+    ({text block: [M, d]}) and vision_prompts() ((first prompts [M_v, w] or None, {vision block:
+    [M_v, w]})). The frozen image encoder without prompts stays PromptedCLIP.encode_image.
+    """
+
+    def __init__(self, make_learner: Callable[[int, int], nn.Module], clip_model: CLIP):
+        vision_encoder = VisionEncoder(clip_model.visual)  # clear error for ResNet backbones
+        super().__init__(make_learner(vision_encoder.width, vision_encoder.num_layers), clip_model)
+        self.vision_encoder = vision_encoder
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] -> normalised [B, D], with the vision prompts."""
+        prompts, deep_prompts = self.prompt_learner.vision_prompts()
+        return l2_normalize(self.vision_encoder(image.type(self.dtype), prompts, deep_prompts))
+
+    def class_text_features(self) -> torch.Tensor:
+        """Normalised [C, D] text features with the shallow and deep text prompts."""
+        learner = self.prompt_learner
+        prompts = learner()
+        tokenized = learner.tokenized_prompts.to(prompts.device)
+        return l2_normalize(self.text_encoder(prompts, tokenized, deep_prompts=learner.text_deep_prompts()))
+
+
 # --------------------------------------------------------------------------- prompts
 def clean_classname(name: str) -> str:
     return name.replace("_", " ")

@@ -22,7 +22,7 @@ from typing import Dict, Tuple
 import torch
 import torch.nn as nn
 
-from .clip_backbone import ClassPromptLearner, ClassTextCLIP, VisionEncoder, l2_normalize, leading_words_context
+from .clip_backbone import ClassPromptLearner, DeepPromptedCLIP, leading_words_context
 from .prompt_trainer import ClipPromptTrainer, register_trainer
 
 def check_prompt_depth(depth: int, text_layers: int, vision_layers: int) -> None:
@@ -85,26 +85,12 @@ class MultiModalPromptLearner(ClassPromptLearner):
         return self.classes.assemble(self.ctx)
 
 
-class CustomCLIP(ClassTextCLIP):
+class CustomCLIP(DeepPromptedCLIP):
     """Frozen CLIP with MaPLe's prompts on both encoders."""
 
     def __init__(self, cfg, classnames, clip_model):
-        vision_encoder = VisionEncoder(clip_model.visual)  # clear error for ResNet backbones
-        learner = MultiModalPromptLearner(cfg, classnames, clip_model, vision_encoder.width, vision_encoder.num_layers)
-        super().__init__(learner, clip_model)
-        self.vision_encoder = vision_encoder
-
-    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        """[B, 3, H, W] -> normalised [B, D], with the vision prompts."""
-        prompts, deep_prompts = self.prompt_learner.vision_prompts()
-        return l2_normalize(self.vision_encoder(image.type(self.dtype), prompts, deep_prompts))
-
-    def class_text_features(self) -> torch.Tensor:
-        """Normalised [C, D] text features with the shallow and deep text prompts."""
-        learner = self.prompt_learner
-        prompts = learner()
-        tokenized = learner.tokenized_prompts.to(prompts.device)
-        return l2_normalize(self.text_encoder(prompts, tokenized, deep_prompts=learner.text_deep_prompts()))
+        super().__init__(lambda width, layers: MultiModalPromptLearner(cfg, classnames, clip_model, width, layers),
+                         clip_model)
 
 
 @register_trainer

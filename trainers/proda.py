@@ -147,10 +147,11 @@ class PromptLearner(ClassPromptLearner):
             return self.positions
         return tuple(self.positions[i] for i in self.drawn.tolist())
 
-    def forward(self):
-        """Prompt embeddings of every prompt in use and class: [K * C, 77, d], prompt-major."""
+    def forward(self, sets: slice = slice(None)):
+        """Prompt embeddings of the prompts in use (those in `sets` of them) and every class:
+        [K * C, 77, d], prompt-major."""
         return torch.cat([assemble_at(self.classes, ctx, position)
-                          for ctx, position in zip(self.context_sets(), self.set_positions())])
+                          for ctx, position in zip(self.context_sets()[sets], self.set_positions()[sets])])
 
 
 class CustomCLIP(ClassTextCLIP):
@@ -161,17 +162,13 @@ class CustomCLIP(ClassTextCLIP):
         """Normalised [K, C, D]: every prompt's feature of every class (K: the prompts in use)."""
         learner = self.prompt_learner
         n_sets, n_cls = learner.context_sets().shape[0], learner.classes.n_cls
-        if torch.is_grad_enabled() or n_sets * n_cls <= INFERENCE_TEXT_BATCH:
-            tokenized = learner.tokenized_prompts.to(learner.ctx.device).repeat(n_sets, 1)
-            return l2_normalize(self.text_encoder(learner(), tokenized)).view(n_sets, n_cls, -1)
-        # Inference with many prompts x classes (32 x 1000 on ImageNet): whole prompts at a time.
-        sets_per_group = max(1, INFERENCE_TEXT_BATCH // n_cls)
-        tokenized = learner.tokenized_prompts.to(learner.ctx.device).repeat(sets_per_group, 1)
+        # One pass in training; at inference with many prompts x classes (32 x 1000 on ImageNet),
+        # whole prompts at a time.
+        sets_per_pass = n_sets if torch.is_grad_enabled() else max(1, INFERENCE_TEXT_BATCH // n_cls)
+        tokenized = learner.tokenized_prompts.to(learner.ctx.device).repeat(min(sets_per_pass, n_sets), 1)
         features = []
-        for start in range(0, n_sets, sets_per_group):
-            ctx_sets = learner.context_sets()[start : start + sets_per_group]
-            positions = learner.set_positions()[start : start + sets_per_group]
-            prompts = torch.cat([assemble_at(learner.classes, ctx, pos) for ctx, pos in zip(ctx_sets, positions)])
+        for start in range(0, n_sets, sets_per_pass):
+            prompts = learner(slice(start, start + sets_per_pass))
             features.append(self.text_encoder(prompts, tokenized[: prompts.shape[0]]))
         return l2_normalize(torch.cat(features)).view(n_sets, n_cls, -1)
 
@@ -199,15 +196,6 @@ class CustomCLIP(ClassTextCLIP):
     def logits_from_features(self, image, text_features):
         """Prediction with the mean text feature: tau z.mu_c = mean_k of the per-prompt logits."""
         return self.prompt_logits(image, text_features).mean(0)
-
-
-def proda_loss(prompt_logits, labels, anchor_features, ortho_weight):
-    """Gaussian bound over all prompts' logits [K', B, C] + orthogonality of the K anchors' [K, C, D]
-    (ProDA(x4)'s loss: COVARIANCE full, ORTHO_LOSS class)."""
-    loss = proda_gaussian_bound_loss(prompt_logits, labels)
-    if ortho_weight > 0:
-        loss = loss + ortho_weight * prompt_orthogonality(anchor_features)
-    return loss
 
 
 class PromptBatchSampler:

@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .clip_backbone import (
-    LEARNED_DTYPE, ClassPromptLearner, ClassTextCLIP, TextEncoder, VisionEncoder, clean_classname, l2_normalize,
+    LEARNED_DTYPE, ClassPromptLearner, DeepPromptedCLIP, PromptedCLIP, TextEncoder, clean_classname, l2_normalize,
     leading_words_context, tokenize,
 )
 from .imagenet_templates import IMAGENET_TEMPLATES
@@ -194,38 +194,23 @@ def self_regulating_losses(
     }
 
 
-class CustomCLIP(ClassTextCLIP):
+class CustomCLIP(DeepPromptedCLIP):
     """Frozen CLIP with PromptSRC's prompts on both encoders, and the frozen features its
     self-regulating losses compare with."""
 
     def __init__(self, cfg, classnames, clip_model, device=None):
-        vision_encoder = VisionEncoder(clip_model.visual)  # clear error for ResNet backbones
-        learner = VLPromptLearner(cfg, classnames, clip_model, vision_encoder.width, vision_encoder.num_layers)
-        super().__init__(learner, clip_model)
-        self.vision_encoder = vision_encoder
+        super().__init__(lambda width, layers: VLPromptLearner(cfg, classnames, clip_model, width, layers), clip_model)
         self.text_loss_weight = float(cfg.TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT)
         self.image_loss_weight = float(cfg.TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT)
         # Normalised [C, D] fp32; not saved (it depends on the class names, and is recomputed).
         frozen_text = template_text_features(clip_model, classnames, PROMPTSRC_TEMPLATES, device)
         self.register_buffer("frozen_text_features", l2_normalize(frozen_text), persistent=False)
 
-    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        """[B, 3, H, W] -> normalised [B, D], with the vision prompts."""
-        prompts, deep = self.prompt_learner.vision_prompts()
-        return l2_normalize(self.vision_encoder(image.type(self.dtype), prompts, deep))
-
     @torch.no_grad()
     def frozen_image_features(self, image: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] -> normalised [B, D] of the frozen image encoder (no prompts; from the
         image feature cache where MODEL.BACKBONE.CACHE_IMAGE_FEATURES is on)."""
-        return super().encode_image(image)
-
-    def class_text_features(self) -> torch.Tensor:
-        """Normalised [C, D] text features with the shallow and deep text prompts."""
-        learner = self.prompt_learner
-        prompts = learner()
-        tokenized = learner.tokenized_prompts.to(prompts.device)
-        return l2_normalize(self.text_encoder(prompts, tokenized, deep_prompts=learner.text_deep_prompts()))
+        return PromptedCLIP.encode_image(self, image)
 
     def training_losses(self, image: torch.Tensor, label: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         """(prompted logits [B, C], {loss_ce, loss_scl_text, loss_scl_image, loss_scl_logits});
