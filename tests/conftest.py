@@ -34,6 +34,18 @@ def fixed_batch(trainer, n=8):
     return batch["img"][:n].to(trainer.device), batch["label"][:n].to(trainer.device)
 
 
+def assert_gradients_reach_only(trainer, learned, images, labels):
+    """One backward of the training loss: every parameter named in `learned` gets a nonzero
+    gradient and every other parameter none."""
+    trainer.model_zero_grad()
+    trainer.compute_loss(images, labels)[0].backward()
+    for name, p in trainer.model.named_parameters():
+        if name in learned:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None, name
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     """One generated SyntheticShapes folder for every test of the session."""

@@ -9,7 +9,7 @@ import types
 import pytest
 import torch
 
-from conftest import fixed_batch
+from conftest import assert_gradients_reach_only, fixed_batch
 from test_clip_backbone import reference_text_features
 from trainers import kgcoop
 from trainers.clip_backbone import autocast_dtype, clean_classname, l2_normalize, tokenize
@@ -94,14 +94,7 @@ def test_gradients_reach_only_the_context(build_tiny_trainer):
     move_context(trainer)
     learned = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert learned == {"prompt_learner.ctx"}
-    images, labels = fixed_batch(trainer)
-    trainer.model_zero_grad()
-    trainer.compute_loss(images, labels)[0].backward()
-    for name, p in trainer.model.named_parameters():
-        if name in learned:
-            assert p.grad is not None and p.grad.abs().sum() > 0, name
-        else:
-            assert p.grad is None, name
+    assert_gradients_reach_only(trainer, learned, *fixed_batch(trainer))
 
 
 def test_w_zero_is_coop(build_tiny_trainer):

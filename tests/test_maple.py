@@ -3,49 +3,26 @@ against computations through CLIP's own modules."""
 import pytest
 import torch
 
-from conftest import fixed_batch
+from conftest import assert_gradients_reach_only, fixed_batch
+from deep_prompt_reference import perturb_learned, prompted_features
 from trainers import clip_backbone as cb
 
 MAPLE = "configs/trainers/MaPLe/tiny.yaml"
 EMPL_MAPLE = "configs/trainers/EMPL_MaPLe/tiny.yaml"
 
 
-def perturb_learned(learner, scale=0.1, seed=0):
-    """Move every learned tensor away from its initialisation (deterministically)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in learner.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=generator))
-
-
 def independent_maple_logits(clip_model, learner, images):
-    """MaPLe's logits through CLIP's own blocks (nn.MultiheadAttention, LND layout): the text on
-    all 77 tokens with CLIP's causal mask, deep prompts written in place at blocks 1..depth-1;
-    the image with the vision prompts appended after the patch tokens and replaced likewise."""
-    n_ctx, depth = learner.n_ctx, learner.prompt_depth
+    """MaPLe's logits through CLIP's own blocks (deep_prompt_reference): deep text prompts written
+    in place at blocks 1..depth-1; the vision prompts, proj(ctx) and the couplings of the deep
+    text prompts, appended after the patch tokens and replaced likewise."""
+    depth = learner.prompt_depth
     with torch.no_grad():
-        x = (learner() + clip_model.positional_embedding).permute(1, 0, 2)  # [77, C, d]
-        for i, block in enumerate(clip_model.transformer.resblocks):
-            if 1 <= i < depth:
-                x = x.clone()
-                x[1 : 1 + n_ctx] = learner.compound_prompts_text[i - 1].unsqueeze(1)
-            x = block(x)
-        x = clip_model.ln_final(x.permute(1, 0, 2))
-        text = x[torch.arange(x.shape[0]), learner.tokenized_prompts.argmax(-1)] @ clip_model.text_projection
-
-        visual = clip_model.visual
-        y = visual.conv1(images).flatten(2).transpose(1, 2)
-        y = torch.cat([visual.class_embedding.expand(len(y), 1, -1), y], dim=1) + visual.positional_embedding
-        y = torch.cat([y, learner.proj(learner.ctx).expand(len(y), -1, -1)], dim=1)
-        y = visual.ln_pre(y).permute(1, 0, 2)  # [tokens, B, w]
-        for i, block in enumerate(visual.transformer.resblocks):
-            if 1 <= i < depth:
-                y = y.clone()
-                coupling = learner.compound_prompt_projections[i - 1]
-                y[-n_ctx:] = coupling(learner.compound_prompts_text[i - 1]).unsqueeze(1)
-            y = block(y)
-        image = visual.ln_post(y[0]) @ visual.proj
-    return clip_model.logit_scale.exp() * cb.l2_normalize(image) @ cb.l2_normalize(text).t()
+        text_deep = {i: learner.compound_prompts_text[i - 1] for i in range(1, depth)}
+        vision_deep = {i: learner.compound_prompt_projections[i - 1](learner.compound_prompts_text[i - 1])
+                       for i in range(1, depth)}
+        text, image = prompted_features(clip_model, learner(), learner.tokenized_prompts, text_deep, images,
+                                        learner.proj(learner.ctx), vision_deep)
+    return clip_model.logit_scale.exp() * image @ text.t()
 
 
 @pytest.fixture(scope="module")
@@ -130,14 +107,7 @@ def test_gradients_reach_every_prompt_tensor_and_nothing_frozen(build_tiny_train
         "prompt_learner.compound_prompt_projections.0.weight", "prompt_learner.compound_prompt_projections.0.bias",
     }
     trainer.set_model_mode("train")
-    images, labels = fixed_batch(trainer)
-    trainer.model_zero_grad()
-    trainer.compute_loss(images, labels)[0].backward()
-    for name, p in trainer.model.named_parameters():
-        if name in learned:
-            assert p.grad is not None and p.grad.abs().sum() > 0, name
-        else:
-            assert p.grad is None, name
+    assert_gradients_reach_only(trainer, learned, *fixed_batch(trainer))
 
 
 def test_one_step_lowers_the_loss(build_tiny_trainer):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import fixed_batch
+from deep_prompt_reference import perturb_learned, prompted_features
 from trainers import clip_backbone as cb
 from trainers import promptsrc
 from trainers.imagenet_templates import IMAGENET_TEMPLATES
@@ -24,14 +25,6 @@ def quiet(fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
-def perturb_learned(learner, scale=0.1, seed=0):
-    """Move every learned tensor away from its initialisation (deterministically)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in learner.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=generator))
-
-
 def learned(trainer):
     return {n: p for n, p in trainer.model.named_parameters() if p.requires_grad}
 
@@ -44,36 +37,18 @@ def src(build_tiny_trainer):
 
 
 def independent_features(clip_model, cfg, learner, images):
-    """Normalised prompted (text [C, D], image [B, D]) through CLIP's own blocks (nn.MultiheadAttention,
-    LND layout, all 77 tokens): the text context in the prompt, deep text prompts written over the
+    """Normalised prompted (text [C, D], image [B, D]) through CLIP's own blocks
+    (deep_prompt_reference): the text context in the prompt, deep text prompts written over the
     context positions at blocks 1 .. PROMPT_DEPTH_TEXT - 1; the vision prompts appended after the
     patch tokens and written over at blocks 1 .. PROMPT_DEPTH_VISION - 1."""
     text_depth, vision_depth = cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT, cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION
     assert set(learner.deep_text_prompts) == {str(i) for i in range(1, text_depth)}
     assert set(learner.deep_vision_prompts) == {str(i) for i in range(1, vision_depth)}
-    n_text, n_vision = learner.ctx.shape[0], learner.vision_ctx.shape[0]
+    text_deep = {i: learner.deep_text_prompts[str(i)] for i in range(1, text_depth)}
+    vision_deep = {i: learner.deep_vision_prompts[str(i)] for i in range(1, vision_depth)}
     with torch.no_grad():
-        x = (learner() + clip_model.positional_embedding).permute(1, 0, 2)  # [77, C, d]
-        for i, block in enumerate(clip_model.transformer.resblocks):
-            if 1 <= i < text_depth:
-                x = x.clone()
-                x[1 : 1 + n_text] = learner.deep_text_prompts[str(i)].unsqueeze(1)
-            x = block(x)
-        x = clip_model.ln_final(x.permute(1, 0, 2))
-        text = x[torch.arange(x.shape[0]), learner.tokenized_prompts.argmax(-1)] @ clip_model.text_projection
-
-        visual = clip_model.visual
-        y = visual.conv1(images).flatten(2).transpose(1, 2)
-        y = torch.cat([visual.class_embedding.expand(len(y), 1, -1), y], dim=1) + visual.positional_embedding
-        y = torch.cat([y, learner.vision_ctx.expand(len(y), -1, -1)], dim=1)
-        y = visual.ln_pre(y).permute(1, 0, 2)  # [tokens, B, w]
-        for i, block in enumerate(visual.transformer.resblocks):
-            if 1 <= i < vision_depth:
-                y = y.clone()
-                y[-n_vision:] = learner.deep_vision_prompts[str(i)].unsqueeze(1)
-            y = block(y)
-        image = visual.ln_post(y[0]) @ visual.proj
-    return cb.l2_normalize(text), cb.l2_normalize(image)
+        return prompted_features(clip_model, learner(), learner.tokenized_prompts, text_deep, images,
+                                 learner.vision_ctx, vision_deep)
 
 
 @pytest.fixture(scope="module")
