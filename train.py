@@ -19,6 +19,7 @@ from yacs.config import CfgNode as CN
 from dassl.config import get_cfg_default
 from dassl.engine import build_trainer
 from dassl.utils import (
+    CheckpointWriteError,
     UnreadableImageError,
     atomic_write,
     cleanup_distributed,
@@ -257,7 +258,7 @@ def build_parser():
 # diverge"): shown as one line instead of a traceback (set TRAIN_DEBUG=1 to see the traceback
 # anyway).
 USER_ERRORS = (FileNotFoundError, NotADirectoryError, PermissionError, KeyError, ValueError,
-               UnreadableImageError, FloatingPointError)
+               UnreadableImageError, FloatingPointError, CheckpointWriteError)
 
 
 def one_line(err):

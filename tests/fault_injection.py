@@ -4,8 +4,11 @@
 ``install("nan@N")`` turn its learnable parameters into NaN, just before global training
 iteration N: 0-based, ``epoch * batches_per_epoch + batch_idx``, counted before the iteration's
 forward_backward runs (a run resumed within an epoch starts at the resumed batch, as the engine
-numbers it). tests/train_with_faults.py installs it from DASSL_FAULT_INJECT and runs train.py.
+numbers it). From iteration N on, ``diskfull@N`` makes every checkpoint write fail as on a full
+disk (ENOSPC), and ``corrupt@N`` makes every checkpoint reach the disk damaged, as a failing disk
+would (the write succeeds, the read-back does not). tests/train_with_faults.py installs it from DASSL_FAULT_INJECT and runs train.py.
 """
+import errno
 import functools
 import os
 import re
@@ -19,14 +22,27 @@ FAULT_ENV = "DASSL_FAULT_INJECT"
 
 def parse(spec: str):
     """("kill" | "nan", N) from "kill@N" / "nan@N"; ValueError otherwise."""
-    match = re.fullmatch(r"(kill|nan)@(\d+)", spec.strip())
+    match = re.fullmatch(r"(kill|nan|diskfull|corrupt)@(\d+)", spec.strip())
     if match is None:
-        raise ValueError(f"{FAULT_ENV} must be kill@N or nan@N, got {spec!r}")
+        raise ValueError(f"{FAULT_ENV} must be kill@N, nan@N, diskfull@N or corrupt@N, got {spec!r}")
     return match.group(1), int(match.group(2))
 
 
+def _break_checkpoint_writes(kind: str) -> None:
+    """Every later torch.save (the engine's checkpoints) fails (diskfull) or writes bytes that
+    do not load (corrupt)."""
+    def save(obj, f, *args, **kwargs):
+        if kind == "diskfull":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        f.write(b"\x00" * 64)
+
+    torch.save = save
+
+
 def _inject(trainer, kind: str) -> None:
-    if kind == "kill":
+    if kind in ("diskfull", "corrupt"):
+        _break_checkpoint_writes(kind)
+    elif kind == "kill":
         sys.stdout.flush()
         os.kill(os.getpid(), signal.SIGKILL)
     else:

@@ -73,3 +73,21 @@ def test_flop_count_ranks_empl_sgld_gradients(capsys):
     assert amortized["eval_gflop_once"] > anchor["eval_gflop_once"] > 0
     assert anchor["eval_gflop_per_batch"] <= amortized["eval_gflop_per_batch"] < 1.01 * anchor["eval_gflop_per_batch"]
     assert sample["eval_gflop_per_batch"] > 2 * anchor["eval_gflop_per_batch"]
+
+
+def test_amp_autocasts_on_the_runs_device():
+    """The reference models are timed under amp on the run's device, not always on cuda."""
+    import torch
+
+    from trainers.clip_backbone import autocast_dtype
+
+    cpu = torch.device("cpu")
+    autocast, scaler = bench.amp_for("amp", cpu)
+    with autocast():
+        assert torch.is_autocast_enabled("cpu") and not torch.is_autocast_enabled("cuda")
+        product = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert product.dtype == autocast_dtype("cpu") and scaler._device == "cpu"
+    plain, no_scaler = bench.amp_for("fp32", cpu)
+    with plain():
+        assert not torch.is_autocast_enabled("cpu")
+    assert no_scaler is None

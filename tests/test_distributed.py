@@ -44,6 +44,8 @@ def test_two_processes_match_one_with_the_same_global_batch(runs):
     ctx1 = torch.load(one / "prompt_learner" / "model.pth.tar-1", weights_only=False)["state_dict"]["ctx"]
     ctx2 = torch.load(two / "prompt_learner" / "model.pth.tar-1", weights_only=False)["state_dict"]["ctx"]
     init = torch.load(two / "prompt_learner" / "model.pth.tar-1", weights_only=False)
+    # Two ranks' averaged gradient sums in another order than one rank's batch of 8: equal up to
+    # float32 rounding, grown over 5 steps at LR 0.5 to under 1e-4 (measured: 5e-6 on an AMD EPYC).
     assert (ctx1 - ctx2).abs().max() < 1e-4 * ctx1.abs().max()
     # The logged loss is the global batch's (averaged over ranks): 5 iterations, equal values.
     assert len(losses(one)) == 5 and losses(one) == pytest.approx(losses(two), abs=2e-4)
@@ -52,7 +54,12 @@ def test_two_processes_match_one_with_the_same_global_batch(runs):
     assert "Distributed data parallel: 2 processes; global train batch 8" in log2
     # Each rank evaluated half of the test set; the gathered result covers all 200 images once.
     assert "* total: 200" in log2
-    assert parse_test_res.read_metric(str(one / "log.txt")) == parse_test_res.read_metric(str(two / "log.txt"))
+    # Not bit-equal: each rank trains on batches of 4 and evaluates 100 images, where one process
+    # uses 8 and 200, so other kernels round the last bits (see ctx above). The contexts agree to
+    # 1e-4, which can change at most the images whose top two logits are that close: allow one
+    # image of the 200.
+    assert parse_test_res.read_metric(str(one / "log.txt")) == pytest.approx(
+        parse_test_res.read_metric(str(two / "log.txt")), abs=100 / 200)
 
 
 def test_only_rank_0_writes(runs):

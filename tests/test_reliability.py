@@ -50,6 +50,15 @@ def loss_lines(text):
     return [re.sub(r" (time|data) \S+ \(\S+\)| eta \S+", "", l) for l in lines]
 
 
+def tensorboard_scalars(out, tag):
+    """[(step, value)] of a scalar as TensorBoard shows it (what a resume purged left out)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
 def result_block(text):
     return text[text.index("=> result"):].split("Elapsed")[0]
 
@@ -133,6 +142,8 @@ def test_sigkill_within_an_epoch_resumes_at_the_next_batch_exactly(reference, da
         == ["checkpoint", "model.pth.tar-2"]
     assert (folder / "checkpoint").read_text() == "model.pth.tar-2\n"
     assert not [f for _, _, fs in os.walk(out) for f in fs if f.endswith(".tmp")]
+    # TensorBoard: iteration 7, logged by the killed run and repeated, shows once.
+    assert tensorboard_scalars(out, "train/loss") == tensorboard_scalars(reference, "train/loss")
 
 
 EMPL_TINY, COOP_TINY = "configs/trainers/EMPL_CoOp/tiny.yaml", "configs/trainers/CoOp/tiny.yaml"
@@ -276,6 +287,16 @@ def test_tensorboard_has_losses_lr_accuracy_and_sgld_diagnostics(reference):
     assert acc.Scalars("test/accuracy")[-1].value == pytest.approx(final, abs=0.05)
 
 
+def test_resumed_run_writes_each_step_to_tensorboard_once(reference, killed_then_rerun):
+    """The killed run logged iterations 0-6 and the re-run repeats 5 and 6 (epoch 2 from its
+    start): TensorBoard shows each iteration once, with the uninterrupted run's values."""
+    out, _, _ = killed_then_rerun
+    assert len(os.listdir(out / "tensorboard")) == 2  # one event file per process
+    for tag in ("train/loss", "train/lr", "train/sgld_diversity"):
+        assert tensorboard_scalars(out, tag) == tensorboard_scalars(reference, tag), tag
+    assert [step for step, _ in tensorboard_scalars(out, "train/loss")] == list(range(10))
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path):
     out = tmp_path / "nan"
     proc = train("--root", data_root, "--seed", 1, *COOP, "--output-dir", out, *SMALL,
@@ -286,6 +307,23 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_pat
     assert sorted(os.listdir(out / "prompt_learner")) == ["checkpoint", "model.pth.tar-1"]
     assert (out / "prompt_learner" / "checkpoint").read_text() == "model.pth.tar-1\n"
     assert torch.isfinite(ctx(out, 1)).all()
+
+
+@pytest.mark.parametrize("fault, why", [("diskfull", "No space left on device"), ("corrupt", "did not read back")])
+def test_checkpoint_that_cannot_be_written_is_one_error_and_keeps_the_last_good_one(data_root, tmp_path, fault, why):
+    """From global iteration 7 (epoch 2) every checkpoint write fails: on a full disk, or on a
+    failing one whose file does not read back. The run stops at epoch 2's checkpoint with one
+    error line; epoch 1's checkpoint and the pointer to it are as they were."""
+    out = tmp_path / fault
+    proc = train("--root", data_root, "--seed", 1, *COOP, "--output-dir", out, *SMALL,
+                 "OPTIM.MAX_EPOCH", 2, fault=f"{fault}@7", expect=2)
+    error = proc.stderr.strip().splitlines()
+    assert error[0].startswith(f"error: could not write {out / 'prompt_learner' / 'model.pth.tar-2'} (")
+    assert why in error[0] and "model.pth.tar-1, which is kept" in error[0] and "Traceback" not in proc.stderr
+    assert sorted(os.listdir(out / "prompt_learner")) == ["checkpoint", "model.pth.tar-1"]
+    assert (out / "prompt_learner" / "checkpoint").read_text() == "model.pth.tar-1\n"
+    assert torch.isfinite(ctx(out, 1)).all()
+    assert not [f for _, _, fs in os.walk(out) for f in fs if f.endswith(".tmp")]
 
 
 def _copy_dataset_with_corrupt_test_image(data_root, dst):

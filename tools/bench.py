@@ -242,6 +242,15 @@ def bench_ours(trainer_name, n_classes, args, device):
         return rows
 
 
+def amp_for(prec: str, device: torch.device):
+    """(a factory of the autocast context, a GradScaler or None) for PREC on the run's device, as
+    the reference trainers use them under amp (on a CPU: CPU autocast, clip_backbone.autocast_dtype)."""
+    if prec != "amp":
+        return nullcontext, None
+    dtype = clip_backbone.autocast_dtype(device.type)
+    return (lambda: torch.autocast(device.type, dtype=dtype)), torch.amp.GradScaler(device.type)
+
+
 def bench_reference(repo, trainer_name, n_classes, args, device, clip_model):
     """Time the reference CoOp / CoCoOp CustomCLIP as its trainer drives it."""
     from check_reference_parity import import_reference_trainers, reference_module
@@ -264,13 +273,13 @@ def bench_reference(repo, trainer_name, n_classes, args, device, clip_model):
         p.requires_grad_("prompt_learner" in name)
     model.to(device)
     optim = torch.optim.SGD(model.prompt_learner.parameters(), lr=0.002, momentum=0.9)
-    scaler = torch.amp.GradScaler("cuda") if prec == "amp" else None
+    autocast, scaler = amp_for(prec, device)
     g = torch.Generator().manual_seed(0)
     image = torch.randn(batch_size, 3, size, size, generator=g).to(device)
     label = torch.randint(n_classes, (batch_size,), generator=g).to(device)
 
     def step():  # the reference trainers' forward_backward
-        with torch.autocast("cuda", dtype=torch.float16) if prec == "amp" else nullcontext():
+        with autocast():
             if trainer_name == "CoCoOp":
                 loss = model(image, label)
             else:
@@ -288,7 +297,7 @@ def bench_reference(repo, trainer_name, n_classes, args, device, clip_model):
     train_ms, peak = measure_training(step, device, args.warmup, args.steps)
     model.eval()
     images = torch.randn(args.eval_batch_size, 3, size, size, device=device)
-    with torch.autocast("cuda", dtype=torch.float16) if prec == "amp" else nullcontext():
+    with autocast():
         eval_s = measure_evaluation(lambda: None, model, images, device, args.eval_batches)
     del model
     return [dict(

@@ -7,10 +7,14 @@ benchmark's main job evaluates each test image some 40 times. ``MODEL.BACKBONE.C
 True`` computes them once per process.
 
 Images are keyed by their bytes (the transformed tensor), so a hit is exact. Misses are
-computed as one batch; a lone miss is padded to two rows, because a batch of one takes another
-matrix-multiplication path whose last bits differ (tests/test_feature_cache.py checks that the
-features do not depend on the batching, so a run gives the same numbers with and without the
-cache, in one process or many).
+encoded ENCODE_CHUNK at a time, the last chunk padded to that size (`encode_in_chunks`). CPU
+matrix kernels are chosen by the shape of the call, and on some CPUs batches of different sizes
+round differently in the last bits (AMD EPYC: 1-3 images against 5 or more). At one fixed shape
+each row's arithmetic does not depend on the other rows, so a cached feature is the same bits
+whichever images missed with it, in whatever order the runs of a process meet them: a run gives
+the same numbers in one process (tools/run_protocol.py --in-process) or many. Against the
+uncached encoder, which encodes each batch as it comes, the features agree to a few float32
+ulps, not bit for bit (tests/test_feature_cache.py).
 """
 import hashlib
 from typing import Callable, Dict, Hashable
@@ -22,6 +26,10 @@ import torch
 RANDOM_TRANSFORMS = ("random_flip", "random_resized_crop", "random_crop", "random_translation", "cutout",
                      "imagenet_policy", "cifar10_policy", "svhn_policy", "randaugment", "randaugment_fixmatch",
                      "randaugment2", "gaussian_noise", "colorjitter", "randomgrayscale", "gaussian_blur")
+
+# Rows per encoder call for cache misses: small enough that padding a training batch costs
+# little, large enough for the CPU's batched kernels.
+ENCODE_CHUNK = 32
 
 _STORES: Dict[Hashable, Dict[bytes, torch.Tensor]] = {}
 
@@ -42,6 +50,20 @@ def backbone_key(cfg, clip_model, device, prec: str) -> Hashable:
     visual = clip_model.visual
     fingerprint = tuple(float(p.detach().double().sum()) for p in list(visual.parameters())[:4])
     return (cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.get("CHECKPOINT", ""), fingerprint, prec, str(device))
+
+
+def encode_in_chunks(encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                     chunk: int = ENCODE_CHUNK) -> torch.Tensor:
+    """encode(images), computed in calls of exactly `chunk` rows: the last chunk is padded with
+    copies of its last image and the padding's outputs are dropped. images [B, ...] -> [B, D]."""
+    pieces = []
+    for start in range(0, len(images), chunk):
+        part = images[start:start + chunk]
+        pad = chunk - len(part)
+        if pad:
+            part = torch.cat([part, part[-1:].expand(pad, *part.shape[1:])])
+        pieces.append(encode(part)[: chunk - pad])
+    return torch.cat(pieces)
 
 
 class ImageFeatureCache:
@@ -68,8 +90,7 @@ class ImageFeatureCache:
                 seen.add(key)
                 missing.append(i)
         if missing:
-            batch = images[missing if len(missing) > 1 else missing * 2]
-            features = encode(batch)[: len(missing)]
+            features = encode_in_chunks(encode, images[missing])
             for i, feature in zip(missing, features):
                 self.store[keys[i]] = feature.detach().clone()
         return torch.stack([self.store[k] for k in keys]).to(images.device)

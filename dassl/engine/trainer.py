@@ -181,6 +181,8 @@ class TrainerBase:
         the moment it was asked for, before an override of save_model drew anything).
         ``mid_epoch``: how to resume within an epoch (TRAIN.CHECKPOINT_ITERS)."""
         rng_state = get_rng_state() if rng_state is None else rng_state
+        if self.__dict__.get("_writer") is not None:
+            self._writer.flush()  # what a resume from this checkpoint keeps is on disk
         # Every rank's RNG states (a collective: all ranks call save_model); rank 0 writes.
         rng_states = all_gather_object(rng_state)
         if is_main_process():
@@ -447,7 +449,10 @@ class TrainerBase:
         self.model_update(names)
 
     # ------------------------------------------------------------- tensorboard
-    def init_writer(self, log_dir: str) -> None:
+    def init_writer(self, log_dir: str, purge_step: Optional[int] = None) -> None:
+        """Open the tensorboard writer. ``purge_step``: the first global step a resumed run
+        writes; TensorBoard hides what an interrupted run wrote from there on, so the repeated
+        batches are not shown twice."""
         if self.__dict__.get("_writer") is not None or not is_main_process():
             return  # only rank 0 writes tensorboard
         try:
@@ -457,7 +462,7 @@ class TrainerBase:
             self._writer = None
             return
         print(f"Initialize tensorboard (log_dir={log_dir})")
-        self._writer = SummaryWriter(log_dir=log_dir)
+        self._writer = SummaryWriter(log_dir=log_dir, purge_step=purge_step)
 
     def close_writer(self) -> None:
         if self._writer is not None:
@@ -596,7 +601,7 @@ class SimpleTrainer(TrainerBase):
         writer_dir = osp.join(self.output_dir, "tensorboard")
         if is_main_process():
             mkdir_if_missing(writer_dir)
-        self.init_writer(writer_dir)
+        self.init_writer(writer_dir, purge_step=self._resumed_step())
         self.time_start = time.time()
 
     def after_train(self) -> None:
@@ -629,6 +634,13 @@ class SimpleTrainer(TrainerBase):
         elif self.cfg.TRAIN.get("RESUME_CHECKPOINTS", True):
             self.save_model(self.epoch, self.output_dir)  # for resume only; removed when superseded
         self._remove_superseded_checkpoints()
+
+    def _resumed_step(self) -> Optional[int]:
+        """The global iteration a resumed run starts at (None for a fresh run)."""
+        batches_done = (self._mid_epoch_resume or {}).get("batches_done", 0)
+        if self.start_epoch == 0 and batches_done == 0:
+            return None
+        return self.start_epoch * len(self.train_loader_x) + batches_done
 
     # ------------------------------------------------------------- mid-epoch checkpoints
     def _checkpoint_iters(self) -> int:

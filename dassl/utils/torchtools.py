@@ -21,6 +21,7 @@ from .tools import atomic_write, mkdir_if_missing
 # CoOp's nor MaPLe's code calls them, but other CoOp-family code written for real Dassl imports
 # them by name (e.g. ml-stat-Sustech/CLIP_Calibration's base_learner.py), so they stay.
 __all__ = [
+    "CheckpointWriteError",
     "save_checkpoint",
     "load_checkpoint",
     "resume_from_checkpoint",
@@ -52,6 +53,12 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written, or did not read back as written (a full or failing
+    disk). Nothing the run wrote before is lost: the ``checkpoint`` pointer still names the
+    previous complete file."""
+
+
 def _strip_module(state_dict: dict) -> "OrderedDict[str, torch.Tensor]":
     """Drop the 'module.' prefix that nn.DataParallel adds to parameter names."""
     return OrderedDict((k[7:] if k.startswith("module.") else k, v) for k, v in state_dict.items())
@@ -73,21 +80,43 @@ def save_checkpoint(state: dict, save_dir: str, is_best: bool = False,
         state["state_dict"] = _strip_module(state["state_dict"])
 
     fpath = osp.join(save_dir, model_name or f"model.pth.tar-{state['epoch']}")
-    atomic_write(fpath, lambda f: torch.save(state, f), mode="wb")
+    _write_checkpoint_file(fpath, lambda f: torch.save(state, f), "wb")
     _verify_checkpoint(fpath, state)
     print(f"Checkpoint saved to {fpath}")
 
-    atomic_write(osp.join(save_dir, "checkpoint"), lambda f: f.write(osp.basename(fpath) + "\n"))
+    _write_checkpoint_file(osp.join(save_dir, "checkpoint"), lambda f: f.write(osp.basename(fpath) + "\n"), "w")
 
     if is_best:
         best_fpath = osp.join(save_dir, "model-best.pth.tar")
+
         def _copy(f):
             with open(fpath, "rb") as src:
                 shutil.copyfileobj(src, f)
 
-        atomic_write(best_fpath, _copy, mode="wb")
+        _write_checkpoint_file(best_fpath, _copy, "wb")
         print(f'Best checkpoint saved to "{best_fpath}"')
     return fpath
+
+
+def _write_checkpoint_file(path: str, write_fn, mode: str) -> None:
+    """atomic_write, with a failure (a full or failing disk) as one CheckpointWriteError."""
+    try:
+        atomic_write(path, write_fn, mode=mode)
+    except OSError as err:
+        raise CheckpointWriteError(_write_failure(path, f"{type(err).__name__}: {err}")) from err
+
+
+def _write_failure(path: str, why: str) -> str:
+    """The one-line message of a checkpoint file that could not be written: what failed, which
+    checkpoint the pointer still names, and what to do."""
+    pointer = osp.join(osp.dirname(path), "checkpoint")
+    previous = None
+    if osp.isfile(pointer):
+        with open(pointer) as f:
+            previous = f.readline().strip() or None
+    kept = f"{pointer} names {previous}, which is kept" if previous else "no earlier checkpoint of this run exists"
+    return (f"could not write {path} ({why}); {kept}. Is the disk full or failing? Free space (or choose "
+            "another --output-dir), then run the same command again to resume")
 
 
 def _verify_checkpoint(fpath: str, state: dict) -> None:
@@ -103,9 +132,7 @@ def _verify_checkpoint(fpath: str, state: dict) -> None:
     if not ok:
         if osp.exists(fpath):
             os.remove(fpath)
-        raise OSError(f"checkpoint {fpath} was written but does not read back ({why}); it was removed and "
-                      f"{osp.join(osp.dirname(fpath), 'checkpoint')} still names the previous checkpoint. "
-                      "Is the disk full or failing?")
+        raise CheckpointWriteError(_write_failure(fpath, f"it did not read back, {why}; the file was removed"))
 
 
 def load_checkpoint(fpath: str) -> dict:
