@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import ROOT, fixed_batch
+from dassl.utils import read_image
 from trainers import feature_cache
 from trainers.clip_backbone import l2_normalize
 
@@ -90,8 +91,10 @@ def test_trainers_use_the_cache_only_with_deterministic_transforms(build_tiny_tr
         build_tiny_trainer("CoOp", COOP_TINY, "MODEL.BACKBONE.CACHE_IMAGE_FEATURES", "True")
 
 
-def test_dataset_wrapper_keeps_deterministic_reads_and_refuses_random_transforms(build_tiny_trainer):
-    """DATALOADER.CACHE_IMAGES: the second read of an item is the first one, from memory."""
+def test_dataset_wrapper_keeps_deterministic_reads_and_refuses_random_transforms(build_tiny_trainer, monkeypatch):
+    """DATALOADER.CACHE_IMAGES: the second read of an image is the first one, from memory, in
+    every loader of the process (the runs of an in-process sweep), until the file changes."""
+    from dassl.data import data_manager
     from dassl.data.data_manager import DatasetWrapper
     from dassl.data.transforms import build_transform
 
@@ -101,12 +104,29 @@ def test_dataset_wrapper_keeps_deterministic_reads_and_refuses_random_transforms
     cfg.DATALOADER.CACHE_IMAGES = True
     data = trainer.dm.dataset.train_x
     transform = build_transform(cfg, is_train=True)
+    data_manager.clear_image_memo()
+    reads = []
+    monkeypatch.setattr(data_manager, "read_image", lambda path: reads.append(path) or read_image(path))
     cached = DatasetWrapper(cfg, data, transform, is_train=True)
     plain = DatasetWrapper(trainer.cfg, data, transform, is_train=True)
     first = cached[1]
-    first["img"] = None  # a caller changing its item must not change the cache
+    first_read = first["img"]
+    first["img"] = None  # a caller changing its item must not change the memo
     assert torch.equal(cached[1]["img"], plain[1]["img"]) and cached[1]["label"] == plain[1]["label"]
-    assert list(cached.memo) == [1]
+    assert reads == [data[1].impath] * 3  # the cached wrapper's first read, and plain's two
+    another_run = DatasetWrapper(cfg, data, transform, is_train=True)
+    assert torch.equal(another_run[1]["img"], first_read) and len(reads) == 3
+    resized = cfg.clone()
+    resized.INPUT.SIZE = (16, 16)  # another transform is another entry
+    assert DatasetWrapper(resized, data, build_transform(resized, is_train=True), is_train=True)[1]["img"].shape[-1] == 16
+    assert len(reads) == 4
+    stat = os.stat(data[1].impath)
+    os.utime(data[1].impath, ns=(0, 0))  # the file changed (a re-rendered dataset): read again
+    try:
+        DatasetWrapper(cfg, data, transform, is_train=True)[1]
+    finally:
+        os.utime(data[1].impath, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert len(reads) == 5
     cfg.INPUT.TRANSFORMS = ["random_flip", "normalize"]
     with pytest.raises(ValueError, match="random_flip"):
         DatasetWrapper(cfg, data, build_transform(cfg, is_train=True), is_train=True)

@@ -1,7 +1,7 @@
 """Run EMPL and the methods it is compared with on the same datasets, seeds and budget; print the table.
 
     python tools/compare.py                                   # bundled data, default trainers, 1 seed
-    python tools/compare.py --protocol all --in-process --seeds 1 2 3 --std   # the main job (scripts/quickstart.sh)
+    python tools/compare.py --protocol all --in-process --jobs 2 --seeds 1 2 3 --std   # the main job (scripts/quickstart.sh)
     python tools/compare.py --root data --datasets synthetic_shapes --trainers CoOp EMPL_CoOp \
         --seeds 1 --cfg tiny --shots 4 --output-dir output/compare -- OPTIM.MAX_EPOCH 1
     python tools/compare.py --root $DATA --datasets eurosat dtd --cfg vit_b16_ep50_ctxv1 --seeds 1 2 3
@@ -11,7 +11,8 @@ Every trainer runs through tools/run_protocol.py (same layout, skip/resume rules
 without --cfg, the bundled benchmark's: bundled for base-to-new, bundled_xd for the transfer
 protocols' source training), the same shots, seeds and extra config opts (after '--'), so the
 budgets match. --protocol takes several protocols (or all); the transfer protocols share their
-source runs. --in-process runs everything in this process (tools/run_protocol.run_in_process). A trainer that is
+source runs. --in-process runs train.py's main() in a Python process (tools/run_protocol.run_in_process), and
+--jobs N spreads the runs over a work queue of N such processes (tools/work_queue.py). A trainer that is
 not registered or has no such config is skipped with a one-line note. Then tools/make_tables.py
 prints the side-by-side table of the trainers and datasets compared (and writes it, with CSV,
 under OUTPUT_DIR/tables; plots with --plots).
@@ -59,7 +60,11 @@ def main(argv=None, out=None) -> int:
     parser.add_argument("--protocol", nargs="+", default=["base2new"],
                         help="base2new, cross_dataset, domain_generalization, or all (the three)")
     parser.add_argument("--in-process", action="store_true",
-                        help="every run in this process (faster: imports once, shared image features)")
+                        help="runs call train.py's main() in a Python process instead of starting train.py "
+                             "(faster: imports once, shared images and image features)")
+    parser.add_argument("--jobs", type=int, default=0,
+                        help="run in a work queue over this many worker processes of one thread each "
+                             "(longest runs first, progress and time to go; default 0: one after another)")
     parser.add_argument("--plots", help="folder for the PNG plots")
     parser.add_argument("--no-tables", action="store_true",
                         help="only run (for parallel groups of trainers; a later call makes the tables)")
@@ -84,7 +89,7 @@ def main(argv=None, out=None) -> int:
         if not runs:
             raise run_protocol.ProtocolError(f"none of the trainers {args.trainers} can run here (see the notes above)")
         n_failed = run_protocol.execute(runs, dry_run=args.dry_run, out=out, verbose=args.verbose,
-                                        in_process=args.in_process)
+                                        in_process=args.in_process, jobs=args.jobs)
         if args.dry_run or args.no_tables:
             return 1 if n_failed else 0
         trainers = sorted({r.trainer for r in runs})

@@ -444,16 +444,19 @@ def run_in_process(run: Run):
 
 
 def execute(runs: Sequence[Run], dry_run: bool = False, out=None, verbose: bool = False,
-            in_process: bool = False) -> int:
-    """Run (or, with dry_run, print) every unfinished run in order; return the number that failed.
-    An evaluation whose training run failed in this call is not attempted.
+            in_process: bool = False, jobs: int = 0) -> int:
+    """Run (or, with dry_run, print) every unfinished run; return the number that failed. An
+    evaluation whose training run failed in this call is not attempted.
 
     A run's own output is in its log.txt; here each run prints one line with its accuracy and
     time (the last lines of its output when it fails). verbose streams the output instead.
-    in_process: every run in this process (run_in_process) instead of one train.py each."""
+    in_process: runs call train.py's main() in a Python process (run_in_process) instead of
+    starting train.py each. jobs = 0: one run after another, in this process. jobs >= 1: a work
+    queue over that many worker processes of one thread each (tools/work_queue.py): longest runs
+    first, each evaluation as soon as its training run is done, every dataset generated once
+    before its runs, and a line per finished run with the runs left and the time to go."""
     out = out or sys.stdout
-    failed = set()
-    n_failed = 0
+    todo = []
     for run in runs:
         state = run_state(run)
         if state == "finished":
@@ -461,7 +464,13 @@ def execute(runs: Sequence[Run], dry_run: bool = False, out=None, verbose: bool 
                 " (its config.yaml differs from this command's config; its results stand: use another "
                 "--output-dir to run the new config)")
             print(f"[skip: finished] {run.output_dir}{note}", file=out)
-            continue
+        else:
+            todo.append((run, state))
+    if jobs >= 1 and not dry_run and todo:
+        return _execute_queue(todo, jobs, out, in_process)
+    failed = set()
+    n_failed = 0
+    for run, state in todo:
         if run.depends_on is not None and id(run.depends_on) in failed:
             print(f"[skip: its training run failed] {run.output_dir}", file=out)
             failed.add(id(run))
@@ -471,25 +480,127 @@ def execute(runs: Sequence[Run], dry_run: bool = False, out=None, verbose: bool 
             print(command_line(run), file=out, flush=True)
         if dry_run:
             continue
-        set_aside_interrupted(run, state)
-        start = time.time()
-        if in_process:
-            returncode, output = run_in_process(run)
-            if verbose:
-                print(output, file=out)
-        else:
-            proc = subprocess.run(run.argv, **({} if verbose else dict(capture_output=True, text=True)))
-            returncode, output = proc.returncode, "" if verbose else proc.stdout + proc.stderr
-        if returncode != 0 or not is_finished(run.output_dir, run.eval_only):
-            if not verbose:
-                tail = output.strip().splitlines()[-FAILURE_TAIL_LINES:]
-                print("\n".join("    " + line for line in tail), file=out)
-            print(f"[failed: exit {returncode}] {run.output_dir}", file=out, flush=True)
+        returncode, output, seconds = run_once(run, state, in_process, verbose, out)
+        ok, lines = report(run, returncode, output, seconds, verbose)
+        if lines:
+            print("\n".join(lines), file=out, flush=True)
+        if not ok:
             failed.add(id(run))
             n_failed += 1
-        elif not verbose:
-            accuracy = parse_test_res.last_metric(output.splitlines(), "accuracy", end_signal=None)
-            print(f"    accuracy {accuracy or '?'}%, {time.time() - start:.1f} s", file=out, flush=True)
+    return n_failed
+
+
+def run_once(run: Run, state: str, in_process: bool, verbose: bool = False, out=None, one_thread: bool = False):
+    """Run one unfinished run: (exit status, its output, seconds). Its earlier log (and config,
+    when it starts over) is set aside first. one_thread: a train.py process gets one thread."""
+    set_aside_interrupted(run, state)
+    start = time.time()
+    if in_process:
+        returncode, output = run_in_process(run)
+        if verbose:
+            print(output, file=out)
+    else:
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1") if one_thread else None
+        proc = subprocess.run(run.argv, env=env, **({} if verbose else dict(capture_output=True, text=True)))
+        returncode, output = proc.returncode, "" if verbose else proc.stdout + proc.stderr
+    return returncode, output, time.time() - start
+
+
+def report(run: Run, returncode: int, output: str, seconds: float, verbose: bool, prefix: str = ""):
+    """(whether a finished run succeeded, the lines that say so: its accuracy and time, or the
+    tail of its output and the failure)."""
+    if returncode != 0 or not is_finished(run.output_dir, run.eval_only):
+        tail = [] if verbose else ["    " + line for line in output.strip().splitlines()[-FAILURE_TAIL_LINES:]]
+        return False, tail + [f"{prefix}[failed: exit {returncode}] {run.output_dir}"]
+    if verbose:
+        return True, []
+    accuracy = parse_test_res.last_metric(output.splitlines(), "accuracy", end_signal=None)
+    if prefix:
+        return True, [f"{prefix}{run.output_dir}: accuracy {accuracy or '?'}%, {seconds:.1f} s"]
+    return True, [f"    accuracy {accuracy or '?'}%, {seconds:.1f} s"]
+
+
+# Scheduling hints for the work queue: seconds per training epoch and per evaluation run of a
+# trainer on the bundled benchmark (2-core CPU, one thread; the images' features cached). Only
+# their ratios matter: they order the queue (longest first) and scale the time-to-go estimate;
+# a wrong value changes neither a run nor its numbers.
+EPOCH_SECONDS = {"CoOp": 0.1, "KgCoOp": 0.1, "ProDA": 0.3, "CoCoOp": 0.45, "MaPLe": 0.75, "PromptSRC": 0.8,
+                 "EMPL_CoOp": 0.5, "EMPL_ProDA": 0.6, "EMPL_MaPLe": 1.2}
+EVAL_SECONDS = {"CoCoOp": 2.5, "MaPLe": 2.5, "PromptSRC": 2.5, "EMPL_MaPLe": 3.0}
+DEFAULT_EPOCH_SECONDS, DEFAULT_EVAL_SECONDS, DATASET_SECONDS = 0.3, 0.3, 5.0
+
+
+def estimated_seconds(run: Run) -> float:
+    """A run's cost for the queue's order and time-to-go (see EPOCH_SECONDS)."""
+    evaluation = EVAL_SECONDS.get(run.trainer, DEFAULT_EVAL_SECONDS)
+    if run.eval_only:
+        return evaluation
+    config_file = run.argv[run.argv.index("--config-file") + 1]
+    return EPOCH_SECONDS.get(run.trainer, DEFAULT_EPOCH_SECONDS) * max_epoch(config_file, run.argv) + evaluation
+
+
+def prepare_dataset(argv: Sequence[str]) -> str:
+    """Build a run's dataset once, which generates a bundled task's images and split on first
+    use, so that the runs reading it can start side by side. Returns what it printed."""
+    import contextlib
+    import io
+
+    import train
+    from dassl.data.datasets import build_dataset
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        cfg = train.setup_cfg(train.build_parser().parse_args(list(argv[2:])))
+        cfg.defrost()
+        cfg.DATASET.NUM_SHOTS = 0  # the split itself; each run draws its few-shot set
+        cfg.DATASET.SUBSAMPLE_CLASSES = "all"
+        build_dataset(cfg)
+    return printed.getvalue()
+
+
+def _execute_queue(todo, jobs: int, out, in_process: bool) -> int:
+    """execute()'s work queue (tools/work_queue.py); returns the number of failed runs."""
+    from tools import work_queue
+
+    prepared: Dict[str, work_queue.Job] = {}
+    by_run: Dict[int, work_queue.Job] = {}
+    queue: List[work_queue.Job] = []
+    for run, state in todo:
+        key = run.argv[run.argv.index("--dataset-config-file") + 1] + "|" + run.argv[run.argv.index("--root") + 1]
+        if key not in prepared:
+            prepared[key] = work_queue.Job(f"dataset {run.dataset}", prepare_dataset, (run.argv,), DATASET_SECONDS)
+            queue.append(prepared[key])
+        deps = [prepared[key]] + ([by_run[id(run.depends_on)]] if id(run.depends_on) in by_run else [])
+        job = work_queue.Job(run.output_dir, run_once, (run, state, in_process, False, None, True),
+                             estimated_seconds(run), deps, run)
+        by_run[id(run)] = job
+        queue.append(job)
+    n_failed = 0
+
+    def on_done(job, value, seconds, progress):
+        nonlocal n_failed
+        if job.payload is None:  # a dataset
+            if isinstance(value, BaseException):
+                progress.write(f"[failed] {job.name}: {type(value).__name__}: {value}")
+                return False
+            if "Generating" in value:
+                progress.write(f"[{progress.status()}] {job.name}: generated in {seconds:.1f} s")
+            return True
+        if isinstance(value, BaseException):
+            value = (1, f"{type(value).__name__}: {value}", seconds)
+        returncode, output, seconds = value
+        ok, lines = report(job.payload, returncode, output, seconds, False, prefix=f"[{progress.status()}] ")
+        progress.write("\n".join(lines))
+        n_failed += 0 if ok else 1
+        return ok
+
+    def on_skip(job, progress):
+        if job.payload is not None:
+            progress.write(f"[skip: what it needs failed] {job.payload.output_dir}")
+
+    print(f"{len(todo)} runs ({len(prepared)} datasets to read or generate first) in a queue over {jobs} worker "
+          f"process(es) of one thread each", file=out, flush=True)
+    work_queue.run_jobs(queue, jobs, on_done, on_skip, stream=out, processes=in_process)
     return n_failed
 
 

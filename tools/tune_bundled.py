@@ -170,22 +170,30 @@ def main(argv=None, out=None) -> int:
     parser.add_argument("--select", choices=SELECTIONS,
                         help="selection rule for every trainer (default: SELECT_DEFAULT, else base)")
     parser.add_argument("--subprocess", action="store_true", help="one train.py process per run (default: in-process)")
+    parser.add_argument("--jobs", type=int, default=0,
+                        help="every run of every point in one work queue over this many worker processes")
     run_protocol.add_run_arguments(parser, seeds=(1, 2), output_dir=os.path.join("output", "tune"))
     parser.set_defaults(root=compare.BUNDLED["root"], cfg=compare.BUNDLED["cfg"]["base2new"])
     args = parser.parse_args(argv)
     rows, chosen = [], []
     try:
+        planned = {}  # trainer -> {point: evals}
+        all_runs = []
         for trainer in args.trainers:
             points = [""] if run_protocol.is_eval_only(trainer) else args.points or (GRID.get(trainer) or [""])
-            results = {}
+            planned[trainer] = {}
             for point in points:
                 runs, evals = point_runs(trainer, point, args.tasks, args.seeds, args.root, args.output_dir,
                                          args.shots, args.cfg, args.python)
-                n_failed = run_protocol.execute(runs, dry_run=args.dry_run, out=out, verbose=args.verbose,
-                                                in_process=not args.subprocess)
-                if n_failed:
-                    print(f"{n_failed} run(s) of {trainer} [{point}] failed", file=out)
-                results[point] = summarize(evals)
+                all_runs += runs
+                planned[trainer][point] = evals
+        n_failed = run_protocol.execute(all_runs, dry_run=args.dry_run, out=out, verbose=args.verbose,
+                                        in_process=not args.subprocess, jobs=args.jobs)
+        if n_failed:
+            print(f"{n_failed} run(s) failed", file=out)
+        for trainer, point_evals in planned.items():
+            points = list(point_evals)
+            results = {point: summarize(evals) for point, evals in point_evals.items()}
             scored = {p: r for p, r in results.items() if r}
             rule = args.select or SELECT_DEFAULT.get(trainer, "base")
             best = max(scored, key=lambda p: scored[p][rule]) if scored else None

@@ -62,9 +62,10 @@ _C.DATALOADER.RETURN_IMG0 = False  # also return the un-augmented image
 # Ours: True reads every image of every split once when the data are built and drops the
 # unreadable ones (reporting how many); False (Dassl) stops at the first unreadable image.
 _C.DATALOADER.SKIP_CORRUPT_IMAGES = False
-# Ours: True keeps each item's transformed image(s) in memory after its first read, so later
-# epochs skip decoding and transforming. Only for deterministic INPUT.TRANSFORMS (an error
-# otherwise) and data that fit in memory (the bundled benchmark's 32x32 images).
+# Ours: True keeps each image's transformed tensor(s) in memory after its first read, for the
+# whole process: later epochs, and later runs of an in-process sweep, skip decoding and
+# transforming. Only for deterministic INPUT.TRANSFORMS (an error otherwise) and data that fit
+# in memory (the bundled benchmark's 32x32 images).
 _C.DATALOADER.CACHE_IMAGES = False
 _C.DATALOADER.TRAIN_X = CN()
 _C.DATALOADER.TRAIN_X.SAMPLER = "RandomSampler"

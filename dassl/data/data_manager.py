@@ -1,4 +1,6 @@
 """DataManager, DatasetWrapper and build_data_loader (Dassl's ``dassl.data.data_manager``)."""
+import os
+
 import torch
 import torchvision.transforms as T
 from tabulate import tabulate
@@ -209,6 +211,17 @@ class DataManager:
         print(tabulate(rows))
 
 
+# DATALOADER.CACHE_IMAGES: (image file, its mtime and size, how it is transformed) -> the item's
+# image entries. Shared by every loader of the process, so that the runs of an in-process sweep
+# (tools/run_protocol.py --in-process) decode each image once.
+_IMAGE_MEMO = {}
+
+
+def clear_image_memo() -> None:
+    """Forget every image DATALOADER.CACHE_IMAGES kept (tests)."""
+    _IMAGE_MEMO.clear()
+
+
 class DatasetWrapper(TorchDataset):
     """Torch dataset over a list of Datum: reads each image and applies the transform(s).
 
@@ -232,8 +245,10 @@ class DatasetWrapper(TorchDataset):
         if "normalize" in cfg.INPUT.TRANSFORMS:
             to_tensor.append(T.Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD))
         self.to_tensor = T.Compose(to_tensor)
-        # DATALOADER.CACHE_IMAGES: idx -> the item's image entries, kept after the first read
-        self.memo = {} if cfg.DATALOADER.get("CACHE_IMAGES", False) else None
+        # DATALOADER.CACHE_IMAGES: the item's image entries are kept after their first read, in
+        # the process-wide memo (_IMAGE_MEMO) under memo_keys[idx]
+        self.memo = _IMAGE_MEMO if cfg.DATALOADER.get("CACHE_IMAGES", False) else None
+        self.memo_keys = {}
         random_ones = random_choices(cfg)
         if self.memo is not None and random_ones:
             raise ValueError(
@@ -245,21 +260,37 @@ class DatasetWrapper(TorchDataset):
         return len(self.data_source)
 
     def __getitem__(self, idx):
-        if self.memo is not None:
-            if idx not in self.memo:
-                self.memo[idx] = self._read_item(idx)
-            return dict(self.memo[idx])
-        return self._read_item(idx)
-
-    def _read_item(self, idx):
         item = self.data_source[idx]
         output = {"label": item.label, "domain": item.domain, "impath": item.impath, "index": idx}
+        if self.memo is None:
+            return {**output, **self._read_images(item.impath)}
+        key = self.memo_keys.get(idx)
+        if key is None:
+            key = self.memo_keys[idx] = self._memo_key(item.impath)
+        if key not in self.memo:
+            self.memo[key] = self._read_images(item.impath)
+        return {**output, **self.memo[key]}
+
+    def _memo_key(self, impath):
+        """What decides an image's entries: the file (its mtime and size catch a re-rendered
+        dataset) and every setting of how it is read and transformed."""
         try:
-            img0 = read_image(item.impath)
+            stat = os.stat(impath)
+            version = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            version = None  # _read_images reports the missing file
+        return (os.path.abspath(impath), version, repr(self.transform), self.k_tfm, self.return_img0,
+                repr(self.to_tensor) if self.return_img0 else "")
+
+    def _read_images(self, impath):
+        """{'img': ..., ['img2', ...,] ['img0']} of one image file."""
+        output = {}
+        try:
+            img0 = read_image(impath)
         except UnreadableImageError:
             raise
         except (OSError, ValueError, SyntaxError) as err:  # PIL raises these for bad files
-            raise UnreadableImageError(f"cannot read image {item.impath}: {err}") from err
+            raise UnreadableImageError(f"cannot read image {impath}: {err}") from err
 
         if self.transform is None:
             output["img"] = img0

@@ -1,0 +1,81 @@
+"""The work queue of the main job (tools/work_queue.py, run_protocol.execute(jobs=N)): order,
+dependencies, failures, progress, and numbers equal to one-after-another runs."""
+import io
+import threading
+
+import torch
+
+from tools import compare, work_queue
+
+
+def _jobs_with_a_log():
+    log, lock = [], threading.Lock()
+
+    def work(name, ok=True):
+        with lock:
+            log.append(name)
+        if not ok:
+            raise RuntimeError(f"{name} failed")
+        return name
+
+    def job(name, cost, *deps, ok=True):
+        return work_queue.Job(name, work, (name, ok), cost, list(deps), payload=name)
+
+    return log, job
+
+
+def test_longest_ready_job_first_and_dependents_after_success_only():
+    log, job = _jobs_with_a_log()
+    short, long_ = job("short", 1.0), job("long", 5.0)
+    after_short = job("after short", 9.0, short)
+    broken = job("broken", 0.5, ok=False)
+    after_broken = job("after broken", 9.0, broken)
+    after_that = job("after that", 1.0, after_broken)
+    done, skipped = [], []
+
+    def on_done(j, value, seconds, progress):
+        done.append((j.name, progress.done))
+        return not isinstance(value, BaseException)
+
+    out = io.StringIO()
+    result = work_queue.run_jobs([short, long_, after_short, broken, after_broken, after_that], 1, on_done,
+                                 lambda j, progress: skipped.append(j.name), stream=out, processes=False)
+    # One worker: the longest ready job first; "after short" becomes ready (cost 9) once "short"
+    # is done and then goes before the cheaper "broken".
+    assert log == ["long", "short", "after short", "broken"]
+    assert [name for name, _ in done] == log and [n for _, n in done] == [1, 2, 3, 4]
+    assert skipped == ["after broken", "after that"]  # and their dependents, transitively
+    assert result[id(short)] and not result[id(broken)] and not result[id(after_that)]
+
+
+def test_progress_estimates_the_time_to_go_from_the_cost_done():
+    jobs = [work_queue.Job(str(i), print, (), cost) for i, cost in enumerate((1.0, 3.0))]
+    progress = work_queue.Progress(jobs, io.StringIO())
+    assert progress.eta_seconds() is None and "0/2 done, 2 left" in progress.status()
+    progress.start -= 10.0  # 10 s for the first quarter of the cost: 30 s to go
+    progress.advance(jobs[0])
+    assert abs(progress.eta_seconds() - 30.0) < 0.5 and progress.status().startswith("1/2 done, 1 left")
+
+
+def test_queued_main_job_equals_runs_one_after_another(synthetic_root, tmp_path):
+    """compare.py --jobs 2 (two spawned workers, each run where it falls) gives the table of the
+    same runs one after another in this process, to the last digit: a run's numbers do not
+    depend on its worker or on the runs before it."""
+    common = ["--root", str(synthetic_root), "--datasets", "synthetic_shapes", "--trainers", "ZeroshotCLIP", "CoOp",
+              "EMPL_CoOp", "--seeds", "1", "2", "--cfg", "tiny", "--shots", "4", "--in-process"]
+    opts = ["--", "OPTIM.MAX_EPOCH", "1", "INPUT.TRANSFORMS", "['normalize']",
+            "MODEL.BACKBONE.CACHE_IMAGE_FEATURES", "True", "DATALOADER.CACHE_IMAGES", "True"]
+    queued = io.StringIO()
+    assert compare.main(common + ["--output-dir", str(tmp_path / "queued"), "--jobs", "2"] + opts, out=queued) == 0
+    text = queued.getvalue()
+    assert "10 runs (1 datasets to read or generate first) in a queue over 2 worker process(es)" in text
+    assert "[11/11 done, 0 left" in text
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a worker
+    try:
+        serial = io.StringIO()
+        assert compare.main(common + ["--output-dir", str(tmp_path / "serial")] + opts, out=serial) == 0
+    finally:
+        torch.set_num_threads(threads)
+    tables = [(tmp_path / run / "tables" / "base2new.csv").read_text() for run in ("queued", "serial")]
+    assert tables[0] == tables[1] and "EMPL_CoOp" in tables[0]
