@@ -8,21 +8,23 @@ scene is in ``classes``, everything else is drawn at random, independently (the 
 correlations do not hold here). Labels follow ``classes``' order, so with SUBSAMPLE_CLASSES the
 first half are the base classes and the rest the new ones (CoOp's rule).
 
-Base-to-new tasks (mirroring the real suite's variety), 20 or more classes each:
+Base-to-new tasks (mirroring the real suite's variety):
 
-| task | like | classes | domain |
+| task | like | classes (base + new; held-out) | domain |
 |---|---|---|---|
-| WorldObjects | Caltech101 | 20 families (coarse) | photo |
-| WorldBreeds | Oxford Pets, Cars | 24 members of 3 families: same silhouette, one modifier apart | photo |
-| WorldTextures | DTD | 20 textures, as close-ups | photo |
-| WorldAerial | EuroSAT | 20 background scenes seen from above | aerial (blue cast) |
+| WorldObjects | Caltech101 | 8 + 8 families (coarse); 9 | photo |
+| WorldBreeds | Oxford Pets, Cars | 12 + 12 members of 3 families: same silhouette, one marking apart; 16 | photo |
+| WorldTextures | DTD | 8 + 8 textures, as close-ups; 8 | photo |
+| WorldAerial | EuroSAT | 8 + 8 background scenes seen from above; 8 | aerial (blue cast) |
 
 Cross-dataset source: WorldNet (ImageNet-like: 25 members, one of each family); its restyled
 copies WorldNetSketch, -Inverted, -Noisy and -Cluttered are the domain-generalization targets.
 
 Each base-to-new task also names ``heldout`` classes: world words of the same kind that no
-task tests on. ``<Task>Heldout`` datasets hold them; tuning (tools/tune_bundled.py) measures
-new-class behaviour on them, never on the test's new classes.
+task tests on, at least as many as its new classes. ``<Task>Heldout`` datasets hold them;
+tuning (tools/tune_bundled.py) measures new-class behaviour on them, never on the test's new
+classes. A vocabulary is dealt into base, new and held-out classes in turn (``_deal``), so the
+three are alike: validation on the held-out classes stands for the new ones.
 """
 from typing import Dict
 
@@ -33,7 +35,7 @@ from datasets.common import GeneratedDataset
 
 from . import render, world
 
-TASK_VERSION = 2  # bump when a task's rendering or classes change: its images are re-made
+TASK_VERSION = 3  # bump when a task's rendering or classes change: its images are re-made
 
 
 class WorldTask(GeneratedDataset):
@@ -46,9 +48,9 @@ class WorldTask(GeneratedDataset):
     heldout: Dict[str, Dict[str, str]] = {}
     style = "photo"
     zero_shot_template = "a photo of a {}."
-    # 32 train images per class, so that the 16 shots differ between seeds as in CoOp; 100 test
-    # images per class: 1000 per half of a 20-class task (a standard error of about 1.5 points).
-    counts = {"train": 32, "val": 20, "test": 100}
+    # 32 train images per class, so that the 16 shots differ between seeds as in CoOp; 120 test
+    # images per class: 960 per half of a 16-class task (a standard error of about 1.5 points).
+    counts = {"train": 32, "val": 20, "test": 120}
     seed = 0
 
     def classnames_in_order(self):
@@ -71,22 +73,31 @@ def _members(names):
     return {m: {"member": m} for m in names}
 
 
+def _deal(words):
+    """(base, new, held-out): the words dealt in turn, so that each group is a like sample of
+    the vocabulary; held-out gets the remainder (at least as many as new)."""
+    words = list(words)
+    return words[1::3], words[2::3], words[0::3]
+
+
 _FAMILY_NAMES = list(world.FAMILIES)
-_OBJECT_FAMILIES = _FAMILY_NAMES[:20]
-# Breeds: 3 families; base = modifiers 0-3 of each, new = modifiers 4-7.
+_OBJECT_BASE, _OBJECT_NEW, _OBJECT_HELDOUT = _deal(_FAMILY_NAMES)
+# Breeds: 3 families; base = markings 0-3 of each, new = markings 4-7; held-out: the members of
+# two other families (bird, fish), every marking.
 _BREED_FAMILIES = ("dog", "cat", "mammal")
 _BREEDS = [world.FAMILIES[f][i] for half in (range(4), range(4, 8)) for f in _BREED_FAMILIES for i in half]
-_TEXTURES = list(world.TEXTURES)
-_SCENES = list(world.SCENES)
+_BREEDS_HELDOUT = list(world.FAMILIES["bird"]) + list(world.FAMILIES["fish"])
+_TEXTURE_BASE, _TEXTURE_NEW, _TEXTURE_HELDOUT = _deal(world.TEXTURES)
+_SCENE_BASE, _SCENE_NEW, _SCENE_HELDOUT = _deal(world.SCENES)
 
 
 @DATASET_REGISTRY.register()
 class WorldObjects(WorldTask):
-    """20 family classes (coarse categories, Caltech-like), objects in the photo domain."""
+    """16 family classes (coarse categories, Caltech-like), objects in the photo domain."""
 
     dataset_dir = "world_objects"
-    classes = _families(_OBJECT_FAMILIES)
-    heldout = _families(_FAMILY_NAMES[20:])
+    classes = _families(_OBJECT_BASE + _OBJECT_NEW)
+    heldout = _families(_OBJECT_HELDOUT)
 
 
 @DATASET_REGISTRY.register()
@@ -96,28 +107,29 @@ class WorldBreeds(WorldTask):
 
     dataset_dir = "world_breeds"
     classes = _members(_BREEDS)
-    heldout = _members(world.FAMILIES["bird"])
+    heldout = _members(_BREEDS_HELDOUT)
+    counts = {"train": 32, "val": 20, "test": 100}  # 1200 per half of its 24 classes
 
 
 @DATASET_REGISTRY.register()
 class WorldTextures(WorldTask):
-    """20 texture classes as close-ups in two random colours (DTD-like)."""
+    """16 texture classes as close-ups in two random colours (DTD-like)."""
 
     dataset_dir = "world_textures"
     zero_shot_template = "a photo of a {} pattern."
-    classes = {t: {"kind": "texture", "texture": t} for t in _TEXTURES[:20]}
-    heldout = {t: {"kind": "texture", "texture": t} for t in _TEXTURES[20:]}
+    classes = {t: {"kind": "texture", "texture": t} for t in _TEXTURE_BASE + _TEXTURE_NEW}
+    heldout = {t: {"kind": "texture", "texture": t} for t in _TEXTURE_HELDOUT}
 
 
 @DATASET_REGISTRY.register()
 class WorldAerial(WorldTask):
-    """20 background scenes seen from far above, under a blue colour cast (EuroSAT-like): zero-shot is
+    """16 background scenes seen from far above, under a blue colour cast (EuroSAT-like): zero-shot is
     weak, the image features still tell the scenes apart."""
 
     dataset_dir = "world_aerial"
     zero_shot_template = "a photo of a {} scene."
-    classes = {s: {"kind": "scene", "scene": s} for s in _SCENES[:20]}
-    heldout = {s: {"kind": "scene", "scene": s} for s in _SCENES[20:]}
+    classes = {s: {"kind": "scene", "scene": s} for s in _SCENE_BASE + _SCENE_NEW}
+    heldout = {s: {"kind": "scene", "scene": s} for s in _SCENE_HELDOUT}
     style = "aerial"
 
 

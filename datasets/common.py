@@ -128,6 +128,9 @@ class CoOpDataset(DatasetBase):
         self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
 
         train, val, test = self.load_splits()
+        # Every class of the dataset in label order, before SUBSAMPLE_CLASSES keeps base or new
+        # (EMPL's strict open vocabulary removes them all).
+        self.all_classnames = [name for _, name in sorted({(x.label, x.classname) for x in train + test})]
         if self.val_is_test:  # ImageNet: no val split; the test set doubles as val
             train, _ = self.fewshot(train)
             train, test = self.subsample_classes(train, test, subsample=self.subsample)

@@ -93,8 +93,23 @@ def test_unseen_words_never_hold_a_training_class_name(empl_coop):
     assert len(set(drawn)) > 100 and not forbidden & set(drawn)
 
 
+def test_strict_vocabulary_leaves_out_every_class_of_the_dataset(build_tiny_trainer):
+    """VOCAB_EXCLUDE training (the default) removes the run's own classes, so a base-class run can
+    draw the new classes' names; VOCAB_EXCLUDE dataset removes base and new alike."""
+    base = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "DATASET.SUBSAMPLE_CLASSES", "base")
+    strict = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "DATASET.SUBSAMPLE_CLASSES", "base",
+                                "TRAINER.EMPL.VOCAB_EXCLUDE", "dataset")
+    every = strict.dm.dataset.all_classnames
+    new_names = name_words(every) - name_words(base.dm.dataset.classnames)
+    assert len(every) > len(base.dm.dataset.classnames) and new_names
+    assert new_names & set(base.open_vocab.words)  # the default can draw a new class's name
+    assert not name_words(every) & set(strict.open_vocab.words)
+    assert set(strict.open_vocab.words) == set(base.open_vocab.words) - new_names
+
+
 def test_condition_image_gives_each_image_its_chains(build_tiny_trainer):
-    trainer = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.CONDITION", "image", "TRAINER.EMPL.N_PROMPTS", 2)
+    trainer = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.CONDITION", "image", "TRAINER.EMPL.N_PROMPTS", 2,
+                                 "TRAINER.EMPL.PERSISTENT", False)
     images, labels = fixed_batch(trainer, 3)
     with torch.no_grad():
         image_features = trainer.model.encode_image(images)
@@ -114,21 +129,56 @@ def test_inference_modes(build_tiny_trainer):
     coop_logits = trainer.model(images)  # CoOp's forward on the anchor
     trainer.refresh_calibration()  # a training run does this in before_train and save_model
     predictions = {}
-    for mode in ("anchor", "amortized", "sample"):
+    for mode in ("anchor", "amortized", "sample", "sample_batch"):
         trainer.cfg.defrost()
         trainer.cfg.TRAINER.EMPL.INFERENCE = mode
         trainer.clear_eval_cache()
         with torch.no_grad():
             first, second = trainer.model_inference(images), trainer.model_inference(images)
         assert first.shape == coop_logits.shape and torch.isfinite(first).all()
-        # anchor and amortized reuse one cached feature set per evaluation; sample redraws per batch.
-        assert torch.equal(first, second) == (mode != "sample")
+        # anchor and amortized reuse one cached feature set per evaluation; sample draws each
+        # image's chains from that image's own seed (the same again); sample_batch draws anew.
+        assert torch.equal(first, second) == (mode != "sample_batch")
         predictions[mode] = first
     # anchor mode is CoOp's prediction: one softmax.
     assert torch.allclose(predictions["anchor"], F.log_softmax(coop_logits, -1), atol=1e-5)
     assert not torch.allclose(predictions["amortized"], predictions["anchor"])
     # Each mode's output is the log of a mixture of softmaxes: a distribution.
     assert torch.allclose(predictions["sample"].exp().sum(-1), torch.ones(len(images)), atol=1e-5)
+
+
+def test_default_prediction_depends_on_its_image_alone(build_tiny_trainer):
+    """Inductive by default: an image's prediction is the same whatever the other images of its
+    batch are and wherever it sits (same batch size, so the same kernels: bit equality holds on
+    any CPU). The transductive mode's prediction moves with the batch."""
+    trainer = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.INFERENCE", get_cfg_default_inference())
+    trainer.refresh_calibration()
+    trainer.set_model_mode("eval")
+    images, _ = fixed_batch(trainer, 8)
+    others = torch.randn(3, *images.shape[1:], generator=torch.Generator().manual_seed(5))
+    batches = [images[:4], torch.cat([images[:1], others]), torch.cat([others[:2], images[:1], others[2:]])]
+    positions = [0, 0, 2]
+    predictions = {}
+    for mode in ("sample", "sample_batch"):
+        trainer.cfg.defrost()
+        trainer.cfg.TRAINER.EMPL.INFERENCE = mode
+        outputs = []
+        for batch, position in zip(batches, positions):
+            trainer.clear_eval_cache()
+            with torch.no_grad():
+                outputs.append(trainer.model_inference(batch)[position])
+        predictions[mode] = outputs
+    assert all(torch.equal(p, predictions["sample"][0]) for p in predictions["sample"])
+    assert not torch.allclose(predictions["sample_batch"][0], predictions["sample_batch"][1])
+
+
+def get_cfg_default_inference():
+    from dassl.config import get_cfg_default
+    from train import extend_cfg
+
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    return cfg.TRAINER.EMPL.INFERENCE
 
 
 def test_sgld_noise_leaves_the_global_rng_and_data_order_alone(build_tiny_trainer):
@@ -227,6 +277,8 @@ def test_save_then_load_reproduces_anchor_mode_logits(build_tiny_trainer, tmp_pa
         (("TRAINER.EMPL.SGLD_LAYERS", 9), "SGLD_LAYERS"),
         (("TRAINER.EMPL.CONDITION", "class"), "CONDITION"),
         (("TRAINER.EMPL.SGLD_GRADIENT", "linear"), "SGLD_GRADIENT"),
+        (("TRAINER.EMPL.CONDITION", "image", "TRAINER.EMPL.PERSISTENT", True), "PERSISTENT False"),
+        (("TRAINER.EMPL.VOCAB_EXCLUDE", "base"), "VOCAB_EXCLUDE"),
     ],
 )
 def test_bad_empl_config_is_a_clear_error(build_tiny_trainer, opts, message):
@@ -348,3 +400,27 @@ def test_sgld_diagnostics_tool_measures_each_setting(synthetic_root, tmp_path):
     assert len(rows) == 2
     z_warm, z_cold = (float(row[1]) for row in rows)
     assert z_cold < z_warm and z_cold < 0
+
+
+def test_two_stage_training_starts_from_the_host_runs_last_epoch(build_tiny_trainer, tmp_path):
+    """TRAINER.EMPL.HOST_RUN <folder>: EMPL_CoOp's context starts as the CoOp run's last epoch
+    left it (then EMPL trains); a folder without a model, or "auto" outside the driver, is one
+    clear error."""
+    coop = build_tiny_trainer("CoOp", "configs/trainers/CoOp/tiny.yaml", "TRAINER.COOP.N_CTX", 4,
+                              "TRAINER.COOP.CTX_INIT", "a photo of a", output_dir=tmp_path / "coop")
+    with torch.no_grad():
+        coop.model.prompt_learner.ctx.add_(torch.randn_like(coop.model.prompt_learner.ctx))
+    coop.save_model(2, str(tmp_path / "coop"))  # model.pth.tar-3: the last epoch
+    empl = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.HOST_RUN", str(tmp_path / "coop"),
+                              output_dir=tmp_path / "empl")
+    assert not torch.equal(empl.model.prompt_learner.ctx, coop.model.prompt_learner.ctx)
+    empl.start_from_host_run(empl.cfg.TRAINER.EMPL.HOST_RUN)
+    assert torch.equal(empl.model.prompt_learner.ctx, coop.model.prompt_learner.ctx)
+    with pytest.raises(FileNotFoundError, match="holds no model.pth.tar-N"):
+        empl.start_from_host_run(str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="protocol driver"):
+        empl.start_from_host_run("auto")
+    sixteen = build_tiny_trainer("CoOp", "configs/trainers/CoOp/tiny.yaml", output_dir=tmp_path / "coop16")
+    sixteen.save_model(0, str(tmp_path / "coop16"))
+    with pytest.raises(ValueError, match="HOST_RUN must be a training run of the host"):
+        empl.start_from_host_run(str(tmp_path / "coop16"))  # 16 context vectors: another prompt

@@ -9,6 +9,7 @@ from trainers.multi_prompt_losses import (
     free_energy,
     mixture_nll,
     open_vocabulary_loss,
+    per_prompt_cross_entropy,
     proda_diagonal_gaussian_bound_loss,
     proda_gaussian_bound_loss,
     prompt_context_decorrelation,
@@ -124,3 +125,17 @@ def test_free_energy_and_orthogonality():
     assert prompt_orthogonality(eye).item() == 0.0
     same = torch.ones(3, 1, 2) / math.sqrt(2)
     assert prompt_orthogonality(same).item() == pytest.approx(1.0)
+
+
+def test_per_prompt_cross_entropy_is_the_mean_of_each_prompts_loss():
+    logits = torch.randn(3, 4, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    labels = torch.tensor([0, 4, 2, 2])
+    expected = sum(F.cross_entropy(logits[s], labels) for s in range(3)) / 3
+    # fp32 inside, against a float64 sum of 12 terms: a few float32 ulps.
+    assert per_prompt_cross_entropy(logits, labels).item() == pytest.approx(expected.item(), rel=1e-6)
+    # Two prompts that classify and a third that does not (uniform): per prompt, the third costs
+    # its full cross-entropy (log 5) / 3; in the mixture the others hide it (at most log 3/2).
+    good = 10.0 * F.one_hot(labels, 5).double().expand(2, 4, 5)
+    with_blind = torch.cat([good, torch.zeros(1, 4, 5, dtype=torch.float64)])
+    assert per_prompt_cross_entropy(with_blind, labels) - per_prompt_cross_entropy(good, labels) > 0.5
+    assert mixture_nll(with_blind, labels) - mixture_nll(good, labels) < math.log(1.5)

@@ -116,7 +116,7 @@ def test_anchor_gradient_follows_the_drift_taken_at_the_anchor():
     decay = math.exp(-alpha / (2 * prior_std**2))  # the prior's exact (OU) step
     h = anchor[0].clone()
     for _ in range(6):
-        h = anchor[0] + decay * (h - anchor[0]) - 0.5 * alpha * r**2 * slope
+        h = anchor[0] + decay * (h - anchor[0]) - prior_std**2 * (1 - decay) * r**2 * slope
     assert torch.allclose(result.samples[0], h.expand(3, 1, 2), atol=1e-6)
     exact = langevin_sample(anchor, energy, n_chains=3, n_steps=6, step_size=alpha, noise_std=0.0, prior_std=prior_std)
     assert not torch.allclose(exact.samples, result.samples, atol=1e-3)  # the curvature matters here
@@ -213,3 +213,62 @@ def test_init_offset_starts_the_chains_there_in_units_of_r():
     with pytest.raises(ValueError, match="init_offset"):
         langevin_sample(anchor, lambda h: 0.0 * h.sum((2, 3)), n_chains=3, n_steps=1, step_size=0.1,
                         init_offset=start)
+
+
+def test_linear_energy_settles_at_the_exact_stationary_mean():
+    """For E_data(H) = <g, H> and a prior of std sigma = p r, Langevin dynamics settle at
+    anchor - sigma^2 g. The drift weighted p^2 (1 - a) r^2 (matched to the exact prior step) lands
+    there at any step size; the Euler weight (alpha / 2) r^2 would overshoot by x / (1 - e^-x),
+    x = alpha / (2 p^2). Without noise the chains converge to that point deterministically."""
+    slope = torch.tensor([0.3, -0.2, 0.1])
+    anchor = torch.tensor([[[1.0, 2.0, 2.0]]])  # r = rms = sqrt(3)
+    r2 = anchor.pow(2).mean()
+    for prior_std, alpha in ((1.0, 0.5), (0.5, 2.0)):
+        result = langevin_sample(anchor, lambda h: (h * slope).flatten(2).sum(-1), n_chains=1, n_steps=400,
+                                 step_size=alpha, noise_std=0.0, prior_std=prior_std)
+        expected = anchor[0] - prior_std**2 * r2 * slope
+        assert torch.allclose(result.samples[0], expected, atol=1e-5), (prior_std, alpha)
+
+
+def test_backprop_full_runs_under_no_grad_as_evaluation_does():
+    """BACKPROP full keeps the chain's graph in training; under no_grad (evaluation) there is no
+    graph to keep, and the chains are those of BACKPROP detach."""
+    anchor = torch.randn(1, 2, 3)
+    energy = lambda h: h.pow(2).flatten(2).sum(-1)  # noqa: E731
+    kwargs = dict(n_chains=3, n_steps=2, step_size=0.1, init_std=0.5, prior_std=1.0)
+    with torch.no_grad():
+        full = langevin_sample(anchor, energy, backprop="full", generator=torch.Generator().manual_seed(0), **kwargs)
+    detach = langevin_sample(anchor, energy, backprop="detach", generator=torch.Generator().manual_seed(0), **kwargs)
+    assert torch.equal(full.samples, detach.samples)
+
+
+def test_gradient_scale_keeps_a_half_precision_energy_gradient_finite():
+    """An fp16 energy with a 1 / T_E factor (T_E = 1e-3) overflows fp16 in its backward pass;
+    scaled by T_E before the gradient and unscaled after, the chains follow the fp32 gradient."""
+    weight = torch.full((3, 3), 30.0)
+
+    def energy(h):  # fp16 layers, then the free energy in fp32 with its 1 / T_E, as EMPL's energy
+        return (h.half() @ weight.half()).float().sum((2, 3)) / 1e-3
+
+    anchor = torch.full((1, 2, 3), 40.0)
+    kwargs = dict(n_chains=1, n_steps=1, step_size=1e-6, noise_std=0.0, prior_std=0.0)
+    plain = langevin_sample(anchor, energy, **kwargs)
+    scaled = langevin_sample(anchor, energy, gradient_scale=1e-3, **kwargs)
+    reference = langevin_sample(anchor, lambda h: (h @ weight).sum((2, 3)) / 1e-3, **kwargs)
+    assert plain.rejected_steps == 1  # the unscaled fp16 gradient was inf: the step was rejected
+    assert scaled.rejected_steps == 0
+    assert torch.allclose(scaled.samples, reference.samples, rtol=1e-3)
+
+
+def test_the_data_energy_at_the_chains_end_is_evaluated_once():
+    calls = []
+
+    def energy(h):
+        calls.append(h.shape)
+        return h.pow(2).flatten(2).sum(-1)
+
+    langevin_sample(torch.ones(1, 2, 3), energy, n_chains=2, n_steps=3, step_size=0.1, prior_std=1.0,
+                    generator=torch.Generator().manual_seed(0), compare_prior_only=True)
+    # 3 steps, then the chains' end once (energy after and the comparison share it) and the
+    # prior-only chains' end.
+    assert len(calls) == 3 + 1 + 1

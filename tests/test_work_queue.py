@@ -1,6 +1,7 @@
 """The work queue of the main job (tools/work_queue.py, run_protocol.execute(jobs=N)): order,
 dependencies, failures, progress, and numbers equal to one-after-another runs."""
 import io
+import os
 import threading
 
 import torch
@@ -79,3 +80,26 @@ def test_queued_main_job_equals_runs_one_after_another(synthetic_root, tmp_path)
         torch.set_num_threads(threads)
     tables = [(tmp_path / run / "tables" / "base2new.csv").read_text() for run in ("queued", "serial")]
     assert tables[0] == tables[1] and "EMPL_CoOp" in tables[0]
+
+
+def test_two_stage_plan_trains_the_host_first_and_once(synthetic_root, tmp_path):
+    """TRAINER.EMPL.HOST_RUN auto: the driver plans the host's training run on the same data,
+    seed and shots (the host's own run when it is planned too), makes the EMPL run depend on it
+    and passes its folder; end to end the EMPL run starts from it."""
+    from tools import run_protocol
+
+    kwargs = dict(seeds=[1], root=str(synthetic_root), output_root=str(tmp_path / "out"), cfg="tiny", shots=4,
+                  extra_opts=["OPTIM.MAX_EPOCH", "1", "TRAINER.COOP.N_CTX", "4", "TRAINER.COOP.CTX_INIT", "a photo of a",
+                              "TRAINER.EMPL.HOST_RUN", "auto"])  # the host's prompt is EMPL_CoOp's
+    alone = run_protocol.plan("base2new", ["EMPL_CoOp"], ["synthetic_shapes"], out=io.StringIO(), **kwargs)
+    both = run_protocol.plan("base2new", ["CoOp", "EMPL_CoOp"], ["synthetic_shapes"], out=io.StringIO(), **kwargs)
+    host, empl = alone[0], alone[1]
+    assert host.trainer == "CoOp" and not host.eval_only and empl.trainer == "EMPL_CoOp" and empl.depends_on is host
+    assert empl.argv[-2:] == ["TRAINER.EMPL.HOST_RUN", host.output_dir]
+    coop_train = [r for r in both if r.trainer == "CoOp" and not r.eval_only]
+    assert len(coop_train) == 1 and coop_train[0].output_dir == host.output_dir
+    assert next(r for r in both if r.trainer == "EMPL_CoOp" and not r.eval_only).depends_on is coop_train[0]
+    printed = io.StringIO()
+    assert run_protocol.execute(alone, out=printed, in_process=True) == 0, printed.getvalue()
+    log = open(os.path.join(empl.output_dir, "log.txt")).read()
+    assert f"Two-stage training: starting from the host's run {host.output_dir} (epoch 1)" in log

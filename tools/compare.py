@@ -80,10 +80,8 @@ def main(argv=None, out=None) -> int:
             protocol = run_protocol.normalize_protocol(protocol)
             names = args.datasets or list(BUNDLED["datasets"][protocol])
             kwargs = dict(run_protocol.run_kwargs(args, extra_opts), cfg=args.cfg or BUNDLED["cfg"][protocol])
-            for run in run_protocol.plan(protocol, args.trainers, names, out=out, **kwargs):
-                if run.depends_on is not None:  # cross-dataset and DG share their source runs
-                    run.depends_on = by_folder.get(run.depends_on.output_dir, run.depends_on)
-                by_folder.setdefault(run.output_dir, run)
+            # cross-dataset and DG share their source runs
+            run_protocol.merge_runs(by_folder, run_protocol.plan(protocol, args.trainers, names, out=out, **kwargs))
             datasets += names
         runs = list(by_folder.values())
         if not runs:

@@ -44,8 +44,8 @@ def trainer_prompts(trainer):
     if isinstance(trainer, EMPLMixin):
         with trainer.autocast():
             hidden, eot = trainer.prefix_states([learner.classes])
-            condition = trainer.calibration_features()
-            features, _, result = trainer.sampled_features(hidden, eot, condition, sample=True, allow_per_image=False)
+            calibration = trainer.calibration_features()
+            features, _, result = trainer.sampled_features(hidden, eot, calibration, sample=True, condition="batch")
         anchors = trainer.split_text.context_states(hidden[:, 0]).unsqueeze(1)  # [K, 1, M, d]
         context = anchors if result is None else torch.cat([anchors, result.samples.type(anchors.dtype)], 1)
         split = trainer.split_text.split

@@ -56,6 +56,7 @@ class TrainerDefaults:
     base2new_cfg: str
     cross_dataset_cfg: str  # also used for domain generalization
     eval_only: bool = False
+    host: Optional[str] = None  # EMPL's host trainer (two-stage training starts from its run)
 
 
 # The protocols' defaults are written once, in scripts/protocols/defaults.txt, which the shell
@@ -75,12 +76,15 @@ def _setting(lines: List[List[str]], key: str) -> List[str]:
 
 
 def _trainer_defaults(lines: List[List[str]]) -> Dict[str, TrainerDefaults]:
-    """The lines `trainer NAME FOLDER BASE2NEW_CFG CROSS_DATASET_CFG [eval_only]`, in their order."""
+    """The lines `trainer NAME FOLDER BASE2NEW_CFG CROSS_DATASET_CFG [eval_only] [host=HOST]`, in
+    their order."""
     table = {}
     for words in lines:
         if words[0] == "trainer":
             name, folder, base2new_cfg, cross_dataset_cfg = words[1:5]
-            table[name] = TrainerDefaults(folder, base2new_cfg, cross_dataset_cfg, eval_only="eval_only" in words[5:])
+            hosts = [w.split("=", 1)[1] for w in words[5:] if w.startswith("host=")]
+            table[name] = TrainerDefaults(folder, base2new_cfg, cross_dataset_cfg, eval_only="eval_only" in words[5:],
+                                          host=hosts[0] if hosts else None)
     return table
 
 
@@ -102,6 +106,11 @@ PROTOCOL_DATASETS = {
     "domain_generalization": DOMAIN_GENERALIZATION_TARGETS,
 }
 PROTOCOL_ALIASES = {"b2n": "base2new", "xd": "cross_dataset", "dg": "domain_generalization"}
+
+
+# TRAINER.EMPL.HOST_RUN's value that asks this driver for two-stage training: the host's run of
+# the same data, seed and shots is planned first and its folder passed to the EMPL run.
+HOST_RUN_AUTO = "auto"
 
 
 class ProtocolError(ValueError):
@@ -174,21 +183,33 @@ def default_cfg(trainer: str, protocol: str) -> str:
     return defaults.base2new_cfg if protocol == "base2new" else defaults.cross_dataset_cfg
 
 
-def max_epoch(config_file: str, opts: Sequence[str]) -> int:
-    """OPTIM.MAX_EPOCH as train.py resolves it: trailing opts > config file > Dassl's default."""
-    opts = list(opts)
-    for i in range(len(opts) - 1):
-        if opts[i] == "OPTIM.MAX_EPOCH":
-            return int(opts[i + 1])
+def config_value(config_file: str, opts: Sequence[str], key: str):
+    """A config key's value for a run: the last KEY VALUE pair of opts, else the config file's
+    (yaml), else the default config's (dassl's defaults and every method's keys)."""
+    for i in range(len(opts) - 2, -1, -1):
+        if opts[i] == key:
+            return opts[i + 1]
     import yaml
 
     with open(config_file, encoding="utf-8") as f:
-        cfg = yaml.safe_load(f) or {}
-    if "MAX_EPOCH" in (cfg.get("OPTIM") or {}):
-        return int(cfg["OPTIM"]["MAX_EPOCH"])
+        node = yaml.safe_load(f) or {}
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if node is not None:
+        return node
+    import train
     from dassl.config import get_cfg_default
 
-    return int(get_cfg_default().OPTIM.MAX_EPOCH)
+    cfg = get_cfg_default()
+    train.extend_cfg(cfg)
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def max_epoch(config_file: str, opts: Sequence[str]) -> int:
+    """OPTIM.MAX_EPOCH as train.py resolves it: trailing opts > config file > Dassl's default."""
+    return int(config_value(config_file, list(opts), "OPTIM.MAX_EPOCH"))
 
 
 @dataclass
@@ -299,11 +320,32 @@ def plan_protocol(
     """The runs of one trainer in one protocol, each training run before the evaluations that
     load it. Mirrors scripts/protocols/*.sh (flags, folders, --load-epoch = last epoch)."""
     protocol = normalize_protocol(protocol)
+    given_cfg = cfg
     cfg = cfg or default_cfg(trainer, protocol)
     config_file = config_path(trainer, cfg)
     eval_only = is_eval_only(trainer)
     extra_opts = list(extra_opts)
     runs: List[Run] = []
+    host = TRAINER_DEFAULTS[trainer].host if trainer in TRAINER_DEFAULTS else None
+    two_stage = host is not None and str(config_value(config_file, extra_opts, "TRAINER.EMPL.HOST_RUN")) == HOST_RUN_AUTO
+
+    def host_training(dataset, seed) -> Optional[Run]:
+        """Two-stage training (TRAINER.EMPL.HOST_RUN auto): the host's training run on the same
+        data, seed and shots, planned as the host's own protocol plans it; None otherwise."""
+        if not two_stage:
+            return None
+        return plan_protocol(protocol, host, [dataset] if protocol == "base2new" else [], [seed], root,
+                             output_root, given_cfg, shots, source, extra_opts, python)[0]
+
+    def training(argv, output_dir, dataset, seed) -> Run:
+        """The training run, after its host's (two-stage) when it has one."""
+        first = host_training(dataset, seed)
+        if first is not None:
+            runs.append(first)
+            argv = argv + ["TRAINER.EMPL.HOST_RUN", first.output_dir]
+        run = Run(trainer, cfg, dataset, seed, output_dir, argv, False, first)
+        runs.append(run)
+        return run
     if eval_only:
         seeds = list(seeds)[:1]
     load_epoch = None if eval_only else str(max_epoch(config_file, extra_opts))
@@ -328,8 +370,7 @@ def plan_protocol(
                     subs = ("new",)
                     argv = train_argv(python, root, seed, trainer, dataset, config_file, train_dir,
                                        shot_opts + ["DATASET.SUBSAMPLE_CLASSES", "base", *extra_opts])
-                    train = Run(trainer, cfg, dataset, seed, train_dir, argv, False)
-                    runs.append(train)
+                    train = training(argv, train_dir, dataset, seed)
                 for sub in subs:
                     test_dir = os.path.join(output_root, "base2new", f"test_{sub}", common)
                     runs.append(eval_run(dataset, seed, test_dir, None if eval_only else train_dir,
@@ -344,8 +385,7 @@ def plan_protocol(
                 train_dir = os.path.join(output_root, source, trainer, f"{cfg}_{shots}shots", f"seed{seed}")
                 argv = train_argv(python, root, seed, trainer, source, config_file, train_dir,
                                    ["DATASET.NUM_SHOTS", str(shots), *extra_opts])
-                train = Run(trainer, cfg, source, seed, train_dir, argv, False)
-                runs.append(train)
+                train = training(argv, train_dir, source, seed)
             for dataset in targets:
                 test_dir = os.path.join(output_root, "evaluation", trainer, f"{cfg}_{shots}shots", dataset, f"seed{seed}")
                 runs.append(eval_run(dataset, seed, test_dir, None if eval_only else train.output_dir, [], train))
@@ -389,14 +429,24 @@ def plan(
     registered = registered_trainers()
     if list(trainers) == ["all"]:
         trainers = list(TRAINER_DEFAULTS)
-    runs = []
+    by_folder: Dict[str, Run] = {}
     for trainer in trainers:
         note = check_trainer(trainer, protocol, kwargs.get("cfg"), registered)
         if note:
             print(note, file=out)
             continue
-        runs += plan_protocol(protocol, trainer, datasets, **kwargs)
-    return runs
+        merge_runs(by_folder, plan_protocol(protocol, trainer, datasets, **kwargs))
+    return list(by_folder.values())
+
+
+def merge_runs(by_folder: Dict[str, Run], runs: Sequence[Run]) -> None:
+    """Add runs to {output folder: run}, in order; a run planned twice (a two-stage host's run
+    and the host's own, the source run of two transfer protocols) is kept once, and what
+    depends on it points at the kept one."""
+    for run in runs:
+        if run.depends_on is not None:
+            run.depends_on = by_folder.get(run.depends_on.output_dir, run.depends_on)
+        by_folder.setdefault(run.output_dir, run)
 
 
 def _shown(path: str) -> str:

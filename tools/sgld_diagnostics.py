@@ -61,7 +61,7 @@ def measure(trainer, batches, repeats: int):
         for _ in range(repeats):
             start = time.perf_counter()
             feats, per_image, result = trainer.sampled_features(
-                hidden, eot, image_features, allow_per_image=False, generator=generator, diagnose=True)
+                hidden, eot, image_features, condition="batch", generator=generator, diagnose=True)
             seconds.append(time.perf_counter() - start)
             stats = {k.replace("sgld_", ""): v for k, v in result.as_dict(prefix="sgld_").items()}
             stats.update({k.replace("sgld_", ""): v for k, v in feature_spread(feats).items()})

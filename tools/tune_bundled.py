@@ -23,6 +23,7 @@ only, so the new classes are never read.
 """
 import argparse
 import os
+import re
 import statistics
 import sys
 from typing import Dict, List, Sequence
@@ -34,42 +35,27 @@ if ROOT not in sys.path:
 import parse_test_res  # noqa: E402
 from tools import compare, make_tables, run_protocol  # noqa: E402
 
-# Candidate budgets per trainer (config opts over bundled.yaml). Every point costs at most 200
-# optimisation steps per run, so that the main job fits its 10-minute budget on 2 cores (longer
-# budgets did a little better on val; docs/BENCHMARK.md lists them). The chosen ones are in the
-# bundled.yaml files; docs/BENCHMARK.md has the table that chose them.
+# Candidate budgets per trainer (config opts over bundled.yaml): each method's recipe shape at
+# this scale (its context length and init, batch size and prompt depth as in bundled.yaml), over
+# learning rates and epochs up to where training accuracy saturates, with no cap on the steps;
+# CoOp also with CoOp's 16 randomly initialised context vectors. The chosen points are in the
+# bundled.yaml files; docs/BENCHMARK.md has the tables that chose them.
+_COOP_SHAPES = ("", "TRAINER.COOP.N_CTX 16 TRAINER.COOP.CTX_INIT '' ")
 GRID: Dict[str, List[str]] = {
-    "CoOp": [
-        "OPTIM.LR 0.05 OPTIM.MAX_EPOCH 20",
-        "OPTIM.LR 0.1 OPTIM.MAX_EPOCH 20",
-        "OPTIM.LR 0.2 OPTIM.MAX_EPOCH 20",
-    ],
-    "CoCoOp": [
-        "OPTIM.LR 0.01 OPTIM.MAX_EPOCH 10",
-        "OPTIM.LR 0.05 OPTIM.MAX_EPOCH 10",
-        "OPTIM.LR 0.1 OPTIM.MAX_EPOCH 10",
-    ],
-    "ProDA": [
-        "OPTIM.LR 0.05 OPTIM.MAX_EPOCH 20",
-        "OPTIM.LR 0.1 OPTIM.MAX_EPOCH 20",
-        "OPTIM.LR 0.2 OPTIM.MAX_EPOCH 20",
-    ],
-    "MaPLe": [
-        "OPTIM.LR 0.0035 OPTIM.MAX_EPOCH 5",
-        "OPTIM.LR 0.01 OPTIM.MAX_EPOCH 5",
-        "OPTIM.LR 0.035 OPTIM.MAX_EPOCH 5",
-    ],
+    "CoOp": [f"{shape}OPTIM.LR {lr} OPTIM.MAX_EPOCH {ep}"
+             for shape in _COOP_SHAPES for lr in ("0.05", "0.2") for ep in (25, 50, 100, 200)],
+    "CoCoOp": [f"OPTIM.LR {lr} OPTIM.MAX_EPOCH {ep}" for lr in ("0.02", "0.05", "0.1") for ep in (10, 25, 50)],
+    "ProDA": [f"OPTIM.LR {lr} OPTIM.MAX_EPOCH {ep}" for lr in ("0.05", "0.1", "0.2") for ep in (25, 50, 100)],
+    "MaPLe": [f"OPTIM.LR {lr} OPTIM.MAX_EPOCH {ep}" for lr in ("0.0035", "0.01", "0.035") for ep in (5, 10, 20)],
     # KgCoOp is CoOp plus one loss term: CoOp's chosen budget, and only the term's weight W
     # (1 and 8: the reference's train.py default and its scripts' value).
     "KgCoOp": [f"TRAINER.COOP.W {w}" for w in ("1.0", "2.0", "4.0", "8.0")],
-    # PromptSRC: MaPLe's budget (5 epochs of batch 4), the LR, and the self-regulating losses'
-    # weights at the reference's 25 / 10 and scaled to the world CLIP's width (x sqrt(64 / 512):
-    # an L1 mean over D dimensions shrinks as 1 / sqrt(D)).
+    # PromptSRC: MaPLe's chosen budget (its batch and epochs), the LR, and the self-regulating
+    # losses' weights at the reference's 25 / 10 and scaled to the world CLIP's width
+    # (x sqrt(64 / 512): an L1 mean over D dimensions shrinks as 1 / sqrt(D)).
     "PromptSRC": [
         f"OPTIM.LR {lr} TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT {text} TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT {image}"
-        for text, image, lrs in (("25", "10", ("0.0025", "0.0035", "0.01", "0.035", "0.1", "0.35")),
-                                 ("9", "4", ("0.0035", "0.035", "0.1")))
-        for lr in lrs
+        for text, image in (("25", "10"), ("9", "4")) for lr in ("0.0035", "0.01", "0.035")
     ],
 }
 # The EMPL trainers keep their host's chosen budget (bundled.yaml): EMPL adds sampling to a host,
@@ -89,10 +75,6 @@ _BEST = f"{_E}SGLD_LAYERS 4 {_E}PRIOR_STD 1.0 {_E}INIT_STD 1.0 {_E}SGLD_STEP_SIZ
 EMPL_GRID += [f"{_E}PERSISTENT False {_BEST} {_E}SGLD_STEPS 4 {_E}SGLD_GRADIENT anchor",
               f"{_E}PERSISTENT True {_BEST} {_E}SGLD_STEPS 1"]
 GRID["EMPL_CoOp"] = EMPL_GRID
-SELECTIONS = ("base", "H")
-SELECT_DEFAULT = {"EMPL_CoOp": "H", "EMPL_ProDA": "H", "EMPL_MaPLe": "H"}
-
-
 def parse_point(point: str) -> List[str]:
     """"KEY VALUE KEY VALUE" -> opts list (quotes allowed for empty values: '')."""
     import shlex
@@ -103,14 +85,31 @@ def parse_point(point: str) -> List[str]:
     return opts
 
 
+# Config keys that change only how a trained model is evaluated (EMPL's inference mode and its
+# test-time SGLD steps): grid points that differ only in them share their training runs.
+EVALUATION_KEYS = ("TRAINER.EMPL.INFERENCE", "TRAINER.EMPL.TEST_SGLD_STEPS")
+
+
+def _slug(opts: Sequence[str]) -> str:
+    """A grid point's folder name."""
+    return "-".join(o.replace("TRAINER.", "").replace("OPTIM.", "").replace("'", "") or "empty" for o in opts) or "default"
+
+
 def point_runs(trainer: str, point: str, tasks: Sequence[str], seeds: Sequence[int], root: str, output_root: str,
-               shots: int, cfg: str, python: str):
-    """(runs in order, {(task, seed): (val run, held-out run)}) of one grid point."""
+               shots: int, cfg: str, python: str, test_new: bool = False):
+    """(runs in order, {(task, seed): (val run, held-out run[, test-new run])}) of one grid point.
+    test_new: also evaluate on the test split's new classes of a bundled task (the agreement
+    report after the choice; the selection never reads it)."""
     opts = parse_point(point)
-    slug = "-".join(o.replace("TRAINER.", "").replace("OPTIM.", "").replace("'", "") or "empty" for o in opts) or "default"
+    # Keys that only change the evaluation: points that differ only in them share a training run.
+    train_opts = [x for pair in zip(opts[::2], opts[1::2]) if pair[0] not in EVALUATION_KEYS for x in pair]
+    slug, train_slug = _slug(opts), _slug(train_opts)
     config_file = run_protocol.config_path(trainer, cfg)
     eval_only = run_protocol.is_eval_only(trainer)
-    load_epoch = None if eval_only else str(run_protocol.max_epoch(config_file, opts))
+    load_epoch = None if eval_only else str(run_protocol.max_epoch(config_file, train_opts))
+    host = run_protocol.TRAINER_DEFAULTS[trainer].host if trainer in run_protocol.TRAINER_DEFAULTS else None
+    if host is None or str(run_protocol.config_value(config_file, opts, "TRAINER.EMPL.HOST_RUN")) != run_protocol.HOST_RUN_AUTO:
+        host = None
     runs, evals = [], {}
     for task in tasks:
         # Held-out classes: the bundled task's <task>_heldout dataset, else (a real dataset) the
@@ -121,20 +120,33 @@ def point_runs(trainer: str, point: str, tasks: Sequence[str], seeds: Sequence[i
                    (task, ["DATASET.SUBSAMPLE_CLASSES", "base_heldout", "TEST.SPLIT", "val"]))
         for seed in (seeds[:1] if eval_only else seeds):
             folder = os.path.join(output_root, trainer, slug, task, f"seed{seed}")
+            train_dir = os.path.join(output_root, trainer, train_slug, task, f"seed{seed}", "train")
             train = None
             if not eval_only:
-                argv = run_protocol.train_argv(python, root, seed, trainer, task, config_file, os.path.join(folder, "train"),
-                                               ["DATASET.NUM_SHOTS", str(shots), "DATASET.SUBSAMPLE_CLASSES", fit,
-                                                "TEST.SPLIT", "val", *opts])
-                train = run_protocol.Run(trainer, cfg, task, seed, os.path.join(folder, "train"), argv, False)
+                fit_opts = ["DATASET.NUM_SHOTS", str(shots), "DATASET.SUBSAMPLE_CLASSES", fit, "TEST.SPLIT", "val"]
+                first = None
+                if host is not None:  # two-stage: the host's run at its bundled budget (its own "" point)
+                    host_dir = os.path.join(output_root, host, "default", task, f"seed{seed}", "train")
+                    first = run_protocol.Run(host, cfg, task, seed, host_dir, run_protocol.train_argv(
+                        python, root, seed, host, task, run_protocol.config_path(host, cfg), host_dir, fit_opts), False)
+                    runs.append(first)
+                    opts_here = [*train_opts, "TRAINER.EMPL.HOST_RUN", host_dir]
+                else:
+                    opts_here = train_opts
+                argv = run_protocol.train_argv(python, root, seed, trainer, task, config_file, train_dir,
+                                               [*fit_opts, *opts_here])
+                train = run_protocol.Run(trainer, cfg, task, seed, train_dir, argv, False, first)
                 runs.append(train)
             pair = []
-            for name, dataset, extra in (("val_base", task, ["DATASET.SUBSAMPLE_CLASSES", fit, "TEST.SPLIT", "val"]),
-                                         ("heldout", *heldout)):
+            evaluations = [("val_base", task, ["DATASET.SUBSAMPLE_CLASSES", fit, "TEST.SPLIT", "val"]), ("heldout", *heldout)]
+            if test_new and has_heldout:
+                evaluations.append(("test_new", task, ["DATASET.SUBSAMPLE_CLASSES", "new"]))
+            for name, dataset, extra in evaluations:
                 out = os.path.join(folder, name)
                 argv = run_protocol.train_argv(python, root, seed, trainer, dataset, config_file, out, [])
                 if train is not None:
                     argv += ["--model-dir", train.output_dir, "--load-epoch", load_epoch]
+                # (HOST_RUN stays as the point sets it: evaluation loads the EMPL run itself.)
                 argv += ["--eval-only", "DATASET.NUM_SHOTS", "0", *extra, *opts]
                 run = run_protocol.Run(trainer, cfg, dataset, seed, out, argv, True, train)
                 runs.append(run)
@@ -143,21 +155,101 @@ def point_runs(trainer: str, point: str, tasks: Sequence[str], seeds: Sequence[i
     return runs, evals
 
 
+def _accuracy(run) -> float:
+    if not os.path.isfile(run.log_path):
+        return None  # a failed run (reported by execute) has no result
+    return parse_test_res.read_metric(run.log_path, "accuracy", parse_test_res.TEST_END_SIGNAL)
+
+
+def _training_seconds(run) -> float:
+    """The Elapsed line of a training run's log (0 for an evaluation-only point)."""
+    if run is None or not os.path.isfile(run.log_path):
+        return 0.0
+    with open(run.log_path, encoding="utf-8", errors="replace") as f:
+        found = re.findall(r"^Elapsed: (\d+):(\d\d):(\d\d)", f.read(), re.M)
+    return sum(int(h) * 3600 + int(m) * 60 + int(sec) for h, m, sec in found[-1:])
+
+
+def _evaluation_seconds(run) -> float:
+    """The last "Evaluation time" line of an evaluation run's log (the engine's test())."""
+    if not os.path.isfile(run.log_path):
+        return 0.0
+    with open(run.log_path, encoding="utf-8", errors="replace") as f:
+        found = re.findall(r"^Evaluation time: ([0-9.]+) s", f.read(), re.M)
+    return float(found[-1]) if found else 0.0
+
+
+def _mean_sd(values: Sequence[float]):
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
 def summarize(evals) -> Dict[str, float]:
-    """Mean over tasks and seeds of val base, held-out, and the H of those two means."""
-    base, held = [], []
-    for val_run, heldout_run in evals.values():
-        if not (os.path.isfile(val_run.log_path) and os.path.isfile(heldout_run.log_path)):
-            continue  # a failed run (reported by execute) has no result
-        b = parse_test_res.read_metric(val_run.log_path, "accuracy", parse_test_res.TEST_END_SIGNAL)
-        h = parse_test_res.read_metric(heldout_run.log_path, "accuracy", parse_test_res.TEST_END_SIGNAL)
-        if b is not None and h is not None:
-            base.append(b)
-            held.append(h)
-    if not base:
+    """A point's results: the means over tasks and seeds of val base and held-out and the H of
+    those means; the same per seed (each seed's task average) with their spread over seeds;
+    ``score_base`` / ``score_H``: mean minus that spread (what the selection rules maximise);
+    ``minutes``: the measured time of its training runs and of its val base and held-out
+    evaluations (the cost the selection weighs); ``test_new``: the test new classes' mean
+    where they were evaluated (after the choice)."""
+    by_seed: Dict[int, List[tuple]] = {}
+    test_new = []
+    seconds = 0.0
+    for (task, seed), runs in evals.items():
+        b, h = _accuracy(runs[0]), _accuracy(runs[1])
+        if b is None or h is None:
+            continue
+        by_seed.setdefault(seed, []).append((b, h))
+        seconds += _training_seconds(runs[0].depends_on) + _evaluation_seconds(runs[0]) + _evaluation_seconds(runs[1])
+        if len(runs) > 2 and _accuracy(runs[2]) is not None:
+            test_new.append(_accuracy(runs[2]))
+    if not by_seed:
         return {}
-    mb, mh = statistics.fmean(base), statistics.fmean(held)
-    return {"base": mb, "heldout": mh, "H": make_tables.harmonic_mean(mb, mh), "n": len(base)}
+    complete = max(len(v) for v in by_seed.values())
+    seed_base = [statistics.fmean(b for b, _ in v) for v in by_seed.values() if len(v) == complete]
+    seed_held = [statistics.fmean(h for _, h in v) for v in by_seed.values() if len(v) == complete]
+    seed_h = [make_tables.harmonic_mean(b, h) for b, h in zip(seed_base, seed_held)]
+    pairs = [pair for v in by_seed.values() for pair in v]
+    mb, mh = statistics.fmean(b for b, _ in pairs), statistics.fmean(h for _, h in pairs)
+    (base_m, base_sd), (held_m, held_sd), (h_m, h_sd) = _mean_sd(seed_base), _mean_sd(seed_held), _mean_sd(seed_h)
+    return {"base": mb, "heldout": mh, "H": make_tables.harmonic_mean(mb, mh), "n": len(pairs),
+            "base_sd": base_sd, "heldout_sd": held_sd, "H_sd": h_sd,
+            "score_base": base_m - base_sd, "score_H": h_m - h_sd, "minutes": seconds / 60,
+            "test_new": statistics.fmean(test_new) if test_new else None}
+
+
+# The selection rules. Each maximises a one-sided bound: the mean over seeds of a seed's task
+# average minus its standard deviation over seeds, so that a point that is better on average
+# only because one seed went well (or that diverges on some seeds) loses to a steadier one.
+# Points whose score is within TIE of the best are equal for the rule (the standard error of a
+# point's mean is about 1 point: 160 val images per task and seed); of those the one whose
+# training and evaluation took least time is chosen, so that a budget (or an inference mode's
+# cost) is paid for only when validation shows it buys accuracy.
+SELECTIONS = ("base", "H")
+SELECT_DEFAULT = {"EMPL_CoOp": "H", "EMPL_ProDA": "H", "EMPL_MaPLe": "H"}
+TIE = 0.5
+
+
+def choose(results: Dict[str, Dict[str, float]], rule: str):
+    """The chosen point of one trainer's results ({point: summarize(...)}), or None."""
+    scored = {p: r for p, r in results.items() if r}
+    if not scored:
+        return None
+    best = max(r[f"score_{rule}"] for r in scored.values())
+    eligible = [p for p, r in scored.items() if r[f"score_{rule}"] >= best - TIE]
+    return min(eligible, key=lambda p: (scored[p]["minutes"], -scored[p][f"score_{rule}"]))
+
+
+def agreement(results: Dict[str, Dict[str, float]]):
+    """(Pearson r, Spearman rho) over the points of held-out accuracy against test new accuracy,
+    or None with fewer than 3 points or a constant column."""
+    pairs = [(r["heldout"], r["test_new"]) for r in results.values() if r and r.get("test_new") is not None]
+    if len(pairs) < 3:
+        return None
+    from scipy import stats
+
+    held, new = zip(*pairs)
+    if len(set(held)) < 2 or len(set(new)) < 2:
+        return None  # a constant column has no correlation
+    return stats.pearsonr(held, new)[0], stats.spearmanr(held, new)[0]
 
 
 def main(argv=None, out=None) -> int:
@@ -172,49 +264,74 @@ def main(argv=None, out=None) -> int:
     parser.add_argument("--subprocess", action="store_true", help="one train.py process per run (default: in-process)")
     parser.add_argument("--jobs", type=int, default=0,
                         help="every run of every point in one work queue over this many worker processes")
+    parser.add_argument("--test-new-after-choice", action="store_true",
+                        help="after the choice is printed, evaluate every point on the bundled tasks' test new "
+                             "classes and report how well held-out accuracy tracked it (reads the test split)")
     run_protocol.add_run_arguments(parser, seeds=(1, 2), output_dir=os.path.join("output", "tune"))
     parser.set_defaults(root=compare.BUNDLED["root"], cfg=compare.BUNDLED["cfg"]["base2new"])
     args = parser.parse_args(argv)
-    rows, chosen = [], []
     try:
         planned = {}  # trainer -> {point: evals}
-        all_runs = []
+        by_folder = {}
         for trainer in args.trainers:
             points = [""] if run_protocol.is_eval_only(trainer) else args.points or (GRID.get(trainer) or [""])
             planned[trainer] = {}
             for point in points:
                 runs, evals = point_runs(trainer, point, args.tasks, args.seeds, args.root, args.output_dir,
-                                         args.shots, args.cfg, args.python)
-                all_runs += runs
+                                         args.shots, args.cfg, args.python, test_new=args.test_new_after_choice)
+                run_protocol.merge_runs(by_folder, runs)  # a two-stage host's run is its own "" point's
                 planned[trainer][point] = evals
-        n_failed = run_protocol.execute(all_runs, dry_run=args.dry_run, out=out, verbose=args.verbose,
+        n_failed = run_protocol.execute(list(by_folder.values()), dry_run=args.dry_run, out=out, verbose=args.verbose,
                                         in_process=not args.subprocess, jobs=args.jobs)
         if n_failed:
             print(f"{n_failed} run(s) failed", file=out)
-        for trainer, point_evals in planned.items():
-            points = list(point_evals)
-            results = {point: summarize(evals) for point, evals in point_evals.items()}
-            scored = {p: r for p, r in results.items() if r}
-            rule = args.select or SELECT_DEFAULT.get(trainer, "base")
-            best = max(scored, key=lambda p: scored[p][rule]) if scored else None
-            for point, r in results.items():
-                mark = "**chosen**" if point == best and len(points) > 1 else ""
-                rows.append([trainer, point or "(bundled.yaml)"] + ([f"{r['base']:.2f}", f"{r['heldout']:.2f}",
-                                                                     f"{r['H']:.2f}", str(r["n"])] if r else ["–"] * 4)
-                            + [mark])
-            if best is not None:
-                chosen.append((trainer, best))
     except run_protocol.ProtocolError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.dry_run:
         return 0
-    rules = args.select or ", ".join(f"{t}: {SELECT_DEFAULT.get(t, 'base')}" for t in args.trainers)
-    print(f"\n## Tuning on validation data (selection: {rules}; seeds {' '.join(map(str, args.seeds))}; "
+    results = {t: {p: summarize(evals) for p, evals in pe.items()} for t, pe in planned.items()}
+    rules = {t: args.select or SELECT_DEFAULT.get(t, "base") for t in planned}
+    rows = []
+    for trainer, point_results in results.items():
+        best = choose(point_results, rules[trainer]) if len(point_results) > 1 else None
+        for point, r in point_results.items():
+            cells = ["–"] * 5
+            if r:
+                cells = [f"{r['base']:.2f} ± {r['base_sd']:.2f}", f"{r['heldout']:.2f} ± {r['heldout_sd']:.2f}",
+                         f"{r['H']:.2f}", f"{r[f'score_{rules[trainer]}']:.2f}", f"{r['minutes']:.1f}"]
+            rows.append([trainer, point or "(bundled.yaml)", *cells, "**chosen**" if point == best else ""])
+    described = args.select or ", ".join(f"{t}: {rules[t]}" for t in planned)
+    print(f"\n## Tuning on validation data (selection: {described}; seeds {' '.join(map(str, args.seeds))}; "
           f"tasks {', '.join(args.tasks)})\n", file=out)
-    print(make_tables.md_table(["Trainer", "Config opts over bundled.yaml", "Val base", "Held-out", "H", "runs", ""],
-                               rows), file=out)
+    print("Val base and held-out: mean over tasks and seeds ± the std over seeds of each seed's task average. "
+          f"Score: the rule's quantity, mean minus std over seeds; the chosen point is the one with the least "
+          f"training and evaluation time (Minutes) among those within {TIE} of the best score.\n", file=out)
+    print(make_tables.md_table(["Trainer", "Config opts over bundled.yaml", "Val base", "Held-out", "H", "Score",
+                                "Minutes", ""], rows), file=out)
+    if args.test_new_after_choice:
+        print_agreement(results, out)
     return 0
+
+
+def print_agreement(results, out) -> None:
+    """After the choice: each point's held-out accuracy beside its test new accuracy, and their
+    correlation over each trainer's points."""
+    rows, notes = [], []
+    for trainer, point_results in results.items():
+        for point, r in point_results.items():
+            if r and r.get("test_new") is not None:
+                rows.append([trainer, point or "(bundled.yaml)", f"{r['heldout']:.2f}", f"{r['test_new']:.2f}"])
+        corr = agreement(point_results)
+        if corr is not None:
+            notes.append(f"{trainer}: Pearson r {corr[0]:+.2f}, Spearman rho {corr[1]:+.2f} over "
+                         f"{sum(1 for r in point_results.values() if r)} points")
+    if not rows:
+        return
+    print("\n## Held-out against test new classes (read after the choice, not for it)\n", file=out)
+    print(make_tables.md_table(["Trainer", "Config opts over bundled.yaml", "Held-out", "Test new"], rows), file=out)
+    for note in notes:
+        print(f"\n{note}", file=out)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,23 @@ def add_method_config(cfg):
     cfg.TRAINER.EMPL.BACKPROP = "detach"  # detach or full (through the chain)
     cfg.TRAINER.EMPL.N_UNSEEN = 4  # unseen words per batch
     cfg.TRAINER.EMPL.VOCAB_FILE = ""  # word list; empty = trainers/data/open_vocabulary.txt.gz (or a world CLIP's words)
+    # Which class names leave the open vocabulary: "training" (the run's own classes, the paper's
+    # setting: the names of classes it never sees, the test's new ones included, can be drawn) or
+    # "dataset" (strict: every class of the dataset, base and new).
+    cfg.TRAINER.EMPL.VOCAB_EXCLUDE = "training"
     cfg.TRAINER.EMPL.LAMBDA = 0.1  # weight of L_out
+    # L_in over the anchor and its samples: "mixture" (the NLL of their mean softmax) or
+    # "per_prompt" (the mean of each prompt's cross-entropy: the anchor must classify too).
+    # EMPL_ProDA keeps ProDA's Gaussian bound over them.
+    cfg.TRAINER.EMPL.IN_LOSS = "mixture"
     cfg.TRAINER.EMPL.OPEN_LOSS = "entropy"  # entropy, energy or none
-    cfg.TRAINER.EMPL.INFERENCE = "sample"  # sample, amortized or anchor
+    # sample (SGLD per test image: inductive), sample_batch (conditioned on the test batch:
+    # transductive; batches in a seeded random order), amortized or anchor (trainers/empl.py)
+    cfg.TRAINER.EMPL.INFERENCE = "sample"
+    cfg.TRAINER.EMPL.TEST_SGLD_STEPS = -1  # SGLD steps at evaluation; < 0: SGLD_STEPS
+    # Two-stage training (the paper starts EMPL from a trained CoOp or ProDA): "" starts from
+    # the host's CTX_INIT; a folder (a host training run's --output-dir) starts from that run's
+    # last epoch, then EMPL trains for its own OPTIM budget; "auto" lets tools/run_protocol.py
+    # (compare.py, quickstart.sh) train the host on the same data, seed and shots first and
+    # pass its folder.
+    cfg.TRAINER.EMPL.HOST_RUN = ""

@@ -8,6 +8,9 @@
   S samples of logits become a loss and a prediction: `multi_prompt_loss` /
   `multi_prompt_prediction`, the mixture over all prompts by default (a host may override them).
 """
+import hashlib
+import os
+import re
 import warnings
 from contextlib import nullcontext
 from typing import Collection, Dict, List, Optional, Sequence, Tuple
@@ -15,7 +18,8 @@ from typing import Collection, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .clip_backbone import LOCAL_CLIP_VOCABULARIES, ClassPrompts, eot_positions, l2_normalize, replace_tokens
-from .multi_prompt_losses import free_energy, mixture_log_probs, mixture_nll, open_vocabulary_loss
+from .multi_prompt_losses import (free_energy, mixture_log_probs, mixture_nll, open_vocabulary_loss,
+                                  per_prompt_cross_entropy)
 from .open_vocab import OpenVocabulary
 from .sgld import BACKPROPS, SGLD_GRADIENTS, SGLDResult, langevin_sample, sgld_options
 
@@ -27,7 +31,17 @@ EVAL_SEED_OFFSET = 2_000_003
 # How far (rms, in units of rms(anchor)) chains went where SGLD_GRADIENT anchor was measured to
 # give exact SGLD's accuracy on the bundled benchmark (0.64 r; at 1.15 r it did not): docs/EMPL.md.
 LINEARISATION_CHECKED_DISTANCE = 0.75
-INFERENCE_MODES = ("sample", "amortized", "anchor")
+# Inference: "sample" runs SGLD for each test image on that image alone (inductive: a prediction
+# depends on its image and the seed); "sample_batch" conditions the chains on the whole test
+# batch (transductive: a prediction depends on the other images of its batch, which are then
+# drawn in a seeded random order); "amortized" conditions once, on training images saved with
+# the checkpoint; "anchor" does not sample.
+INFERENCE_MODES = ("sample", "sample_batch", "amortized", "anchor")
+TRANSDUCTIVE_MODES = ("sample_batch",)
+VOCAB_EXCLUDES = ("training", "dataset")
+IN_LOSSES = ("mixture", "per_prompt")
+# A share of rejected (non-finite) SGLD steps above which the sampler's settings are suspect.
+REJECTED_WARNING_SHARE = 0.05
 
 
 class LayerSplitText:
@@ -104,6 +118,16 @@ def check_empl_cfg(empl) -> None:
             raise ValueError(f"TRAINER.EMPL.{key} must be >= 0, got {empl[key]}")
     if empl.SGLD_STEP_SIZE <= 0 or empl.ENERGY_TEMP <= 0:
         raise ValueError("TRAINER.EMPL.SGLD_STEP_SIZE and ENERGY_TEMP must be > 0")
+    if empl.IN_LOSS not in IN_LOSSES:
+        raise ValueError(f"TRAINER.EMPL.IN_LOSS must be one of {IN_LOSSES}, got {empl.IN_LOSS!r}")
+    if empl.VOCAB_EXCLUDE not in VOCAB_EXCLUDES:
+        raise ValueError(f"TRAINER.EMPL.VOCAB_EXCLUDE must be one of {VOCAB_EXCLUDES}, got {empl.VOCAB_EXCLUDE!r}")
+    if empl.PERSISTENT and empl.CONDITION == "image":
+        raise ValueError(
+            "TRAINER.EMPL.PERSISTENT True continues each training step's chains from the previous step's, "
+            "which needs chains that outlive a batch; with CONDITION image the chains belong to the images of "
+            "one batch: set PERSISTENT False, or CONDITION batch"
+        )
 
 
 def feature_spread(features: torch.Tensor) -> Dict[str, float]:
@@ -161,9 +185,10 @@ class EMPLMixin:
         deep_blocks = list(self.text_deep_prompts() or ())
         self.split_text = LayerSplitText(self.model.text_encoder, empl.SGLD_LAYERS, learner.n_ctx, deep_blocks)
         self.open_vocab = OpenVocabulary(
-            self.dm.dataset.classnames, empl.VOCAB_FILE, seed=max(self.cfg.SEED, 0),
+            self.vocabulary_exclusions(), empl.VOCAB_FILE, seed=max(self.cfg.SEED, 0),
             default_words=LOCAL_CLIP_VOCABULARIES.get(self.cfg.MODEL.BACKBONE.NAME, ()))
-        print(f"Open vocabulary: {len(self.open_vocab)} words, {empl.N_UNSEEN} unseen words per batch")
+        print(f"Open vocabulary: {len(self.open_vocab)} words without the {empl.VOCAB_EXCLUDE} class names, "
+              f"{empl.N_UNSEEN} unseen words per batch")
         # SGLD noise comes from private generators, not torch's global RNG, so the batches and
         # augmentations a run sees do not depend on the EMPL settings (a sweep over N_PROMPTS or
         # SGLD_STEPS compares runs on the same data), and an evaluation draws the same prompts
@@ -173,6 +198,8 @@ class EMPLMixin:
         self.eval_generator = torch.Generator(device=self.device)
         self.clear_eval_cache()
         self.warned_linearisation = False  # check_linearisation_range warns once per trainer
+        self.sgld_steps_seen = [0, 0]  # [rejected, attempted] chain-steps, for check_rejected_steps
+        self.warned_rejected = False
         # PERSISTENT: the training chains' last offsets from their anchors, in units of r
         # ([K, N, M, d]), and those of the prior-only chains beside them; the next training
         # step's chains start there, as replay buffers do in EBM training, so fewer SGLD_STEPS
@@ -180,6 +207,67 @@ class EMPLMixin:
         self.persistent_offsets: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         if not hasattr(learner, "calibration_features"):  # amortized mode's condition (refresh_calibration)
             learner.register_buffer("calibration_features", torch.zeros(0))
+        if empl.INFERENCE in TRANSDUCTIVE_MODES:
+            # A prediction depends on its batch: never batches of one class (the loaders' order).
+            print(f"TRAINER.EMPL.INFERENCE {empl.INFERENCE} is transductive: each prediction depends on the other "
+                  "images of its test batch; the evaluation batches are drawn in a seeded random order")
+            self.test_loader = self.seeded_order_loader(self.test_loader)
+            if self.val_loader is not None:
+                self.val_loader = self.seeded_order_loader(self.val_loader)
+
+    def start_from_host_run(self, host_run: str) -> None:
+        """Two-stage training (TRAINER.EMPL.HOST_RUN): load the prompt learner of a host training
+        run's last epoch before EMPL's own training starts."""
+        if host_run == "auto":
+            raise ValueError(
+                "TRAINER.EMPL.HOST_RUN auto asks the protocol driver (tools/run_protocol.py, compare.py, "
+                "scripts/quickstart.sh) to train the host first and pass its folder; with train.py alone, "
+                "pass the --output-dir of the host's training run (or leave the key empty to start from CTX_INIT)"
+            )
+        name = self.get_model_names()[0]
+        folder = os.path.join(host_run, name)
+        files = os.listdir(folder) if os.path.isdir(folder) else []
+        epochs = [int(m.group(1)) for m in map(re.compile(r"^model\.pth\.tar-(\d+)$").match, files) if m]
+        if not epochs:
+            raise FileNotFoundError(
+                f"TRAINER.EMPL.HOST_RUN {host_run} holds no model.pth.tar-N under {name}/: it must be the "
+                "--output-dir of a finished training run of the host (CoOp for EMPL_CoOp, ProDA for EMPL_ProDA, "
+                "MaPLe for EMPL_MaPLe) with the same classes and prompt settings"
+            )
+        print(f"Two-stage training: starting from the host's run {host_run} (epoch {max(epochs)})")
+        self._loading_host_run = True  # load_model's errors then say what to fix in HOST_RUN
+        try:
+            self.load_model(host_run, epoch=max(epochs))
+        finally:
+            self._loading_host_run = False
+
+    def model_dir_fix(self) -> str:
+        if getattr(self, "_loading_host_run", False):
+            return ("TRAINER.EMPL.HOST_RUN must be a training run of the host (CoOp for EMPL_CoOp, ProDA for "
+                    "EMPL_ProDA, MaPLe for EMPL_MaPLe) with the same classes and prompt settings (N_CTX, CTX_INIT)")
+        return super().model_dir_fix()
+
+    def seeded_order_loader(self, loader):
+        """The loader's items (this process's share of them) in an order drawn from cfg.SEED."""
+        from dassl.data.data_manager import loader_like
+
+        indices = list(loader.sampler)
+        order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(self.sgld_seed + EVAL_SEED_OFFSET))
+        return loader_like(loader, sampler=[indices[i] for i in order.tolist()])
+
+    def vocabulary_exclusions(self) -> List[str]:
+        """The class names the open vocabulary leaves out (TRAINER.EMPL.VOCAB_EXCLUDE)."""
+        dataset = self.dm.dataset
+        if self.empl_cfg.VOCAB_EXCLUDE == "training":
+            return list(dataset.classnames)
+        every = getattr(dataset, "all_classnames", None)
+        if every is None:
+            raise ValueError(
+                f"TRAINER.EMPL.VOCAB_EXCLUDE dataset removes every class of the dataset from the open vocabulary, "
+                f"but {type(dataset).__name__} does not list them (this repository's datasets record all_classnames): "
+                "add it to the dataset, or use VOCAB_EXCLUDE training"
+            )
+        return list(every)
 
     # ------------------------------------------------------------------ resume
     def resume_state(self) -> dict:
@@ -216,9 +304,13 @@ class EMPLMixin:
         return self.cfg.TRAINER.EMPL
 
     def multi_prompt_loss(self, logits, labels, anchor_features):
-        """L_in: the NLL of the mean softmax over all prompts, logits [K, S, B, V] -> (loss,
-        the mixture's log-probabilities [B, V] for the accuracy)."""
+        """L_in over all prompts, logits [K, S, B, V] -> (loss, the mixture's log-probabilities
+        [B, V] for the accuracy). IN_LOSS mixture: the NLL of the mean softmax (the anchor may
+        leave the classifying to its samples); per_prompt: the mean of every prompt's own
+        cross-entropy (the anchor and each sample must classify)."""
         logits = logits.flatten(0, 1)
+        if self.empl_cfg.IN_LOSS == "per_prompt":
+            return per_prompt_cross_entropy(logits, labels), mixture_log_probs(logits)
         return mixture_nll(logits, labels), mixture_log_probs(logits)
 
     def multi_prompt_prediction(self, logits):
@@ -226,15 +318,36 @@ class EMPLMixin:
         return mixture_log_probs(logits.flatten(0, 1))
 
     def sample_prompts(
-        self, anchor: torch.Tensor, energy_fn, generator: Optional[torch.Generator] = None, **options,
+        self, anchor: torch.Tensor, energy_fn, generator=None, n_steps: Optional[int] = None, **options,
     ) -> SGLDResult:
         """langevin_sample with the TRAINER.EMPL settings (sgld_options). Chains draw their noise
-        from `generator`, else from the training generator. options: langevin_sample's per-call
+        from `generator` (one, or one per anchor), else from the training generator; n_steps
+        replaces SGLD_STEPS (evaluation: TEST_SGLD_STEPS). options: langevin_sample's per-call
         keywords (compute_energy_after, compare_prior_only, init_offset, reference_init_offset,
         keep_reference)."""
-        return langevin_sample(
-            anchor, energy_fn, **sgld_options(self.empl_cfg),
+        settings = sgld_options(self.empl_cfg)
+        if n_steps is not None:
+            settings["n_steps"] = n_steps
+        result = langevin_sample(
+            anchor, energy_fn, **settings,
             generator=generator if generator is not None else self.sgld_generator, **options,
+        )
+        self.check_rejected_steps(result)
+        return result
+
+    def check_rejected_steps(self, result: SGLDResult) -> None:
+        """Warn once when more than REJECTED_WARNING_SHARE of the chain-steps so far were rejected
+        (a non-finite state): those chains stood still, and the samples are not what the
+        settings describe."""
+        seen = self.sgld_steps_seen
+        seen[0] += result.rejected_steps
+        seen[1] += result.total_steps
+        if self.warned_rejected or seen[1] == 0 or seen[0] <= REJECTED_WARNING_SHARE * seen[1]:
+            return
+        self.warned_rejected = True
+        warnings.warn(
+            f"{seen[0]} of {seen[1]} SGLD chain-steps were rejected for non-finite values ({100 * seen[0] / seen[1]:.0f}%): "
+            "those chains did not move. Lower TRAINER.EMPL.SGLD_STEP_SIZE or PRIOR_STD, raise ENERGY_TEMP, or use PREC fp32."
         )
 
     def text_deep_prompts(self) -> Optional[Dict[int, torch.Tensor]]:
@@ -269,22 +382,23 @@ class EMPLMixin:
 
     def sampled_features(
         self, hidden: torch.Tensor, eot: torch.Tensor, image_features: Optional[torch.Tensor],
-        sample: bool = True, allow_per_image: bool = True, generator: Optional[torch.Generator] = None,
-        diagnose: bool = False, persistent: bool = False,
+        sample: bool = True, condition: Optional[str] = None, generator=None,
+        diagnose: bool = False, persistent: bool = False, n_steps: Optional[int] = None,
     ) -> Tuple[torch.Tensor, bool, Optional[SGLDResult]]:
         """Text features of the anchors and their SGLD samples on the classes of `hidden`.
 
         hidden [K, P, T, d]; image_features [B, D] condition the energy.
-        -> (features [K, S, P, D] or, with CONDITION image, [K, B, S, P, D]; per_image flag;
+        -> (features [K, S, P, D] or, conditioned per image, [K, B, S, P, D]; per_image flag;
         the sampler's result). S = 1 + N_PROMPTS (anchor first); S = 1 without sampling.
-        allow_per_image=False conditions on the whole batch whatever CONDITION says (amortized).
-        generator: the chains' noise (default: the training generator).
+        condition: "batch" (one set of chains for the whole batch) or "image" (chains per image);
+        default CONDITION (training). generator: the chains' noise, one or (per image) a list of
+        B (default: the training generator). n_steps: replaces SGLD_STEPS.
         diagnose: also measure the energies and the prior-only comparison (SGLDResult).
         persistent: start the chains where the previous persistent call's ended (PERSISTENT).
         """
         empl = self.empl_cfg
         anchors = self.split_text.context_states(hidden[:, 0])  # [K, M, d]: class-independent
-        per_image = allow_per_image and empl.CONDITION == "image" and sample and empl.N_PROMPTS > 0
+        per_image = (condition or empl.CONDITION) == "image" and sample and empl.N_PROMPTS > 0
         if not sample or empl.N_PROMPTS == 0:
             return self.split_text.features(hidden, eot, anchors.unsqueeze(1)), False, None
 
@@ -313,8 +427,10 @@ class EMPLMixin:
             previous = self.persistent_offsets
             if previous is not None and tuple(previous[0].shape) == chains:
                 init, reference_init = previous
-        result = self.sample_prompts(group_anchors, energy, generator=generator, compute_energy_after=diagnose,
-                                     compare_prior_only=diagnose, init_offset=init,
+        if isinstance(generator, (list, tuple)):  # one per image: the chain groups are k-major
+            generator = list(generator) * n_sets
+        result = self.sample_prompts(group_anchors, energy, generator=generator, n_steps=n_steps,
+                                     compute_energy_after=diagnose, compare_prior_only=diagnose, init_offset=init,
                                      reference_init_offset=reference_init, keep_reference=persistent)
         if persistent:
             self.persistent_offsets = (result.offsets, result.reference_offsets)
@@ -409,6 +525,8 @@ class EMPLMixin:
         return features.to(self.device)
 
     def before_train(self):
+        if self.empl_cfg.HOST_RUN:  # training only: an evaluation loads the EMPL run itself
+            self.start_from_host_run(self.empl_cfg.HOST_RUN)  # a resume then loads its own checkpoint over it
         self.refresh_calibration()  # before a resume loads the saved one, so the sizes match
         super().before_train()
 
@@ -423,26 +541,46 @@ class EMPLMixin:
 
     @property
     def text_features_depend_on_images(self):
-        return self.empl_cfg.INFERENCE == "sample"
+        return self.empl_cfg.INFERENCE in ("sample", "sample_batch")
+
+    def test_sgld_steps(self) -> int:
+        """SGLD steps at evaluation: TEST_SGLD_STEPS, or SGLD_STEPS when it is negative."""
+        steps = self.empl_cfg.TEST_SGLD_STEPS
+        return self.empl_cfg.SGLD_STEPS if steps < 0 else steps
+
+    def image_generators(self, image: torch.Tensor) -> List[torch.Generator]:
+        """One generator per image, seeded from its pixels and the run's seed: an image's chains
+        draw the same noise whichever images share its batch and wherever it sits in the test
+        order (INFERENCE sample)."""
+        from .feature_cache import ImageFeatureCache
+
+        seed = (self.sgld_seed + EVAL_SEED_OFFSET).to_bytes(16, "little", signed=True)
+        generators = []
+        for key in ImageFeatureCache.image_keys(image):
+            digest = hashlib.blake2b(key + seed, digest_size=8).digest()
+            generators.append(torch.Generator(device=self.device).manual_seed(int.from_bytes(digest, "little") >> 1))
+        return generators
 
     @torch.no_grad()
     def inference_text_features(self, image_features=None):
         """Normalised class text features of the anchors and their samples under
-        TRAINER.EMPL.INFERENCE: [K * S, C, D] (S = 1 + N_PROMPTS; S = 1 in anchor mode).
+        TRAINER.EMPL.INFERENCE, for the analyses: [K * S, C, D] (S = 1 + N_PROMPTS; S = 1 in
+        anchor mode).
 
-        sample: SGLD conditioned on image_features [B, D] (a test batch); amortized: on the
-        calibration batch, as model_inference does; anchor: no sampling.
+        sample, sample_batch: SGLD conditioned on image_features [B, D] as one batch (per-image
+        chains would give a feature set per image); amortized: on the calibration batch, as
+        model_inference does; anchor: no sampling.
         """
         mode = self.empl_cfg.INFERENCE
-        if mode == "sample" and image_features is None:
-            raise ValueError("TRAINER.EMPL.INFERENCE sample draws prompts per test batch: pass image_features")
+        if mode in ("sample", "sample_batch") and image_features is None:
+            raise ValueError(f"TRAINER.EMPL.INFERENCE {mode} draws prompts per test image or batch: pass image_features")
         with self.autocast():
             hidden, eot = self.prefix_states([self.model.prompt_learner.classes])
             if mode == "amortized":
                 image_features = self.calibration_features()
             feats, _, _ = self.sampled_features(
-                hidden, eot, image_features, sample=mode != "anchor", allow_per_image=False,
-                generator=self.eval_generator,
+                hidden, eot, image_features, sample=mode != "anchor", condition="batch",
+                generator=self.eval_generator, n_steps=self.test_sgld_steps(),
             )
         return feats.flatten(0, 1).float()
 
@@ -451,18 +589,24 @@ class EMPLMixin:
         image_features = self.model.encode_image(image)
         if self._eval_cache is None:
             hidden, eot = self.prefix_states([self.model.prompt_learner.classes])
-            if mode == "sample":
+            if mode in ("sample", "sample_batch"):
                 self._eval_cache = (hidden, eot)
             else:  # anchor or amortized: the text features of the whole evaluation, once
-                condition = self.calibration_features() if mode == "amortized" else None
+                calibration = self.calibration_features() if mode == "amortized" else None
                 feats, _, _ = self.sampled_features(
-                    hidden, eot, condition, sample=mode == "amortized", allow_per_image=False,
-                    generator=self.eval_generator,
+                    hidden, eot, calibration, sample=mode == "amortized", condition="batch",
+                    generator=self.eval_generator, n_steps=self.test_sgld_steps(),
                 )
                 self._eval_cache = feats
         if mode == "sample":
             hidden, eot = self._eval_cache
-            feats, per_image, _ = self.sampled_features(hidden, eot, image_features, generator=self.eval_generator)
+            feats, per_image, _ = self.sampled_features(hidden, eot, image_features, condition="image",
+                                                        generator=self.image_generators(image),
+                                                        n_steps=self.test_sgld_steps())
+        elif mode == "sample_batch":
+            hidden, eot = self._eval_cache
+            feats, per_image, _ = self.sampled_features(hidden, eot, image_features, condition="batch",
+                                                        generator=self.eval_generator, n_steps=self.test_sgld_steps())
         else:
             feats, per_image = self._eval_cache, False
         return self.multi_prompt_prediction(self.image_logits(image_features, feats, per_image))

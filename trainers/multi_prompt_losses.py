@@ -24,6 +24,13 @@ def mixture_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.nll_loss(log_mixture, labels)
 
 
+def per_prompt_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The mean over prompts of each prompt's cross-entropy: every prompt must classify on its
+    own (EMPL's IN_LOSS per_prompt). logits: [S, B, C]; labels: [B]."""
+    n_prompts, batch = logits.shape[:2]
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.repeat(n_prompts))
+
+
 def mixture_log_probs(logits: torch.Tensor) -> torch.Tensor:
     """log of the mean of the S softmaxes: [S, B, C] -> [B, C] (EMPL's prediction)."""
     log_probs = F.log_softmax(logits.float(), dim=-1)

@@ -8,14 +8,18 @@ Formulation: docs/EMPL.md ("Sampling"), summarised:
     r = rms(anchor)                                   (constant, no gradient)
     E(H) = E_data(H) + ||H - anchor||^2 / (2 sigma^2),   sigma = PRIOR_STD * r
     H_0 = anchor + INIT_STD * r * eps
-    H_{t+1} = anchor + a (H_t - anchor) - (alpha / 2) r^2 grad E_data(H_t) + NOISE_STD * s r * eps_t
+    H_{t+1} = anchor + a (H_t - anchor) - PRIOR_STD^2 (1 - a) r^2 grad E_data(H_t) + NOISE_STD * s r * eps_t
     a = exp(-alpha / (2 PRIOR_STD^2)),  s = PRIOR_STD sqrt(1 - a^2)
 
 i.e. Langevin dynamics in units of r, so SGLD_STEP_SIZE (alpha) means the same thing at every
 text layer and for every CLIP. The Gaussian prior's part is integrated exactly
-(GaussianPriorStep), the data term by an Euler step; without a prior (PRIOR_STD <= 0) the step
-is plain Euler-Maruyama, H_t - (alpha / 2) r^2 grad E_data + NOISE_STD sqrt(alpha) r eps. A step
-that gives a non-finite chain state is rejected for that chain (it keeps H_t) and counted.
+(GaussianPriorStep), and the data term's drift is weighted to match it: over the step the data
+gradient is held constant, and the exact solution of that linear problem moves the chain by
+PRIOR_STD^2 (1 - a) r^2 grad E_data. For a linear data energy the chains' stationary mean is then
+exact (the Euler weight alpha / 2 r^2 overshoots it by x / (1 - e^-x), x = alpha / (2 PRIOR_STD^2):
+13% at the defaults); as alpha -> 0 the two weights agree. Without a prior (PRIOR_STD <= 0) the
+step is plain Euler-Maruyama, H_t - (alpha / 2) r^2 grad E_data + NOISE_STD sqrt(alpha) r eps. A
+step that gives a non-finite chain state is rejected for that chain (it keeps H_t) and counted.
 
 Where the data energy's gradient is taken (SGLD_GRADIENT):
 - "exact": at every chain state, T x N gradient evaluations per call (the paper's SGLD).
@@ -99,17 +103,21 @@ def langevin_sample(
     prior_std: float = 0.0,
     backprop: str = "detach",
     compute_energy_after: bool = True,
-    generator: Optional[torch.Generator] = None,
+    generator=None,
     gradient: str = "exact",
     compare_prior_only: bool = False,
     init_offset: Optional[torch.Tensor] = None,
     reference_init_offset: Optional[torch.Tensor] = None,
     keep_reference: bool = False,
+    gradient_scale: float = 1.0,
 ) -> SGLDResult:
     """Run n_chains Langevin chains per anchor, all batched, in fp32 whatever the anchor's dtype.
 
     anchor: [n_anchors, *prompt_shape] (e.g. [1, M, d] for one shared CoOp context, [K, M, d]
         for ProDA's K prompt sets). prior_std <= 0 turns the anchoring prior off.
+    generator: the noise's torch.Generator, or a sequence of n_anchors of them: anchor a's
+        chains then draw only from generator[a] (per-image chains whose noise depends on their
+        image alone, not on the images drawn before them).
     gradient: "exact" or "anchor" (the module docstring). With "anchor" the reported total
         energies are those of the linearised data term the chains actually followed.
     compare_prior_only: also run prior-only chains on the same start and noise, and report the
@@ -121,6 +129,12 @@ def langevin_sample(
         SGLDResult.reference_offsets; default: where the chains start).
     keep_reference: run the prior-only chains (and return their offsets) even without
         compare_prior_only, which adds the two energy evaluations.
+    gradient_scale: the energy is multiplied by it before its gradient is taken and the gradient
+        divided by it after, so that a half-precision backward pass never sees a gradient larger
+        than the scaled one (EMPL passes ENERGY_TEMP under fp16: the 1 / T_E factor then never
+        meets an fp16 value; the result is the same in exact arithmetic).
+    BACKPROP full needs an anchor with a gradient in grad mode (training); elsewhere (evaluation,
+    under no_grad) there is nothing to backpropagate to and the chains run as with detach.
     """
     if backprop not in BACKPROPS:
         raise ValueError(f"TRAINER.EMPL.BACKPROP must be 'detach' or 'full', got {backprop!r}")
@@ -128,8 +142,12 @@ def langevin_sample(
         raise ValueError(f"TRAINER.EMPL.SGLD_GRADIENT must be one of {SGLD_GRADIENTS}, got {gradient!r}")
     if n_chains < 1 or n_steps < 0:
         raise ValueError(f"need N_PROMPTS >= 1 and SGLD_STEPS >= 0, got {n_chains} and {n_steps}")
+    if isinstance(generator, (list, tuple)) and len(generator) != anchor.shape[0]:
+        raise ValueError(f"got {len(generator)} generators for {anchor.shape[0]} anchors")
     if step_size <= 0:
         raise ValueError(f"TRAINER.EMPL.SGLD_STEP_SIZE must be > 0, got {step_size}")
+    if backprop == "full" and not (anchor.requires_grad and torch.is_grad_enabled()):
+        backprop = "detach"  # evaluation: no graph to keep
     n_anchors = anchor.shape[0]
     prompt_dims = tuple(range(1, anchor.dim()))
     # Chains run in fp32: under fp16 the data drift per element is below the spacing of the
@@ -142,6 +160,7 @@ def langevin_sample(
     # flows through the data gradient; with detach the chain is a constant offset.
     center = anchor32.unsqueeze(1) if backprop == "full" else anchor32.detach().unsqueeze(1)
     prior = GaussianPriorStep(prior_std, step_size, noise_std) if prior_std > 0 else None
+    drift_weight = prior.drift_weight if prior is not None else 0.5 * step_size  # times r^2 grad E_data
     data_energy = energy_fn
     if gradient == "anchor" and n_steps > 0:
         data_energy = linearised_energy(energy_fn, anchor32.unsqueeze(1), keep_graph=backprop == "full")
@@ -154,6 +173,9 @@ def langevin_sample(
         return e + prior_energy(h) if prior is not None else e
 
     def randn_like(t):
+        if isinstance(generator, (list, tuple)):  # one generator per anchor, drawn row by row
+            return torch.stack([torch.randn(t.shape[1:], generator=g, device=t.device, dtype=t.dtype)
+                                for g in generator])
         return torch.randn(t.shape, generator=generator, device=t.device, dtype=t.dtype)
 
     def prior_and_noise(h, c, noise):
@@ -187,9 +209,10 @@ def langevin_sample(
             energy = data_energy(h_in)
             if step == 0:
                 energy_before = (energy.detach() + (prior_energy(h_in.detach()) if prior else 0)).float().mean().item()
-            (grad,) = torch.autograd.grad(energy.sum(), h_in, create_graph=backprop == "full")
+            (grad,) = torch.autograd.grad(energy.sum() * gradient_scale, h_in, create_graph=backprop == "full")
+            grad = grad.float() / gradient_scale
             noise = randn_like(h) if noise_std > 0 else None
-            proposal = prior_and_noise(h_in, center, noise) - 0.5 * step_size * r**2 * grad.float()
+            proposal = prior_and_noise(h_in, center, noise) - drift_weight * r**2 * grad
             if reference is not None:  # the same step without the data term
                 reference = prior_and_noise(reference, center.detach(), noise)
             finite = torch.isfinite(proposal.detach()).flatten(2).all(-1)  # [n_anchors, n_chains]
@@ -201,13 +224,21 @@ def langevin_sample(
 
     with torch.no_grad():
         final = h.detach()
+        # The true data energy at the chains' ends, evaluated once: the energy-after diagnostic
+        # (when the chains followed it) and the prior-only comparison share it.
+        true_after = None
+        if (compare_prior_only and reference is not None) or (compute_energy_after and data_energy is energy_fn):
+            true_after = energy_fn(final).float()
         if n_steps == 0:
             energy_before = total_energy(final).float().mean().item()
-        energy_after = total_energy(final).float().mean().item() if compute_energy_after else float("nan")
+        energy_after = float("nan")
+        if compute_energy_after:
+            followed = true_after if data_energy is energy_fn else data_energy(final).float()
+            energy_after = (followed + (prior_energy(final) if prior is not None else 0)).mean().item()
         data_after = data_prior_only = data_prior_only_std = float("nan")
         reference_offsets = None if reference is None else (reference - center.detach()) / r
         if reference is not None and compare_prior_only:
-            data_after = energy_fn(final).float().mean().item()
+            data_after = true_after.mean().item()
             reference_energy = energy_fn(reference).float()
             data_prior_only = reference_energy.mean().item()
             if reference_energy.numel() > 1:
@@ -249,6 +280,9 @@ class GaussianPriorStep:
     def __init__(self, prior_std: float, step_size: float, noise_std: float):
         self.decay = math.exp(-step_size / (2 * prior_std**2))
         self.noise_scale = noise_std * prior_std * math.sqrt(-math.expm1(-step_size / prior_std**2))
+        # A constant force f over the same time moves the offset by p^2 (1 - a) f (in units of
+        # r^2): the data drift's weight that makes a linear energy's stationary mean exact.
+        self.drift_weight = prior_std**2 * -math.expm1(-step_size / (2 * prior_std**2))
 
     def step(self, h: torch.Tensor, center: torch.Tensor, r: torch.Tensor, noise: Optional[torch.Tensor]) -> torch.Tensor:
         out = center + self.decay * (h - center)
@@ -295,6 +329,7 @@ def sgld_options(empl) -> dict:
     A plain mapping: the values are checked once, by trainers.empl.check_empl_cfg (and by
     langevin_sample's own argument checks). The per-call keywords (generator, compute_energy_after,
     compare_prior_only, init_offset, reference_init_offset, keep_reference) are the caller's.
+    gradient_scale is ENERGY_TEMP, so that the energy's 1 / T_E factor never meets fp16.
     """
     return dict(
         n_chains=empl.N_PROMPTS,
@@ -305,4 +340,7 @@ def sgld_options(empl) -> dict:
         prior_std=empl.PRIOR_STD,
         backprop=empl.BACKPROP,
         gradient=empl.SGLD_GRADIENT,
+        # The data energy carries 1 / T_E: its gradient is taken of T_E * E, which half
+        # precision holds, and divided by T_E in fp32.
+        gradient_scale=empl.ENERGY_TEMP,
     )

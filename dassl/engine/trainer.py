@@ -760,11 +760,14 @@ class SimpleTrainer(TrainerBase):
             split, data_loader = "test", self.test_loader
         print(f"Evaluate on the *{split}* set")
         bar = self.cfg.TEST.get("PROGRESS_BAR", True)
+        start, n_images = time.time(), 0
         for batch in _progress(data_loader, enabled=bar, desc=f"{split}"):
             input, label = self.parse_batch_test(batch)
             self.evaluator.process(self.model_inference(input), label)
+            n_images += len(label)
         if is_distributed():  # each rank evaluated a shard: merge them before the metrics
             self.evaluator.sync()
+        print(f"Evaluation time: {time.time() - start:.2f} s for {n_images} images")  # before the result block
         results = self.evaluator.evaluate()
         for k, v in results.items():
             self.write_scalar(f"{split}/{k}", v, self.epoch)
