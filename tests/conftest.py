@@ -8,8 +8,13 @@ shapes: a resumed run against an uninterrupted one, a cache hit against what was
 same call twice. Where the shapes differ (one batch against chunks, one process against two),
 the test asserts a tolerance and says why it is enough.
 """
+import contextlib
+import io
 import os
+import runpy
 import sys
+import traceback
+import warnings
 
 import pytest
 
@@ -34,6 +39,40 @@ def make_cfg(root, trainer, config_file, output_dir, opts=()):
     cfg.merge_from_list(list(opts))
     cfg.freeze()
     return cfg
+
+
+def run_train_py(args, env=None):
+    """(exit status, stdout, stderr) of `python train.py ARGS` run as __main__ in this process:
+    the same code path as the command (argument parsing, the one-line user errors and their exit
+    status 2), without starting an interpreter per run. env: variables set for the run. The log
+    files train.py tees its output into are closed after the run."""
+    saved_argv, saved_cwd, saved_env = sys.argv, os.getcwd(), dict(os.environ)
+    os.environ.pop("TRAIN_DEBUG", None)
+    os.environ.update({k: str(v) for k, v in (env or {}).items()})
+    out, err = io.StringIO(), io.StringIO()
+    status = 0
+    sys.argv = ["train.py", *map(str, args)]
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                runpy.run_path(os.path.join(ROOT, "train.py"), run_name="__main__")
+            except SystemExit as exit_:
+                status = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+            except Exception:  # noqa: BLE001 - an uncaught error is what a user would see as a traceback
+                traceback.print_exc(file=err)
+                status = 1
+            finally:
+                for stream in (sys.stdout, sys.stderr):  # setup_logger's tees
+                    if stream not in (out, err) and hasattr(stream, "close"):
+                        stream.close()
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return status, out.getvalue(), err.getvalue()
 
 
 def fixed_batch(trainer, n=8):

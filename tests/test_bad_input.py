@@ -15,12 +15,13 @@ import random
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from conftest import run_train_py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOC = os.path.join(ROOT, "docs", "RELIABILITY.md")
@@ -326,7 +327,7 @@ def is_log(path, out):
     return rel.startswith(("log.txt", "config.yaml")) or rel.split(os.sep)[0] == "tensorboard"
 
 
-def run_case(tmp, base_model, name, prepare):
+def run_case(tmp, base_model, name, prepare, runner=run_train_py):
     c = Case(tmp, base_model)
     os.makedirs(c.data)
     make_eurosat(c.data)
@@ -334,37 +335,51 @@ def run_case(tmp, base_model, name, prepare):
     out = args[args.index("--output-dir") + 1]
     folders = (c.data, c.out, c.model)
     before = file_hashes(*folders)
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    env.pop("TRAIN_DEBUG", None)
-    proc = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    status, stdout, stderr = runner(args)
     after = file_hashes(*folders)
     changed = sorted(p for p in before if after.get(p) != before[p])
     added = sorted(p for p in after if p not in before and not is_log(p, out))
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
     message = errors[0][len("error: "):] if errors else ""
     for path, short in ((c.data, "$DATA"), (c.out, "$OUT"), (c.model, "$MODEL"), (c.tmp, "$TMP"), (ROOT, "$REPO")):
         message = message.replace(path, short)
-    return {"name": name, "rc": proc.returncode, "errors": errors, "message": message,
-            "changed": changed, "added": added, "traceback": "Traceback" in proc.stderr + proc.stdout,
-            "stderr": proc.stderr[-2000:]}
+    return {"name": name, "rc": status, "errors": errors, "message": message,
+            "changed": changed, "added": added, "traceback": "Traceback" in stderr + stdout,
+            "stderr": stderr[-2000:]}
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """Every case, two at a time (each is a train.py process that stops early)."""
+    """Every case, one after another, each train.py run as __main__ in this process (it stops
+    early). One case as its own process too: the command line itself (test_one_case_as_a_process)."""
     base = tmp_path_factory.mktemp("base")
     make_eurosat(str(base / "data"))
     model = base / "model"
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
     c = Case(str(base), None)
-    subprocess.run([sys.executable, "train.py", *command(c, out=str(model))], cwd=ROOT, env=env, check=True,
-                   capture_output=True, timeout=300)
-    tmps = [str(tmp_path_factory.mktemp(f"case{i:02d}")) for i in range(len(CASES))]
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda i: run_case(tmps[i], str(model), CASES[i][0], CASES[i][2]),
-                                range(len(CASES))))
-    return {r["name"]: r for r in results}
+    status, _, stderr = run_train_py(command(c, out=str(model)))
+    assert status == 0, stderr[-2000:]
+    results = [run_case(str(tmp_path_factory.mktemp(f"case{i:02d}")), str(model), name, prepare)
+               for i, (name, _, prepare) in enumerate(CASES)]
+    return {r["name"]: r for r in results}, str(model)
+
+
+def run_train_py_process(args):
+    """(exit status, stdout, stderr) of `python train.py ARGS` in its own interpreter."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    env.pop("TRAIN_DEBUG", None)
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_one_case_as_a_process(sweep, tmp_path):
+    """The command line proper, in its own interpreter, on the first case: the same exit status,
+    error line and untouched files as the in-process sweep found."""
+    name, _, prepare = CASES[0]
+    r = run_case(str(tmp_path), sweep[1], name, prepare, runner=run_train_py_process)
+    expected = sweep[0][name]
+    assert r["rc"] == expected["rc"] == 2 and not r["traceback"], r["stderr"]
+    assert (r["message"], r["changed"], r["added"]) == (expected["message"], [], [])
 
 
 def test_at_least_twenty_cases():
@@ -373,7 +388,7 @@ def test_at_least_twenty_cases():
 
 @pytest.mark.parametrize("name,expected", [(n, e) for n, e, _ in CASES], ids=[n for n, _, _ in CASES])
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(sweep, name, expected):
-    r = sweep[name]
+    r = sweep[0][name]
     assert r["rc"] == 2, r["stderr"]
     assert len(r["errors"]) == 1 and not r["traceback"], r["stderr"]
     assert expected in r["errors"][0], r["errors"][0]
@@ -383,7 +398,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(sweep, name, expected)
 def sweep_table(sweep):
     rows = ["| input | error line (paths shortened) | dataset and output files unchanged |", "|---|---|---|"]
     for name, _, _ in CASES:
-        r = sweep[name]
+        r = sweep[0][name]
         unchanged = "yes" if r["rc"] == 2 and not r["changed"] and not r["added"] else "**no**"
         message = r["message"].replace("|", "\\|")
         rows.append(f"| {name} | `{message}` | {unchanged} |" if "`" not in message else

@@ -255,11 +255,30 @@ def test_selection_prefers_steady_points_and_the_cheaper_of_equals():
         return {"score_base": base - base_sd, "minutes": minutes, "heldout": 70.0, "test_new": None}
 
     # Better on average but unsteady over seeds loses to a steadier point (mean - std).
-    assert tune_bundled.choose({"unsteady": result(82.0, 4.0, 1.0), "steady": result(80.0, 0.5, 1.0)}, "base") == "steady"
+    unsteady, steady = "OPTIM.LR 0.2", "OPTIM.LR 0.05"
+    assert tune_bundled.choose({unsteady: result(82.0, 4.0, 1.0), steady: result(80.0, 0.5, 1.0)}, "base") == steady
     # Within TIE of the best score, the point whose training took least time.
-    results = {"long": result(80.3, 0.0, 9.0), "short": result(80.0, 0.0, 2.0), "worse": result(78.0, 0.0, 0.5)}
-    assert tune_bundled.choose(results, "base") == "short"
-    assert tune_bundled.choose({"failed": {}}, "base") is None
+    long_, short, worse = "OPTIM.MAX_EPOCH 200", "OPTIM.MAX_EPOCH 50", "OPTIM.MAX_EPOCH 5"
+    results = {long_: result(80.3, 0.0, 9.0), short: result(80.0, 0.0, 2.0), worse: result(78.0, 0.0, 0.5)}
+    assert tune_bundled.choose(results, "base") == short
+    assert tune_bundled.choose({"OPTIM.LR 1.0": {}}, "base") is None  # failed runs
+    # A transductive evaluation (conditioned on other test images) is never chosen.
+    both = {"TRAINER.EMPL.INFERENCE sample_batch": result(90.0, 0.0, 1.0), "TRAINER.EMPL.INFERENCE sample": result(80.0, 0.0, 1.0)}
+    assert tune_bundled.choose(both, "base") == "TRAINER.EMPL.INFERENCE sample"
+
+
+def test_empl_layer_grid_is_relative_to_the_text_encoders_depth():
+    """SGLD_LAYERS in the grid is a fraction of the backbone's text blocks: the same grid means 2
+    and 4 of the world CLIP's 4 blocks and 6 and 12 of ViT-B/16's 12."""
+    from tools import tune_bundled
+
+    point = "TRAINER.EMPL.SGLD_LAYERS {layers:0.5} OPTIM.MAX_EPOCH 10"
+    depths = {cfg: tune_bundled.text_depth("EMPL_CoOp", cfg) for cfg in ("bundled", "vit_b16_ep50_ctxv1")}
+    assert depths == {"bundled": 4, "vit_b16_ep50_ctxv1": 12}
+    assert tune_bundled.expand_layers(point, 4) == "TRAINER.EMPL.SGLD_LAYERS 2 OPTIM.MAX_EPOCH 10"
+    assert tune_bundled.expand_layers(point, 12) == "TRAINER.EMPL.SGLD_LAYERS 6 OPTIM.MAX_EPOCH 10"
+    assert tune_bundled.expand_layers("TRAINER.EMPL.SGLD_LAYERS {layers:0.1}", 4).endswith(" 1")  # at least one block
+    assert all("{layers:" in p for p in tune_bundled.GRID["EMPL_CoOp"])
 
 
 def test_tuning_tool_reports_held_out_against_test_new_only_after_the_choice(world_root, tmp_path):

@@ -424,3 +424,25 @@ def test_two_stage_training_starts_from_the_host_runs_last_epoch(build_tiny_trai
     sixteen.save_model(0, str(tmp_path / "coop16"))
     with pytest.raises(ValueError, match="HOST_RUN must be a training run of the host"):
         empl.start_from_host_run(str(tmp_path / "coop16"))  # 16 context vectors: another prompt
+
+
+def test_top_k_samples_each_image_on_its_anchors_best_classes(build_tiny_trainer):
+    """TEST_TOP_K k: each image's prediction ranks only the anchors' k best classes for it (the
+    samples re-rank them); the other classes stay below, and the prediction still depends on its
+    image alone."""
+    trainer = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.TEST_TOP_K", 2)
+    trainer.set_model_mode("eval")
+    images, _ = fixed_batch(trainer, 6)
+    with torch.no_grad():
+        trainer.clear_eval_cache()
+        out = trainer.model_inference(images)
+        anchor_logits = trainer.model(images)  # CoOp's forward on the anchor
+        trainer.clear_eval_cache()
+        alone = trainer.model_inference(images[:1].repeat(2, 1, 1, 1))  # image 0 in a batch of 2
+    floor = torch.finfo(out.dtype).min
+    kept = out > floor
+    assert out.shape == anchor_logits.shape and bool((kept.sum(1) == 2).all())
+    assert torch.equal(kept.nonzero()[:, 1].view(-1, 2).sort(1).values, anchor_logits.topk(2, 1).indices.sort(1).values)
+    assert torch.isfinite(out[kept]).all() and (out[kept] <= 0).all()  # log-probabilities of the mixture
+    # Another batch size is another shape (other kernels on some CPUs): equal up to float32 rounding.
+    torch.testing.assert_close(alone[0], out[0], atol=1e-5, rtol=0)

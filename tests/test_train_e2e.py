@@ -6,21 +6,26 @@ import sys
 import pytest
 
 import parse_test_res
+from conftest import run_train_py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_train(*args, home=None, expect_ok=True):
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+def run_train(*args, home=None, expect_ok=True, process=False):
+    """train.py ARGS: in this process as __main__ (conftest.run_train_py), or with process=True in
+    its own interpreter, as a user starts it. -> (exit status, stdout, stderr)."""
+    env = {}
     if home:  # an empty home: no CLIP download cache
-        env["HOME"] = str(home)
-        env["XDG_CACHE_HOME"] = str(home / ".cache")
-    proc = subprocess.run(
-        [sys.executable, "train.py", *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    if expect_ok and proc.returncode != 0:
-        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
+        env = {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")}
+    if process:
+        proc = subprocess.run([sys.executable, "train.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONWARNINGS="ignore", **env), timeout=300)
+        result = proc.returncode, proc.stdout, proc.stderr
+    else:
+        result = run_train_py(args, env)
+    if expect_ok and result[0] != 0:
+        raise AssertionError(f"train.py failed ({result[0]}):\n{result[1][-3000:]}\n{result[2][-3000:]}")
+    return result
 
 
 TINY = ["--config-file", "configs/trainers/CoOp/tiny.yaml", "--dataset-config-file", "configs/datasets/synthetic_shapes.yaml"]
@@ -38,9 +43,10 @@ def base_run_args(data_root, out):
 
 @pytest.fixture(scope="module")
 def base_run(data_root, tmp_path_factory):
-    """CoOp base-to-new step 1: train on the base classes for 2 epochs."""
+    """CoOp base-to-new step 1: train on the base classes for 2 epochs (as a user does: its own
+    process; the other runs of this module run train.py in the test process)."""
     out = tmp_path_factory.mktemp("out") / "train_base" / "seed1"
-    run_train(*base_run_args(data_root, out))
+    run_train(*base_run_args(data_root, out), process=True)
     return out
 
 
@@ -115,15 +121,15 @@ def test_real_clip_without_weights_stops_with_instructions(tmp_path):
         (eurosat / "2750" / cls).mkdir(parents=True)
         for i in range(4):
             Image.new("RGB", (8, 8), (i * 40, 90, 30)).save(eurosat / "2750" / cls / f"{cls}_{i}.jpg")
-    proc = run_train(
+    status, stdout, stderr = run_train(
         "--root", tmp_path / "data", "--trainer", "CoOp", "--output-dir", tmp_path / "out",
         "--config-file", "configs/trainers/CoOp/vit_b16.yaml", "--dataset-config-file", "configs/datasets/eurosat.yaml",
         home=tmp_path / "home", expect_ok=False,
     )
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "ViT-B-16.pt" in proc.stderr and "MODEL.BACKBONE.CHECKPOINT" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert "Loading CLIP" in proc.stdout  # the dataset loaded; it stopped at the weights
+    assert status == 2, stderr[-3000:]
+    assert "ViT-B-16.pt" in stderr and "MODEL.BACKBONE.CHECKPOINT" in stderr
+    assert "Traceback" not in stderr
+    assert "Loading CLIP" in stdout  # the dataset loaded; it stopped at the weights
 
 
 MULTI_PROMPT_TRAINERS = ("EMPL_CoOp", "ProDA", "EMPL_ProDA", "MaPLe", "EMPL_MaPLe", "KgCoOp", "PromptSRC")

@@ -207,7 +207,7 @@ def bench_ours(trainer_name, n_classes, args, device):
         batch = trainer.train_loader_x[0]
         images = torch.randn(args.eval_batch_size, 3, size, size, device=device)
         train_ms, peak, train_gflop = float("nan"), float("nan"), float("nan")
-        if hasattr(trainer, "forward_backward") and trainer_name != "ZeroshotCLIP":
+        if hasattr(trainer, "forward_backward") and trainer_name != "ZeroshotCLIP" and not args.skip_training:
             # Never step the LR schedule (num_batches is huge). A trainer that logs extra work on
             # PRINT_FREQ batches (EMPL's SGLD diagnostics, batch_idx % PRINT_FREQ == 0) is measured
             # on a plain batch and on a logged one, and charged the logged one's extra work once
@@ -363,6 +363,8 @@ def main(argv=None):
     parser.add_argument("--count-flops", action="store_true",
                         help="also count the FLOPs of one training step and one evaluation batch")
     parser.add_argument("--opts", nargs="+", default=[], help="config KEY VALUE pairs for every trainer")
+    parser.add_argument("--skip-training", action="store_true",
+                        help="measure evaluation only (the training columns are left empty)")
     parser.add_argument("--peak-tflops", type=float, default=989.0,
                         help="the device's dense fp16 rate for the FLOP-bound line (H100 SXM: 989)")
     parser.add_argument("--flops-text-len", type=int, default=24,

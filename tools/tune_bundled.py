@@ -58,23 +58,50 @@ GRID: Dict[str, List[str]] = {
         for text, image in (("25", "10"), ("9", "4")) for lr in ("0.0035", "0.01", "0.035")
     ],
 }
-# The EMPL trainers keep their host's chosen budget (bundled.yaml): EMPL adds sampling to a host,
-# it does not get its own optimiser search, as in the paper's configs. Their grid is over the
-# sampler (docs/EMPL.md, "Choosing the defaults on validation data"): where the chains live
-# (SGLD_LAYERS), how wide the prior is (PRIOR_STD, chains starting from it: INIT_STD = PRIOR_STD,
-# step size PRIOR_STD^2 / 2) and how strongly the data term pulls (ENERGY_TEMP).
+# The EMPL trainers: the sampler chosen on validation before (docs/EMPL.md: persistent chains,
+# one step per training step, PRIOR_STD 1, T_E 0.01, 4 chains), now over how EMPL is trained
+# (from the host's CTX_INIT at the host's budget, or two-stage: from the host's trained run for
+# a few epochs), its in-domain loss (IN_LOSS), where the chains live (SGLD_LAYERS, as a fraction
+# of the text encoder's depth: {layers:F} is F x depth, so the grid runs unchanged on a 12-block
+# encoder) and how it evaluates (EVALUATION_KEYS: the inference mode and test-time steps; points
+# that differ only there share their training runs). The rule is H (EMPL exists for new-class
+# accuracy); a transductive evaluation (sample_batch) is shown but never chosen.
 _E = "TRAINER.EMPL."
-EMPL_GRID = [
-    f"{_E}PERSISTENT False {_E}SGLD_LAYERS {layers} {_E}PRIOR_STD {p} {_E}INIT_STD {p} {_E}SGLD_STEP_SIZE {alpha} "
-    f"{_E}SGLD_STEPS 4 {_E}ENERGY_TEMP {temp}"
-    for layers in (2, 4) for p, alpha in (("0.3", "0.045"), ("1.0", "0.5")) for temp in ("1.0", "0.1", "0.01")
-] + [f"{_E}N_PROMPTS 0"]
-# Then, at the grid's best point, the two cheaper samplers (Build point 4: cost): the data
-# gradient taken once at the anchor, and persistent chains with one step per training step.
-_BEST = f"{_E}SGLD_LAYERS 4 {_E}PRIOR_STD 1.0 {_E}INIT_STD 1.0 {_E}SGLD_STEP_SIZE 0.5 {_E}ENERGY_TEMP 0.01"
-EMPL_GRID += [f"{_E}PERSISTENT False {_BEST} {_E}SGLD_STEPS 4 {_E}SGLD_GRADIENT anchor",
-              f"{_E}PERSISTENT True {_BEST} {_E}SGLD_STEPS 1"]
-GRID["EMPL_CoOp"] = EMPL_GRID
+_EMPL_EVALUATIONS = [f"{_E}INFERENCE sample {_E}TEST_SGLD_STEPS {steps}" for steps in (1, 4)] + [
+    f"{_E}INFERENCE sample {_E}TEST_SGLD_STEPS 1 {_E}TEST_TOP_K 3"] + [
+    f"{_E}INFERENCE {mode}" for mode in ("amortized", "anchor", "sample_batch")]
+
+
+def _empl_trainings(host_budget: str, losses) -> List[str]:
+    scratch = [f"{host_budget} {_E}IN_LOSS {loss} {_E}SGLD_LAYERS {{layers:1.0}}" for loss in losses]
+    two_stage = [f"{_E}HOST_RUN auto OPTIM.LR 0.05 OPTIM.MAX_EPOCH {epochs} {_E}IN_LOSS {loss} {_E}SGLD_LAYERS {{layers:{f}}}"
+                 for epochs in (10, 25) for loss in losses for f in ("0.5", "1.0")]
+    return scratch + two_stage
+
+
+GRID["EMPL_CoOp"] = [f"{t} {e}" for t in _empl_trainings("OPTIM.LR 0.05 OPTIM.MAX_EPOCH 100", ("mixture", "per_prompt"))
+                     for e in _EMPL_EVALUATIONS]
+# EMPL_ProDA keeps ProDA's Gaussian bound as its in-domain loss (IN_LOSS does not apply).
+GRID["EMPL_ProDA"] = [f"{t} {e}" for t in _empl_trainings("", ("mixture",)) for e in _EMPL_EVALUATIONS
+                      if "TOP_K" not in e]
+SELECT_DEFAULT = {"EMPL_CoOp": "H", "EMPL_ProDA": "H", "EMPL_MaPLe": "H"}
+
+
+def expand_layers(point: str, depth: int) -> str:
+    """{layers:F} in a grid point -> round(F x depth), at least 1 (the text encoder's blocks)."""
+    return re.sub(r"\{layers:([0-9.]+)\}", lambda m: str(max(1, round(float(m.group(1)) * depth))), point)
+
+
+def text_depth(trainer: str, cfg: str) -> int:
+    """The number of text blocks of the backbone the trainer's config names (12 for OpenAI's CLIPs)."""
+    import benchmark
+    from trainers.clip_backbone import LOCAL_CLIP_CONFIGS
+
+    benchmark.register()  # the world CLIPs
+    name = run_protocol.config_value(run_protocol.config_path(trainer, cfg), [], "MODEL.BACKBONE.NAME")
+    return LOCAL_CLIP_CONFIGS[name]["transformer_layers"] if name in LOCAL_CLIP_CONFIGS else 12
+
+
 def parse_point(point: str) -> List[str]:
     """"KEY VALUE KEY VALUE" -> opts list (quotes allowed for empty values: '')."""
     import shlex
@@ -224,13 +251,20 @@ def summarize(evals) -> Dict[str, float]:
 # training and evaluation took least time is chosen, so that a budget (or an inference mode's
 # cost) is paid for only when validation shows it buys accuracy.
 SELECTIONS = ("base", "H")
-SELECT_DEFAULT = {"EMPL_CoOp": "H", "EMPL_ProDA": "H", "EMPL_MaPLe": "H"}
 TIE = 0.5
 
 
+def transductive(point: str) -> bool:
+    """A point whose evaluation conditions on other test images (EMPL's INFERENCE sample_batch):
+    shown for comparison, never chosen as a default."""
+    opts = parse_point(point)
+    return any(key == "TRAINER.EMPL.INFERENCE" and value == "sample_batch" for key, value in zip(opts[::2], opts[1::2]))
+
+
 def choose(results: Dict[str, Dict[str, float]], rule: str):
-    """The chosen point of one trainer's results ({point: summarize(...)}), or None."""
-    scored = {p: r for p, r in results.items() if r}
+    """The chosen point of one trainer's results ({point: summarize(...)}), or None. Transductive
+    points are not eligible."""
+    scored = {p: r for p, r in results.items() if r and not transductive(p)}
     if not scored:
         return None
     best = max(r[f"score_{rule}"] for r in scored.values())
@@ -275,6 +309,7 @@ def main(argv=None, out=None) -> int:
         by_folder = {}
         for trainer in args.trainers:
             points = [""] if run_protocol.is_eval_only(trainer) else args.points or (GRID.get(trainer) or [""])
+            points = [expand_layers(p, text_depth(trainer, args.cfg)) for p in points] if "{layers:" in "".join(points) else points
             planned[trainer] = {}
             for point in points:
                 runs, evals = point_runs(trainer, point, args.tasks, args.seeds, args.root, args.output_dir,
@@ -300,7 +335,8 @@ def main(argv=None, out=None) -> int:
             if r:
                 cells = [f"{r['base']:.2f} ± {r['base_sd']:.2f}", f"{r['heldout']:.2f} ± {r['heldout_sd']:.2f}",
                          f"{r['H']:.2f}", f"{r[f'score_{rules[trainer]}']:.2f}", f"{r['minutes']:.1f}"]
-            rows.append([trainer, point or "(bundled.yaml)", *cells, "**chosen**" if point == best else ""])
+            mark = "**chosen**" if point == best else ("transductive: not eligible" if transductive(point) else "")
+            rows.append([trainer, point or "(bundled.yaml)", *cells, mark])
     described = args.select or ", ".join(f"{t}: {rules[t]}" for t in planned)
     print(f"\n## Tuning on validation data (selection: {described}; seeds {' '.join(map(str, args.seeds))}; "
           f"tasks {', '.join(args.tasks)})\n", file=out)

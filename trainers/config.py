@@ -102,6 +102,10 @@ def add_method_config(cfg):
     # transductive; batches in a seeded random order), amortized or anchor (trainers/empl.py)
     cfg.TRAINER.EMPL.INFERENCE = "sample"
     cfg.TRAINER.EMPL.TEST_SGLD_STEPS = -1  # SGLD steps at evaluation; < 0: SGLD_STEPS
+    # INFERENCE sample: k > 0 samples each image's prompts on its k classes with the highest
+    # anchor logits only (the energy and the samples' features), and re-ranks those k by the
+    # mixture; the other classes stay below them. 0: every class (the cost grows with the classes).
+    cfg.TRAINER.EMPL.TEST_TOP_K = 0
     # Two-stage training (the paper starts EMPL from a trained CoOp or ProDA): "" starts from
     # the host's CTX_INIT; a folder (a host training run's --output-dir) starts from that run's
     # last epoch, then EMPL trains for its own OPTIM budget; "auto" lets tools/run_protocol.py

@@ -88,8 +88,9 @@ class LayerSplitText:
     def features(self, hidden: torch.Tensor, eot: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """Normalised text features with the context states replaced.
 
-        hidden [A, P, T, d] (A prompt sets or chain groups), eot [P], states [A, S, M, d]
-        -> [A, S, P, D]: prompt s of group a on every one of the P sequences.
+        hidden [A, P, T, d] (A prompt sets or chain groups), eot [P] (or [A, P]: each group its
+        own sequences), states [A, S, M, d] -> [A, S, P, D]: prompt s of group a on every one of
+        the P sequences.
         """
         groups, samples = states.shape[:2]
         n_seq, length, width = hidden.shape[1:]
@@ -97,7 +98,11 @@ class LayerSplitText:
         ctx = states.unsqueeze(2).expand(groups, samples, n_seq, self.n_ctx, width).type(x.dtype)
         x = torch.cat([x[..., :1, :], ctx, x[..., 1 + self.n_ctx :, :]], dim=-2)
         x = self.encoder.run_blocks(x.reshape(-1, length, width), self.split)
-        feats = self.encoder.final_features(x, eot.repeat(groups * samples))
+        if eot.dim() == 2:
+            eot = eot.unsqueeze(1).expand(groups, samples, n_seq).reshape(-1)
+        else:
+            eot = eot.repeat(groups * samples)
+        feats = self.encoder.final_features(x, eot)
         return l2_normalize(feats).view(groups, samples, n_seq, -1)
 
 
@@ -113,7 +118,7 @@ def check_empl_cfg(empl) -> None:
         raise ValueError(f"TRAINER.EMPL.OPEN_LOSS must be entropy, energy or none, got {empl.OPEN_LOSS!r}")
     if empl.BACKPROP not in BACKPROPS:
         raise ValueError(f"TRAINER.EMPL.BACKPROP must be detach or full, got {empl.BACKPROP!r}")
-    for key in ("N_PROMPTS", "SGLD_STEPS", "N_UNSEEN"):
+    for key in ("N_PROMPTS", "SGLD_STEPS", "N_UNSEEN", "TEST_TOP_K"):
         if empl[key] < 0:
             raise ValueError(f"TRAINER.EMPL.{key} must be >= 0, got {empl[key]}")
     if empl.SGLD_STEP_SIZE <= 0 or empl.ENERGY_TEMP <= 0:
@@ -384,6 +389,7 @@ class EMPLMixin:
         self, hidden: torch.Tensor, eot: torch.Tensor, image_features: Optional[torch.Tensor],
         sample: bool = True, condition: Optional[str] = None, generator=None,
         diagnose: bool = False, persistent: bool = False, n_steps: Optional[int] = None,
+        class_index: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, bool, Optional[SGLDResult]]:
         """Text features of the anchors and their SGLD samples on the classes of `hidden`.
 
@@ -393,6 +399,8 @@ class EMPLMixin:
         condition: "batch" (one set of chains for the whole batch) or "image" (chains per image);
         default CONDITION (training). generator: the chains' noise, one or (per image) a list of
         B (default: the training generator). n_steps: replaces SGLD_STEPS.
+        class_index [B, k] (per image): each image's chains and features cover only these k of
+        the P classes (TEST_TOP_K); the features are then [K, B, S, k, D].
         diagnose: also measure the energies and the prior-only comparison (SGLDResult).
         persistent: start the chains where the previous persistent call's ended (PERSISTENT).
         """
@@ -406,6 +414,11 @@ class EMPLMixin:
         groups = batch if per_image else 1
         # Chain groups: every prompt set (x every image with CONDITION image), k-major.
         group_hidden = hidden.repeat_interleave(groups, dim=0) if per_image else hidden
+        if class_index is not None:  # per image, its own classes
+            if not per_image or not torch.is_tensor(eot):
+                raise ValueError("TRAINER.EMPL.TEST_TOP_K needs per-image sampling of prompts with the class name at the end")
+            group_hidden = hidden[:, class_index].flatten(0, 1)  # [K*B, k, T, d]
+            eot = eot[class_index].repeat(n_sets, 1)  # [K*B, k]
         # The energy is a function of H alone: the images are constants in it.
         group_images = image_features.unsqueeze(1) if per_image else image_features.unsqueeze(0)
         group_images = group_images.detach()  # [G, B', D]
@@ -548,6 +561,22 @@ class EMPLMixin:
         steps = self.empl_cfg.TEST_SGLD_STEPS
         return self.empl_cfg.SGLD_STEPS if steps < 0 else steps
 
+    def anchor_features(self, hidden, eot) -> Optional[torch.Tensor]:
+        """The anchors' class text features [K, 1, C, D] when TEST_TOP_K needs them to rank each
+        image's classes (once per evaluation), else None."""
+        top_k = self.empl_cfg.TEST_TOP_K
+        if top_k <= 0 or top_k >= hidden.shape[1]:
+            return None
+        anchors = self.split_text.context_states(hidden[:, 0]).unsqueeze(1)  # [K, 1, M, d]
+        return self.split_text.features(hidden, eot, anchors)
+
+    def top_classes(self, anchor_feats: Optional[torch.Tensor], image_features) -> Optional[torch.Tensor]:
+        """Each image's TEST_TOP_K classes by the anchors' mean logits, [B, k]; None for all."""
+        if anchor_feats is None:
+            return None
+        logits = self.image_logits(image_features, anchor_feats, False)  # [K, 1, B, C]
+        return logits.mean((0, 1)).topk(self.empl_cfg.TEST_TOP_K, dim=-1).indices
+
     def image_generators(self, image: torch.Tensor) -> List[torch.Generator]:
         """One generator per image, seeded from its pixels and the run's seed: an image's chains
         draw the same noise whichever images share its batch and wherever it sits in the test
@@ -590,7 +619,7 @@ class EMPLMixin:
         if self._eval_cache is None:
             hidden, eot = self.prefix_states([self.model.prompt_learner.classes])
             if mode in ("sample", "sample_batch"):
-                self._eval_cache = (hidden, eot)
+                self._eval_cache = (hidden, eot, self.anchor_features(hidden, eot))
             else:  # anchor or amortized: the text features of the whole evaluation, once
                 calibration = self.calibration_features() if mode == "amortized" else None
                 feats, _, _ = self.sampled_features(
@@ -599,12 +628,18 @@ class EMPLMixin:
                 )
                 self._eval_cache = feats
         if mode == "sample":
-            hidden, eot = self._eval_cache
+            hidden, eot, anchor_feats = self._eval_cache
+            index = self.top_classes(anchor_feats, image_features)
             feats, per_image, _ = self.sampled_features(hidden, eot, image_features, condition="image",
                                                         generator=self.image_generators(image),
-                                                        n_steps=self.test_sgld_steps())
+                                                        n_steps=self.test_sgld_steps(), class_index=index)
+            if index is not None:  # the samples re-rank each image's top classes; the rest stay below
+                top = self.multi_prompt_prediction(self.image_logits(image_features, feats, per_image))  # [B, k]
+                full = torch.full((len(image), hidden.shape[1]), torch.finfo(top.dtype).min, device=top.device,
+                                  dtype=top.dtype)
+                return full.scatter(1, index, top)
         elif mode == "sample_batch":
-            hidden, eot = self._eval_cache
+            hidden, eot, _ = self._eval_cache
             feats, per_image, _ = self.sampled_features(hidden, eot, image_features, condition="batch",
                                                         generator=self.eval_generator, n_steps=self.test_sgld_steps())
         else:
