@@ -352,3 +352,23 @@ def test_tuning_tool_tunes_empl_on_a_dataset_without_heldout_classes(synthetic_r
         assert "Evaluate on the *val* set" in log and "Evaluate on the *test* set" not in log
         expected = "base_heldout" if path.parent.name == "heldout" else "base_fit"
         assert f"SUBSAMPLE_CLASSES: {expected}" in log
+
+
+def test_bundled_xd_configs_are_the_base_to_new_budgets_in_as_many_steps():
+    """Each trainer's bundled_xd.yaml (cross-dataset and domain-generalization source training on
+    WorldNet's 25 classes) is its bundled.yaml with the epochs scaled to the same number of
+    optimisation steps: 16 shots of 8 base classes against 25 classes, so 8/25 of the epochs
+    (PromptSRC's aggregation epochs scaled too)."""
+    import yaml
+
+    for trainer in sorted(os.listdir(os.path.join(ROOT, "configs", "trainers"))):
+        folder = os.path.join(ROOT, "configs", "trainers", trainer)
+        if not os.path.isfile(os.path.join(folder, "bundled_xd.yaml")):
+            continue
+        b2n, xd = (yaml.safe_load(open(os.path.join(folder, f"{name}.yaml"))) for name in ("bundled", "bundled_xd"))
+        epochs = b2n["OPTIM"].pop("MAX_EPOCH"), xd["OPTIM"].pop("MAX_EPOCH")
+        assert epochs[1] == max(1, round(epochs[0] * 8 / 25)), (trainer, epochs)
+        for config in (b2n, xd):  # PromptSRC's aggregation (its epochs) follows MAX_EPOCH
+            for key in ("GPA_MEAN", "GPA_STD"):
+                config.get("TRAINER", {}).get("PROMPTSRC", {}).pop(key, None)
+        assert b2n == xd, trainer

@@ -103,3 +103,23 @@ def test_two_stage_plan_trains_the_host_first_and_once(synthetic_root, tmp_path)
     assert run_protocol.execute(alone, out=printed, in_process=True) == 0, printed.getvalue()
     log = open(os.path.join(empl.output_dir, "log.txt")).read()
     assert f"Two-stage training: starting from the host's run {host.output_dir} (epoch 1)" in log
+
+
+def _die_or_return(name):
+    if name == "dies":
+        os._exit(1)  # a worker killed mid-job, as by the out-of-memory killer
+    return name
+
+
+def test_a_worker_that_dies_fails_its_job_and_the_queue_goes_on():
+    jobs = [work_queue.Job(name, _die_or_return, (name,), cost, payload=name)
+            for name, cost in (("dies", 9.0), ("after", 1.0), ("later", 0.5))]
+    outcomes = {}
+
+    def on_done(job, value, seconds, progress):
+        outcomes[job.name] = value
+        return not isinstance(value, BaseException)
+
+    result = work_queue.run_jobs(jobs, 1, on_done, lambda job, progress: None, stream=io.StringIO())
+    assert isinstance(outcomes["dies"], BaseException) and not result[id(jobs[0])]
+    assert outcomes["later"] == "later" and result[id(jobs[2])]

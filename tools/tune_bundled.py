@@ -72,17 +72,20 @@ _EMPL_EVALUATIONS = [f"{_E}INFERENCE sample {_E}TEST_SGLD_STEPS {steps}" for ste
     f"{_E}INFERENCE {mode}" for mode in ("amortized", "anchor", "sample_batch")]
 
 
-def _empl_trainings(host_budget: str, losses) -> List[str]:
-    scratch = [f"{host_budget} {_E}IN_LOSS {loss} {_E}SGLD_LAYERS {{layers:1.0}}" for loss in losses]
-    two_stage = [f"{_E}HOST_RUN auto OPTIM.LR 0.05 OPTIM.MAX_EPOCH {epochs} {_E}IN_LOSS {loss} {_E}SGLD_LAYERS {{layers:{f}}}"
-                 for epochs in (10, 25) for loss in losses for f in ("0.5", "1.0")]
+def _empl_trainings(host_lr: str, host_epochs: int, losses) -> List[str]:
+    """From scratch at the host's budget (token-level chains, as chosen before), and two-stage
+    from the host's run: a few epochs at the host's LR, chains at half or all of the depth."""
+    scratch = [f"OPTIM.LR {host_lr} OPTIM.MAX_EPOCH {host_epochs} {_E}IN_LOSS {loss} {_E}SGLD_LAYERS {{layers:1.0}}"
+               for loss in losses]
+    two_stage = [f"{_E}HOST_RUN auto OPTIM.LR {host_lr} OPTIM.MAX_EPOCH {epochs} {_E}IN_LOSS {loss} "
+                 f"{_E}SGLD_LAYERS {{layers:{f}}}" for epochs in (10, 25) for loss in losses for f in ("0.5", "1.0")]
     return scratch + two_stage
 
 
-GRID["EMPL_CoOp"] = [f"{t} {e}" for t in _empl_trainings("OPTIM.LR 0.05 OPTIM.MAX_EPOCH 100", ("mixture", "per_prompt"))
-                     for e in _EMPL_EVALUATIONS]
+# The hosts' budgets are their chosen ones (CoOp: LR 0.05, 100 epochs; ProDA: LR 0.05, 50 epochs).
+GRID["EMPL_CoOp"] = [f"{t} {e}" for t in _empl_trainings("0.05", 100, ("mixture", "per_prompt")) for e in _EMPL_EVALUATIONS]
 # EMPL_ProDA keeps ProDA's Gaussian bound as its in-domain loss (IN_LOSS does not apply).
-GRID["EMPL_ProDA"] = [f"{t} {e}" for t in _empl_trainings("", ("mixture",)) for e in _EMPL_EVALUATIONS
+GRID["EMPL_ProDA"] = [f"{t} {e}" for t in _empl_trainings("0.05", 50, ("mixture",)) for e in _EMPL_EVALUATIONS
                       if "TOP_K" not in e]
 SELECT_DEFAULT = {"EMPL_CoOp": "H", "EMPL_ProDA": "H", "EMPL_MaPLe": "H"}
 
@@ -114,7 +117,7 @@ def parse_point(point: str) -> List[str]:
 
 # Config keys that change only how a trained model is evaluated (EMPL's inference mode and its
 # test-time SGLD steps): grid points that differ only in them share their training runs.
-EVALUATION_KEYS = ("TRAINER.EMPL.INFERENCE", "TRAINER.EMPL.TEST_SGLD_STEPS")
+EVALUATION_KEYS = ("TRAINER.EMPL.INFERENCE", "TRAINER.EMPL.TEST_SGLD_STEPS", "TRAINER.EMPL.TEST_TOP_K")
 
 
 def _slug(opts: Sequence[str]) -> str:

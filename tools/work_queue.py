@@ -17,6 +17,8 @@ import heapq
 import multiprocessing
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -107,7 +109,8 @@ def run_jobs(jobs: Sequence[Job], n_workers: int, on_done: Callable[[Job, Any, f
     the ready ones. ``on_done(job, result, seconds, progress)`` reports a finished job and says
     whether it succeeded; ``on_skip(job, progress)`` reports one whose dependency failed.
     processes=False runs the jobs in threads of this process (jobs that start subprocesses).
-    Returns {id(job): succeeded}."""
+    A worker process that dies (killed, out of memory) fails the jobs it and its pool were
+    running; the queue goes on in a new pool. Returns {id(job): succeeded}."""
     jobs = list(jobs)
     ids = {id(j) for j in jobs}
     dependents: Dict[int, List[Job]] = {id(j): [] for j in jobs}
@@ -128,12 +131,14 @@ def run_jobs(jobs: Sequence[Job], n_workers: int, on_done: Callable[[Job, Any, f
             push(job)
     progress = Progress(jobs, stream)
     succeeded: Dict[int, bool] = {}
-    if processes:
-        pool = multiprocessing.get_context("spawn").Pool(n_workers, initializer=_init_worker)
-    else:
-        from multiprocessing.pool import ThreadPool
 
-        pool = ThreadPool(n_workers)
+    def new_pool():
+        if processes:
+            return ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_init_worker)
+        return ThreadPoolExecutor(n_workers)
+
+    pool = new_pool()
     running: Dict[int, Any] = {}
 
     def settle(job, ok):
@@ -156,20 +161,25 @@ def run_jobs(jobs: Sequence[Job], n_workers: int, on_done: Callable[[Job, Any, f
         while ready or running:
             while ready and len(running) < n_workers:
                 _, _, job = heapq.heappop(ready)
-                running[id(job)] = (job, pool.apply_async(_call, (job.fn, job.args)))
-            time.sleep(0.05)
-            for key, (job, result) in list(running.items()):
-                if not result.ready():
+                running[id(job)] = (job, pool.submit(_call, job.fn, job.args))
+            done, _ = wait([future for _, future in running.values()], timeout=1.0, return_when=FIRST_COMPLETED)
+            broken = False
+            for key, (job, future) in list(running.items()):
+                if future not in done:
                     continue
                 del running[key]
                 try:
-                    value, seconds = result.get()
+                    value, seconds = future.result()
+                except BrokenProcessPool as err:  # a worker died (killed, out of memory): its job failed
+                    value, seconds, broken = err, 0.0, True
                 except Exception as err:  # noqa: BLE001 - a job that raised is a failed job
                     value, seconds = err, 0.0
                 progress.advance(job)
                 settle(job, on_done(job, value, seconds, progress))
+            if broken:  # every job of a broken pool has failed; the rest go to a new one
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = new_pool()
     finally:
-        pool.terminate()
-        pool.join()
+        pool.shutdown(wait=False, cancel_futures=True)
         progress.close()
     return succeeded
