@@ -48,3 +48,26 @@ train_py_unless_done() {
         train_py "$@"
     fi
 }
+
+# Two-stage training (TRAINER.EMPL.HOST_RUN auto in $TRAINER's $CFG; docs/EMPL.md): runs the
+# host's own training step (defaults.txt's host=; its config: TRAINER.EMPL.HOST_CONFIG, else CFG if
+# the caller gave one, else the host's for the protocol, as tools/run_protocol.py plans it) on the
+# same data, seed and shots,
+# then prints the opts that start the EMPL run from it. Prints nothing for other configs.
+# usage: host_run_opts STEP PROTOCOL HOST_DIR_TEMPLATE ARG...  (the template's @T/@C: trainer/config)
+host_run_opts() {
+    local step=$1 protocol=$2 template=$3 host host_cfg
+    shift 3
+    local host_run host_config
+    read -r host_run host_config <<< "$($PYTHON -c "import sys, yaml
+e = ((yaml.safe_load(open(sys.argv[1])) or {}).get('TRAINER') or {}).get('EMPL') or {}
+print(e.get('HOST_RUN') or '-', e.get('HOST_CONFIG') or '')" "configs/trainers/${TRAINER}/${CFG}.yaml")"
+    [ "$host_run" = auto ] || return 0
+    host=$(defaults trainer "$TRAINER" | grep -o 'host=[^ ]*' | cut -d= -f2)
+    [ -n "$host" ] || { echo "HOST_RUN auto: $TRAINER has no host= in scripts/protocols/defaults.txt" >&2; exit 1; }
+    host_cfg=${host_config:-${CFG_GIVEN:-$(METHOD=$host method_cfg "$protocol")}}
+    # the host's output goes to the terminal (stderr), not into the opts
+    TRAINER=$host CFG=$host_cfg METHOD= bash "scripts/protocols/${step}.sh" "$@" >&2 || exit 1
+    local dir=${template//@T/$host}
+    echo "TRAINER.EMPL.HOST_RUN ${dir//@C/$host_cfg}"
+}

@@ -102,3 +102,11 @@ def test_amp_autocasts_on_the_runs_device():
     with plain():
         assert not torch.is_autocast_enabled("cpu")
     assert no_scaler is None
+
+
+def test_skip_training_measures_evaluation_only():
+    rows = bench.main(["--device", "cpu", "--backbone", "tiny-vit", "--classes", "5", "--trainers", "CoOp",
+                       "--warmup", "0", "--steps", "1", "--eval-batches", "1", "--eval-batch-size", "4",
+                       "--skip-training", "--count-flops"])
+    assert math.isnan(rows[0]["train_ms"]) and math.isnan(rows[0]["train_gflop"])
+    assert rows[0]["eval_ms_per_batch"] > 0 and rows[0]["eval_gflop_per_batch"] > 0

@@ -1,4 +1,6 @@
 """EMPL_CoOp, ProDA and EMPL_ProDA (and EMPL_MaPLe's sampling) on the tiny CLIP: equivalences, gradients, sampling, inference."""
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -147,11 +149,28 @@ def test_inference_modes(build_tiny_trainer):
     assert torch.allclose(predictions["sample"].exp().sum(-1), torch.ones(len(images)), atol=1e-5)
 
 
+def shipped_inference_modes():
+    """INFERENCE of trainers/config.py and of every shipped EMPL config."""
+    import glob
+
+    import yaml
+
+    modes = {get_cfg_default_inference()}
+    for path in glob.glob(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                       "configs", "trainers", "EMPL_*", "*.yaml")):
+        with open(path, encoding="utf-8") as f:
+            modes.add(yaml.safe_load(f)["TRAINER"]["EMPL"].get("INFERENCE", get_cfg_default_inference()))
+    return modes
+
+
 def test_default_prediction_depends_on_its_image_alone(build_tiny_trainer):
-    """Inductive by default: an image's prediction is the same whatever the other images of its
-    batch are and wherever it sits (same batch size, so the same kernels: bit equality holds on
-    any CPU). The transductive mode's prediction moves with the batch."""
-    trainer = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.INFERENCE", get_cfg_default_inference())
+    """Inductive by default: in the default mode of config.py and of every shipped config (and in
+    per-image sampling), an image's prediction is the same whatever the other images of its batch
+    are and wherever it sits (same batch size, so the same kernels: bit equality holds on any
+    CPU). The transductive mode's prediction moves with the batch."""
+    inductive = sorted(shipped_inference_modes() | {"sample"})
+    assert "sample_batch" not in inductive
+    trainer = build_tiny_trainer("EMPL_CoOp", EMPL_COOP)
     trainer.refresh_calibration()
     trainer.set_model_mode("eval")
     images, _ = fixed_batch(trainer, 8)
@@ -159,7 +178,7 @@ def test_default_prediction_depends_on_its_image_alone(build_tiny_trainer):
     batches = [images[:4], torch.cat([images[:1], others]), torch.cat([others[:2], images[:1], others[2:]])]
     positions = [0, 0, 2]
     predictions = {}
-    for mode in ("sample", "sample_batch"):
+    for mode in (*inductive, "sample_batch"):
         trainer.cfg.defrost()
         trainer.cfg.TRAINER.EMPL.INFERENCE = mode
         outputs = []
@@ -168,7 +187,8 @@ def test_default_prediction_depends_on_its_image_alone(build_tiny_trainer):
             with torch.no_grad():
                 outputs.append(trainer.model_inference(batch)[position])
         predictions[mode] = outputs
-    assert all(torch.equal(p, predictions["sample"][0]) for p in predictions["sample"])
+    for mode in inductive:
+        assert all(torch.equal(p, predictions[mode][0]) for p in predictions[mode]), mode
     assert not torch.allclose(predictions["sample_batch"][0], predictions["sample_batch"][1])
 
 
@@ -424,6 +444,12 @@ def test_two_stage_training_starts_from_the_host_runs_last_epoch(build_tiny_trai
     sixteen.save_model(0, str(tmp_path / "coop16"))
     with pytest.raises(ValueError, match="HOST_RUN must be a training run of the host"):
         empl.start_from_host_run(str(tmp_path / "coop16"))  # 16 context vectors: another prompt
+    # A host run of another CLIP with prompts of the same shape is named by its config.yaml.
+    (tmp_path / "coop" / "config.yaml").write_text("MODEL:\n  BACKBONE:\n    NAME: RN50\n")
+    with pytest.raises(ValueError, match="trained with MODEL.BACKBONE.NAME RN50, this run uses"):
+        empl.start_from_host_run(str(tmp_path / "coop"))
+    (tmp_path / "coop" / "config.yaml").write_text(f"MODEL:\n  BACKBONE:\n    NAME: {empl.cfg.MODEL.BACKBONE.NAME}\n")
+    empl.start_from_host_run(str(tmp_path / "coop"))  # the same CLIP loads
 
 
 def test_top_k_samples_each_image_on_its_anchors_best_classes(build_tiny_trainer):

@@ -28,7 +28,8 @@ def method_of(wrapper):
 
 
 def shell(tmp_path, *argv, **env):
-    """A script's output with train.py replaced by an echo of its arguments."""
+    """A script's train.py calls (one per line) with train.py replaced by an echo of its arguments;
+    a two-stage training step's host run, which it prints to stderr, comes first."""
     fake = tmp_path / "python"
     fake.write_text(f'#!/bin/bash\nif [ "$1" = train.py ]; then echo "$@"; else exec {sys.executable} "$@"; fi\n')
     fake.chmod(0o755)
@@ -36,14 +37,18 @@ def shell(tmp_path, *argv, **env):
     env = {**inherited, "DATA": "/d", "PYTHON": str(fake), **env}
     proc = subprocess.run(["bash", *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    host_calls = [line for line in proc.stderr.splitlines() if line.startswith("train.py ")]
+    return "\n".join(host_calls + [proc.stdout.strip()])
 
 
 def planned(protocol, trainer, dataset, seed, step):
-    """run_protocol's train.py arguments for the same step, in the shell scripts' relative form."""
+    """run_protocol's train.py arguments for the same step, in the shell scripts' relative form (a
+    training step: its training runs in order, the host's first for two-stage training)."""
     runs = run_protocol.plan_protocol(protocol, trainer, [dataset], [seed], root="/d", python="python")
-    run = runs[0] if step.endswith("_train") else runs[1]
-    return " ".join(os.path.relpath(a, ROOT) if a.startswith(ROOT + os.sep) else a for a in run.argv[1:])
+    trainings = [run for run in runs if not run.eval_only]
+    chosen = trainings if step.endswith("_train") else [next(run for run in runs if run.eval_only)]
+    return "\n".join(" ".join(os.path.relpath(a, ROOT) if a.startswith(ROOT + os.sep) else a for a in run.argv[1:])
+                     for run in chosen)
 
 
 def test_every_method_has_the_four_thin_protocol_scripts():

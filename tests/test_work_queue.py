@@ -99,6 +99,11 @@ def test_two_stage_plan_trains_the_host_first_and_once(synthetic_root, tmp_path)
     coop_train = [r for r in both if r.trainer == "CoOp" and not r.eval_only]
     assert len(coop_train) == 1 and coop_train[0].output_dir == host.output_dir
     assert next(r for r in both if r.trainer == "EMPL_CoOp" and not r.eval_only).depends_on is coop_train[0]
+    # HOST_CONFIG names the host's config (another CLIP's configs, whose protocol default differs)
+    named = run_protocol.plan("base2new", ["EMPL_CoOp"], ["synthetic_shapes"], out=io.StringIO(),
+                              **{**kwargs, "extra_opts": kwargs["extra_opts"] + ["TRAINER.EMPL.HOST_CONFIG", "tiny_ctxv1"]})
+    assert named[0].argv[named[0].argv.index("--config-file") + 1].endswith(os.path.join("CoOp", "tiny_ctxv1.yaml"))
+    assert named[1].argv[-2:] == ["TRAINER.EMPL.HOST_RUN", named[0].output_dir] and "tiny_ctxv1" in named[0].output_dir
     printed = io.StringIO()
     assert run_protocol.execute(alone, out=printed, in_process=True) == 0, printed.getvalue()
     log = open(os.path.join(empl.output_dir, "log.txt")).read()

@@ -44,12 +44,21 @@ ABLATIONS: Dict[str, List[Tuple[str, List[str]]]] = {
     ],
     "sgld_gradient": [(v, [E + "SGLD_GRADIENT", v]) for v in ("exact", "anchor")],
     "chains": [("persistent, SGLD_STEPS 1", []), ("fresh, SGLD_STEPS 4", [E + "PERSISTENT", "False", E + "SGLD_STEPS", "4"])],
-    "inference": [(v, [E + "INFERENCE", v]) for v in ("sample", "amortized", "anchor")],
-    "test_condition": [(v, [E + "CONDITION", v]) for v in ("batch", "image")],
+    # How EMPL is trained: two-stage (from the host's run of the same data and seed, a few epochs)
+    # or from the host's CTX_INIT at the host's budget (CoOp's chosen 100 epochs).
+    "training": [("two-stage, 10 epochs from the host's run", [E + "HOST_RUN", "auto", "OPTIM.MAX_EPOCH", "10"]),
+                 ("from CTX_INIT, 100 epochs", [E + "HOST_RUN", "", "OPTIM.MAX_EPOCH", "100"])],
+    "in_loss": [(v, [E + "IN_LOSS", v]) for v in ("mixture", "per_prompt")],
+    "vocabulary": [("training classes removed", [E + "VOCAB_EXCLUDE", "training"]),
+                   ("every class of the dataset removed (strict)", [E + "VOCAB_EXCLUDE", "dataset"])],
+    "inference": [("sample (per image)", [E + "INFERENCE", "sample"]),
+                  ("sample, top 3 classes", [E + "INFERENCE", "sample", E + "TEST_TOP_K", "3"]),
+                  ("sample_batch (transductive)", [E + "INFERENCE", "sample_batch"]),
+                  ("amortized", [E + "INFERENCE", "amortized"]), ("anchor", [E + "INFERENCE", "anchor"])],
 }
 # Ablations of inference only: the default's trained models are evaluated again (base and new
 # test splits) with the value's opts, instead of training anew.
-EVAL_ONLY = {"inference", "test_condition"}
+EVAL_ONLY = {"inference"}
 
 
 def config_defaults(trainer: str, cfg: str) -> dict:

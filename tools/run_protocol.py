@@ -334,8 +334,9 @@ def plan_protocol(
         data, seed and shots, planned as the host's own protocol plans it; None otherwise."""
         if not two_stage:
             return None
+        host_cfg = str(config_value(config_file, extra_opts, "TRAINER.EMPL.HOST_CONFIG") or "") or given_cfg
         return plan_protocol(protocol, host, [dataset] if protocol == "base2new" else [], [seed], root,
-                             output_root, given_cfg, shots, source, extra_opts, python)[0]
+                             output_root, host_cfg, shots, source, extra_opts, python)[0]
 
     def training(argv, output_dir, dataset, seed) -> Run:
         """The training run, after its host's (two-stage) when it has one."""

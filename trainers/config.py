@@ -98,9 +98,10 @@ def add_method_config(cfg):
     # EMPL_ProDA keeps ProDA's Gaussian bound over them.
     cfg.TRAINER.EMPL.IN_LOSS = "mixture"
     cfg.TRAINER.EMPL.OPEN_LOSS = "entropy"  # entropy, energy or none
-    # sample (SGLD per test image: inductive), sample_batch (conditioned on the test batch:
-    # transductive; batches in a seeded random order), amortized or anchor (trainers/empl.py)
-    cfg.TRAINER.EMPL.INFERENCE = "sample"
+    # anchor (the learned prompt alone: chosen on validation, docs/EMPL.md), sample (SGLD per
+    # test image: inductive), sample_batch (conditioned on the test batch: transductive; batches
+    # in a seeded random order) or amortized (trainers/empl.py)
+    cfg.TRAINER.EMPL.INFERENCE = "anchor"
     cfg.TRAINER.EMPL.TEST_SGLD_STEPS = -1  # SGLD steps at evaluation; < 0: SGLD_STEPS
     # INFERENCE sample: k > 0 samples each image's prompts on its k classes with the highest
     # anchor logits only (the energy and the samples' features), and re-ranks those k by the
@@ -112,3 +113,6 @@ def add_method_config(cfg):
     # (compare.py, quickstart.sh) train the host on the same data, seed and shots first and
     # pass its folder.
     cfg.TRAINER.EMPL.HOST_RUN = ""
+    # With HOST_RUN auto: the host's config (a name under configs/trainers/<host>/) the driver
+    # trains; "" = the config name the driver was given, else the host's own for the protocol.
+    cfg.TRAINER.EMPL.HOST_CONFIG = ""

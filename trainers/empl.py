@@ -239,12 +239,30 @@ class EMPLMixin:
                 "--output-dir of a finished training run of the host (CoOp for EMPL_CoOp, ProDA for EMPL_ProDA, "
                 "MaPLe for EMPL_MaPLe) with the same classes and prompt settings"
             )
+        self.check_host_backbone(host_run)
         print(f"Two-stage training: starting from the host's run {host_run} (epoch {max(epochs)})")
         self._loading_host_run = True  # load_model's errors then say what to fix in HOST_RUN
         try:
             self.load_model(host_run, epoch=max(epochs))
         finally:
             self._loading_host_run = False
+
+    def check_host_backbone(self, host_run: str) -> None:
+        """A host run of another CLIP can have prompts of the same shape (RN50's and ViT-B/16's text
+        width are both 512) and would load silently: compare the backbones its config.yaml names."""
+        path = os.path.join(host_run, "config.yaml")
+        if not os.path.isfile(path):
+            return  # a run made elsewhere (real Dassl writes no config.yaml): the shapes are checked on loading
+        import yaml
+
+        with open(path, encoding="utf-8") as f:
+            host_backbone = ((yaml.safe_load(f) or {}).get("MODEL") or {}).get("BACKBONE", {}).get("NAME")
+        if host_backbone is not None and host_backbone != self.cfg.MODEL.BACKBONE.NAME:
+            raise ValueError(
+                f"TRAINER.EMPL.HOST_RUN {host_run} was trained with MODEL.BACKBONE.NAME {host_backbone}, this run "
+                f"uses {self.cfg.MODEL.BACKBONE.NAME}: train the host with the same CLIP (TRAINER.EMPL.HOST_CONFIG "
+                "names the host's config that HOST_RUN auto trains)"
+            )
 
     def model_dir_fix(self) -> str:
         if getattr(self, "_loading_host_run", False):

@@ -3,12 +3,15 @@
 # usage: TRAINER=... CFG=... (or METHOD=<trainer in defaults.txt>: its two) DATA=/path/to/datasets bash scripts/protocols/xd_train.sh SEED
 source "$(dirname "$0")/../common.sh"
 TRAINER=${TRAINER:-$METHOD} TRAINER=${TRAINER:?"set TRAINER (or use scripts/<method>/xd_train.sh)"}
-CFG=${CFG:-$(method_cfg cross_dataset)} CFG=${CFG:?"set CFG, a config name under configs/trainers/$TRAINER/"}
+CFG_GIVEN=$CFG CFG=${CFG:-$(method_cfg cross_dataset)} CFG=${CFG:?"set CFG, a config name under configs/trainers/$TRAINER/"}
 SHOTS=${SHOTS:-$(defaults shots)}
 DATASET=${SOURCE:-$(defaults source)}
 
 SEED=$1
 
-DIR=output/${DATASET}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
+DIR_OF=output/${DATASET}/@T/@C_${SHOTS}shots/seed${SEED}
+DIR=${DIR_OF//@T/$TRAINER} DIR=${DIR//@C/$CFG}
+HOST_OPTS=$(host_run_opts xd_train cross_dataset "$DIR_OF" "$@") || exit 1
 train_py_unless_done "$DIR" \
-    DATASET.NUM_SHOTS ${SHOTS}
+    DATASET.NUM_SHOTS ${SHOTS} \
+    ${HOST_OPTS}
