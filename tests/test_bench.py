@@ -110,3 +110,11 @@ def test_skip_training_measures_evaluation_only():
                        "--skip-training", "--count-flops"])
     assert math.isnan(rows[0]["train_ms"]) and math.isnan(rows[0]["train_gflop"])
     assert rows[0]["eval_ms_per_batch"] > 0 and rows[0]["eval_gflop_per_batch"] > 0
+
+
+def test_inference_chooses_the_empl_modes_measured():
+    rows = bench.main(["--device", "cpu", "--backbone", "tiny-vit", "--classes", "5", "--trainers", "EMPL_CoOp",
+                       "--warmup", "0", "--steps", "1", "--eval-batches", "1", "--eval-batch-size", "4",
+                       "--skip-training", "--count-flops", "--inference", "anchor", "sample"])
+    assert [r["trainer"] for r in rows] == ["EMPL_CoOp (anchor)", "EMPL_CoOp (sample)"]
+    assert rows[1]["eval_gflop_per_batch"] > rows[0]["eval_gflop_per_batch"]  # sampling costs per image

@@ -189,6 +189,38 @@ def test_transfer_tables_by_hand(tmp_path):
     assert "MaPLe (published: MaPLe paper" in md and "50.90" in md
 
 
+def test_paired_transfer_differences_by_hand(tmp_path):
+    """paired_stats --protocol: per seed, the mean over the protocol's targets, A - B, and a
+    seedless zero-shot compared with every seed of A."""
+    from tools import paired_stats
+
+    root = tmp_path / "output"
+    accs = {("CoOp", "caltech101"): [90.0, 93.0, 91.0], ("CoOp", "eurosat"): [40.0, 50.0, 44.0],
+            ("CoOp", "imagenet_a"): [48.0, 50.0, 47.0], ("CoOp", "imagenet_r"): [75.0, 76.0, 77.0],
+            ("KgCoOp", "caltech101"): [91.0, 92.0, 94.0], ("KgCoOp", "eurosat"): [45.0, 49.0, 46.0],
+            ("ZeroshotCLIP", "caltech101"): [92.0], ("ZeroshotCLIP", "eurosat"): [47.0]}
+    for (trainer, dataset), values in accs.items():
+        for seed, acc in enumerate(values, 1):
+            write_log(str(root / "evaluation" / trainer / "cfgX_16shots" / dataset / f"seed{seed}" / "log.txt"),
+                      fake_log(acc, True))
+        if trainer != "ZeroshotCLIP":
+            for seed in range(1, len(values) + 1):
+                write_log(str(root / "imagenet" / trainer / "cfgX_16shots" / f"seed{seed}" / "log.txt"), fake_log(70.0, False))
+    out = io.StringIO()
+    assert paired_stats.main([str(root), "--protocol", "cross_dataset", "--pairs", "KgCoOp:CoOp", "CoOp:ZeroshotCLIP"],
+                             out=out) == 0
+    rows = {cells(line)[0]: cells(line) for line in out.getvalue().splitlines()[2:]}
+    kg = [mean([91.0, 45.0]) - mean([90.0, 40.0]), mean([92.0, 49.0]) - mean([93.0, 50.0]),
+          mean([94.0, 46.0]) - mean([91.0, 44.0])]
+    assert rows["KgCoOp - CoOp"][1] == " / ".join(f"{d:+.2f}" for d in kg)
+    zs = [mean([90.0, 40.0]) - 69.5, mean([93.0, 50.0]) - 69.5, mean([91.0, 44.0]) - 69.5]
+    m, low, high = paired_stats.t_interval(zs)
+    assert rows["CoOp - ZeroshotCLIP"][2] == f"{m:+.2f} [{low:+.2f}, {high:+.2f}]"
+    out = io.StringIO()
+    assert paired_stats.main([str(root), "--protocol", "domain_generalization", "--pairs", "KgCoOp:CoOp"], out=out) == 0
+    assert "0 paired seed(s): need 2" in out.getvalue()  # KgCoOp has no DG target
+
+
 def test_bundled_domain_generalization_targets_and_no_foreign_published_rows(tmp_path):
     """Trained on WorldNet: its restyled sets form the DG table, another task the cross-dataset
     one, and ImageNet's published rows appear in neither."""

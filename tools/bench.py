@@ -228,7 +228,7 @@ def bench_ours(trainer_name, n_classes, args, device):
                 train_gflop = (plain + (logged - plain) / every) / 1e9
         if hasattr(trainer, "set_model_mode") and trainer_name != "ZeroshotCLIP":
             trainer.set_model_mode("eval")
-        modes = ["sample", "sample_batch", "amortized", "anchor"] if trainer_name.startswith("EMPL") else [None]
+        modes = list(args.inference) if trainer_name.startswith("EMPL") else [None]
         for mode in modes:
             if mode:
                 trainer.cfg.defrost()
@@ -363,6 +363,9 @@ def main(argv=None):
     parser.add_argument("--count-flops", action="store_true",
                         help="also count the FLOPs of one training step and one evaluation batch")
     parser.add_argument("--opts", nargs="+", default=[], help="config KEY VALUE pairs for every trainer")
+    parser.add_argument("--inference", nargs="+", default=["sample", "sample_batch", "amortized", "anchor"],
+                        choices=["sample", "sample_batch", "amortized", "anchor"],
+                        help="the EMPL trainers' inference modes to measure")
     parser.add_argument("--skip-training", action="store_true",
                         help="measure evaluation only (the training columns are left empty)")
     parser.add_argument("--peak-tflops", type=float, default=989.0,

@@ -6,6 +6,13 @@ For each seed, base and new are averaged over the base-to-new datasets both trai
 with that seed, and H is the harmonic mean of those averages; the difference A - B is taken per
 seed (runs with the same seed see the same data), and its mean gets a Student-t 95% interval
 over seeds. An interval above zero means A beats B on these seeds beyond seed noise.
+
+    python tools/paired_stats.py output/quickstart --protocol cross_dataset --pairs EMPL_CoOp:CoOp
+
+The transfer protocols compare each seed's mean accuracy over the targets (cross-dataset: every
+evaluated dataset but the source and its shifted domains; domain generalization: the source's
+shifted domains). Zero-shot CLIP has no seed: a pair with it compares every seed of A with its
+one value (a one-sample interval).
 """
 import argparse
 import os
@@ -79,6 +86,41 @@ def seed_differences(a, b) -> Tuple[List[int], Dict[str, List[float]]]:
     return seeds, diffs
 
 
+def transfer_targets(results: Sequence[make_tables.RunResult], protocol: str, source: str) -> List[str]:
+    """The targets whose mean a transfer protocol compares (as make_tables' tables show them)."""
+    shifted = list(make_tables.SHIFTED_DOMAINS.get(source, ()))
+    if protocol == "domain_generalization":
+        return shifted
+    return [d for d in make_tables._all_eval_targets(results, source) if d not in shifted]
+
+
+def transfer_seed_means(results, trainer: str, targets: Sequence[str]) -> Dict[int, float]:
+    """{seed: mean accuracy over targets} of a trainer's seeds that evaluated every target."""
+    by_seed: Dict[int, Dict[str, float]] = {}
+    for r in results:
+        if r.trainer == trainer and r.part == "evaluation" and r.dataset in targets:
+            by_seed.setdefault(r.seed, {})[r.dataset] = r.accuracy
+    return {seed: statistics.fmean(v.values()) for seed, v in by_seed.items() if len(v) == len(targets)}
+
+
+def render_transfer(results, pairs: Sequence[Tuple[str, str]], protocol: str, source: str) -> str:
+    targets = transfer_targets(results, protocol, source)
+    rows = []
+    for first, second in pairs:
+        a, b = transfer_seed_means(results, first, targets), transfer_seed_means(results, second, targets)
+        if len(b) == 1 and len(a) > 1:  # a seedless baseline (zero-shot): one value for every seed
+            b = dict.fromkeys(a, next(iter(b.values())))
+        seeds = sorted(set(a) & set(b))
+        if len(seeds) < 2:
+            rows.append([f"{first} - {second}", f"{len(seeds)} paired seed(s): need 2", "–"])
+            continue
+        diffs = [a[s] - b[s] for s in seeds]
+        mean, low, high = t_interval(diffs)
+        rows.append([f"{first} - {second}", " / ".join(f"{d:+.2f}" for d in diffs), f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"])
+    title = f"{protocol}, mean over {', '.join(targets)}"
+    return make_tables.md_table([title, "per seed", "mean [95% CI]"], rows)
+
+
 def render(results, pairs: Sequence[Tuple[str, str]]) -> str:
     rows = []
     for first, second in pairs:
@@ -106,12 +148,19 @@ def main(argv=None, out=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="an output folder holding base-to-new runs (compare.py's --output-dir)")
     parser.add_argument("--pairs", nargs="+", type=parse_pair, required=True, help="A:B, e.g. EMPL_CoOp:CoOp")
+    parser.add_argument("--protocol", default="base2new", choices=["base2new", "cross_dataset", "domain_generalization"])
+    parser.add_argument("--source", help="the transfer protocols' source dataset (default: the one the runs trained on)")
     args = parser.parse_args(argv)
     results, _ = make_tables.collect_results(args.root)
     if not results:
         print(f"error: no finished runs under {args.root}", file=sys.stderr)
         return 2
-    print(render(results, args.pairs), file=out)
+    if args.protocol == "base2new":
+        print(render(results, args.pairs), file=out)
+        return 0
+    sources = sorted({r.dataset for r in results if r.part == "source"})
+    source = args.source or (sources[0] if len(sources) == 1 else make_tables.DEFAULT_SOURCE)
+    print(render_transfer(results, args.pairs, args.protocol, source), file=out)
     return 0
 
 
