@@ -216,6 +216,12 @@ def test_paired_transfer_differences_by_hand(tmp_path):
     zs = [mean([90.0, 40.0]) - 69.5, mean([93.0, 50.0]) - 69.5, mean([91.0, 44.0]) - 69.5]
     m, low, high = paired_stats.t_interval(zs)
     assert rows["CoOp - ZeroshotCLIP"][2] == f"{m:+.2f} [{low:+.2f}, {high:+.2f}]"
+    zs_root = tmp_path / "b2n"  # base-to-new: zero-shot's one run set against each seed of CoOp
+    write_base2new(str(zs_root), "ZeroshotCLIP", "cfgZ", "eurosat", 1, 70.0, 60.0)
+    for seed, (b, n) in enumerate(((80.0, 55.0), (84.0, 63.0)), 1):
+        write_base2new(str(zs_root), "CoOp", "cfgA", "eurosat", seed, b, n)
+    seeds, diffs = paired_stats.paired_differences(make_tables.collect_results(str(zs_root))[0], "CoOp", "ZeroshotCLIP")
+    assert seeds == [1, 2] and diffs["base"] == [10.0, 14.0] and diffs["new"] == [-5.0, 3.0]
     out = io.StringIO()
     assert paired_stats.main([str(root), "--protocol", "domain_generalization", "--pairs", "KgCoOp:CoOp"], out=out) == 0
     assert "0 paired seed(s): need 2" in out.getvalue()  # KgCoOp has no DG target

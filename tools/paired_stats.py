@@ -67,8 +67,12 @@ def averages(per_dataset: Dict[str, Dict[str, float]], datasets: Sequence[str]) 
 
 
 def paired_differences(results, first: str, second: str) -> Tuple[List[int], Dict[str, List[float]]]:
-    """Seeds both trainers finished on the same datasets, and per metric the per-seed A - B."""
-    return seed_differences(seed_averages(results, first), seed_averages(results, second))
+    """Seeds both trainers finished on the same datasets, and per metric the per-seed A - B. A
+    seedless B (zero-shot CLIP: one run set) is compared with every seed of A."""
+    a, b = seed_averages(results, first), seed_averages(results, second)
+    if len(b) == 1 and len(a) > 1:
+        b = dict.fromkeys(a, next(iter(b.values())))
+    return seed_differences(a, b)
 
 
 def seed_differences(a, b) -> Tuple[List[int], Dict[str, List[float]]]:
