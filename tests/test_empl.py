@@ -452,6 +452,30 @@ def test_two_stage_training_starts_from_the_host_runs_last_epoch(build_tiny_trai
     empl.start_from_host_run(str(tmp_path / "coop"))  # the same CLIP loads
 
 
+def test_evaluation_runs_test_sgld_steps(build_tiny_trainer):
+    """TEST_SGLD_STEPS sets the chains' steps at evaluation (negative: SGLD_STEPS, as training)."""
+    trainer = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.SGLD_STEPS", 3)
+    steps, sample_prompts = [], trainer.sample_prompts
+
+    def spy(anchor, energy_fn, **options):
+        steps.append(options.get("n_steps"))
+        return sample_prompts(anchor, energy_fn, **options)
+
+    trainer.sample_prompts = spy
+    trainer.set_model_mode("eval")
+    images, _ = fixed_batch(trainer, 2)
+    for value, expected in ((2, 2), (-1, 3)):
+        trainer.cfg.defrost()
+        trainer.cfg.TRAINER.EMPL.TEST_SGLD_STEPS = value
+        trainer.cfg.TRAINER.EMPL.INFERENCE = "sample"
+        trainer.cfg.freeze()
+        steps.clear()
+        trainer.clear_eval_cache()
+        with torch.no_grad():
+            trainer.model_inference(images)
+        assert steps and set(steps) == {expected}, (value, steps)
+
+
 def test_top_k_samples_each_image_on_its_anchors_best_classes(build_tiny_trainer):
     """TEST_TOP_K k: each image's prediction ranks only the anchors' k best classes for it (the
     samples re-rank them); the other classes stay below, and the prediction still depends on its

@@ -38,10 +38,11 @@ EMPL = [case for case in TRAINED if case[0].startswith("EMPL_")]
 # halving the scale each time (CLIP's logit scale of 100 makes that happen on the first step or
 # two here, as on a GPU): amp steps until the scaler takes one, at most this many times.
 MAX_AMP_STEPS = 5
-# EMPL's tiny configs run 5 SGLD steps per training step and per test image over every class;
-# 2 steps in training, and one test-time step on each image's 2 best classes, exercise the same
-# code (the chains, in half precision around them) in less time.
-EMPL_FAST = ["TRAINER.EMPL.SGLD_STEPS", 2, "TRAINER.EMPL.TEST_SGLD_STEPS", 1, "TRAINER.EMPL.TEST_TOP_K", 2]
+# EMPL's tiny configs run 4 chains of 5 SGLD steps per training step and per test image over
+# every class; 2 chains of 2 steps in training, and one test-time step on each image's 2 best
+# classes, exercise the same code (the chains, in half precision around them) in less time.
+EMPL_FAST = ["TRAINER.EMPL.N_PROMPTS", 2, "TRAINER.EMPL.SGLD_STEPS", 2, "TRAINER.EMPL.TEST_SGLD_STEPS", 1,
+             "TRAINER.EMPL.TEST_TOP_K", 2]
 
 
 def half_dtype(prec):
