@@ -42,6 +42,7 @@ from dassl.config import get_cfg_default  # noqa: E402
 from dassl.engine import TRAINER_REGISTRY  # noqa: E402
 from train import extend_cfg  # noqa: E402
 from trainers import clip_backbone  # noqa: E402
+from trainers.empl import INFERENCE_MODES  # noqa: E402
 from trainers.open_vocab import clip_bpe_words  # noqa: E402
 from tools.make_tables import md_table  # noqa: E402
 
@@ -363,8 +364,7 @@ def main(argv=None):
     parser.add_argument("--count-flops", action="store_true",
                         help="also count the FLOPs of one training step and one evaluation batch")
     parser.add_argument("--opts", nargs="+", default=[], help="config KEY VALUE pairs for every trainer")
-    parser.add_argument("--inference", nargs="+", default=["sample", "sample_batch", "amortized", "anchor"],
-                        choices=["sample", "sample_batch", "amortized", "anchor"],
+    parser.add_argument("--inference", nargs="+", default=list(INFERENCE_MODES), choices=INFERENCE_MODES,
                         help="the EMPL trainers' inference modes to measure")
     parser.add_argument("--skip-training", action="store_true",
                         help="measure evaluation only (the training columns are left empty)")

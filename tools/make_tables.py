@@ -606,11 +606,9 @@ def make_tables(root: str, out_dir: Optional[str] = None, plots_dir: Optional[st
         md, rows = render_base2new(b2n, b2n_datasets, reference, show_std)
         write_outputs("base2new", md, rows, out_dir, stream)
         written["base2new"] = os.path.join(out_dir, "base2new.md")
-    shifted = SHIFTED_DOMAINS.get(source, ())
-    for name, title, targets in (
-        ("domain_generalization", "Domain generalization", shifted),
-        ("cross_dataset", "Cross-dataset transfer", [d for d in _all_eval_targets(results, source) if d not in shifted]),
-    ):
+    targets_of = transfer_targets(results, source)
+    for name, title in (("domain_generalization", "Domain generalization"), ("cross_dataset", "Cross-dataset transfer")):
+        targets = targets_of[name]
         summary, columns = transfer_summary(results, targets, source)
         if columns:
             md, rows = render_transfer(name, title, summary, columns, reference, show_std)
@@ -628,6 +626,14 @@ def make_tables(root: str, out_dir: Optional[str] = None, plots_dir: Optional[st
         for name in [n for n in written if n.startswith("plot_")]:
             print(f"plot: {written[name]}", file=stream)
     return written
+
+
+def transfer_targets(results: Sequence[RunResult], source: str) -> Dict[str, List[str]]:
+    """The targets of each transfer protocol's table: domain generalization, the source's shifted
+    domains; cross-dataset, every other evaluated dataset but the source."""
+    shifted = list(SHIFTED_DOMAINS.get(source, ()))
+    return {"domain_generalization": shifted,
+            "cross_dataset": [d for d in _all_eval_targets(results, source) if d not in shifted]}
 
 
 def _all_eval_targets(results, source):

@@ -18,7 +18,7 @@ import argparse
 import os
 import statistics
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -70,9 +70,12 @@ def paired_differences(results, first: str, second: str) -> Tuple[List[int], Dic
     """Seeds both trainers finished on the same datasets, and per metric the per-seed A - B. A
     seedless B (zero-shot CLIP: one run set) is compared with every seed of A."""
     a, b = seed_averages(results, first), seed_averages(results, second)
-    if len(b) == 1 and len(a) > 1:
-        b = dict.fromkeys(a, next(iter(b.values())))
-    return seed_differences(a, b)
+    return seed_differences(a, every_seed(b, a))
+
+
+def every_seed(b: Dict[int, Any], a: Dict[int, Any]) -> Dict[int, Any]:
+    """b with one seed (zero-shot CLIP: a seedless run set) repeated for every seed of a; else b."""
+    return dict.fromkeys(a, next(iter(b.values()))) if len(b) == 1 and len(a) > 1 else b
 
 
 def seed_differences(a, b) -> Tuple[List[int], Dict[str, List[float]]]:
@@ -90,14 +93,6 @@ def seed_differences(a, b) -> Tuple[List[int], Dict[str, List[float]]]:
     return seeds, diffs
 
 
-def transfer_targets(results: Sequence[make_tables.RunResult], protocol: str, source: str) -> List[str]:
-    """The targets whose mean a transfer protocol compares (as make_tables' tables show them)."""
-    shifted = list(make_tables.SHIFTED_DOMAINS.get(source, ()))
-    if protocol == "domain_generalization":
-        return shifted
-    return [d for d in make_tables._all_eval_targets(results, source) if d not in shifted]
-
-
 def transfer_seed_means(results, trainer: str, targets: Sequence[str]) -> Dict[int, float]:
     """{seed: mean accuracy over targets} of a trainer's seeds that evaluated every target."""
     by_seed: Dict[int, Dict[str, float]] = {}
@@ -108,12 +103,11 @@ def transfer_seed_means(results, trainer: str, targets: Sequence[str]) -> Dict[i
 
 
 def render_transfer(results, pairs: Sequence[Tuple[str, str]], protocol: str, source: str) -> str:
-    targets = transfer_targets(results, protocol, source)
+    targets = make_tables.transfer_targets(results, source)[protocol]  # as the tables show them
     rows = []
     for first, second in pairs:
-        a, b = transfer_seed_means(results, first, targets), transfer_seed_means(results, second, targets)
-        if len(b) == 1 and len(a) > 1:  # a seedless baseline (zero-shot): one value for every seed
-            b = dict.fromkeys(a, next(iter(b.values())))
+        a = transfer_seed_means(results, first, targets)
+        b = every_seed(transfer_seed_means(results, second, targets), a)
         seeds = sorted(set(a) & set(b))
         if len(seeds) < 2:
             rows.append([f"{first} - {second}", f"{len(seeds)} paired seed(s): need 2", "–"])
