@@ -1,4 +1,5 @@
 """EMPL_CoOp, ProDA and EMPL_ProDA (and EMPL_MaPLe's sampling) on the tiny CLIP: equivalences, gradients, sampling, inference."""
+import math
 import os
 
 import pytest
@@ -50,6 +51,25 @@ def test_empl_proda_without_sampling_is_proda(build_tiny_trainer):
         proda.model.prompt_learner.ctx.copy_(empl.model.prompt_learner.ctx)
     images, labels = fixed_batch(empl)
     assert empl.compute_loss(images, labels)[0].item() == pytest.approx(proda.compute_loss(images, labels)[0].item(), abs=1e-5)
+
+
+def test_empl_proda_per_prompt_bound_is_prodas_loss_at_each_chain_position(build_tiny_trainer):
+    from trainers.multi_prompt_losses import proda_gaussian_bound_loss
+
+    trainer = build_tiny_trainer("EMPL_ProDA", EMPL_PRODA, "TRAINER.EMPL.IN_LOSS", "per_prompt",
+                                 "TRAINER.PRODA.ORTHO_WEIGHT", 0.0)
+    gen = torch.Generator().manual_seed(3)
+    labels = torch.tensor([0, 2, 1, 1, 0])
+    logits = 5 * torch.randn(4, 3, 5, 3, generator=gen)  # [K sets, S positions (anchors first), B, C]
+    expected = sum(proda_gaussian_bound_loss(logits[:, s], labels) for s in range(3)) / 3
+    loss, _ = trainer.multi_prompt_loss(logits, labels, None)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # Anchors that do not classify (uniform logits) before samples that do: the anchors' position
+    # costs its cross-entropy, log 3, in one third of the loss, whatever the samples do.
+    good = 10.0 * F.one_hot(labels, 3).float().expand(4, 3, 5, 3)
+    blind_anchors = torch.cat([torch.zeros(4, 1, 5, 3), good[:, 1:]], dim=1)
+    extra = trainer.multi_prompt_loss(blind_anchors, labels, None)[0] - trainer.multi_prompt_loss(good, labels, None)[0]
+    assert extra.item() == pytest.approx(math.log(3) / 3, abs=1e-3)
 
 
 @pytest.mark.parametrize("name, config", [("EMPL_CoOp", EMPL_COOP), ("EMPL_ProDA", EMPL_PRODA), ("ProDA", PRODA)])

@@ -99,8 +99,8 @@ def _empl_grid(trainings: List[str], costly: bool) -> List[str]:
 
 # The hosts' budgets are their chosen ones (CoOp: LR 0.05, 100 epochs; ProDA: LR 0.05, 50 epochs).
 GRID["EMPL_CoOp"] = _empl_grid(_empl_trainings("0.05", 100, ("mixture", "per_prompt")), costly=True)
-# EMPL_ProDA keeps ProDA's Gaussian bound as its in-domain loss (IN_LOSS does not apply).
-GRID["EMPL_ProDA"] = _empl_grid(_empl_trainings("0.05", 50, ("mixture",)), costly=False)
+# EMPL_ProDA's in-domain loss is ProDA's Gaussian bound, pooled (mixture) or per chain position.
+GRID["EMPL_ProDA"] = _empl_grid(_empl_trainings("0.05", 50, ("mixture", "per_prompt")), costly=False)
 SELECT_DEFAULT = {"EMPL_CoOp": "H", "EMPL_ProDA": "H", "EMPL_MaPLe": "H"}
 
 

@@ -95,7 +95,8 @@ def add_method_config(cfg):
     cfg.TRAINER.EMPL.LAMBDA = 0.1  # weight of L_out
     # L_in over the anchor and its samples: "mixture" (the NLL of their mean softmax) or
     # "per_prompt" (the mean of each prompt's cross-entropy: the anchor must classify too).
-    # EMPL_ProDA keeps ProDA's Gaussian bound over them.
+    # EMPL_ProDA: ProDA's Gaussian bound over all of them pooled ("mixture") or over each chain
+    # position's prompt sets, the anchors' bound being ProDA's own loss ("per_prompt").
     cfg.TRAINER.EMPL.IN_LOSS = "mixture"
     cfg.TRAINER.EMPL.OPEN_LOSS = "entropy"  # entropy, energy or none
     # anchor (the learned prompt alone: chosen on validation, docs/EMPL.md), sample (SGLD per

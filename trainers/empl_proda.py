@@ -2,8 +2,9 @@
 
 The prompts in use are the anchors (N chains each): all of them with PROMPT_BATCH 0 (ProDA(x4)),
 the step's drawn prompts during training otherwise, and all N at inference. ProDA's Gaussian
-bound is taken over the anchors and their samples together, from their logits (the full
-covariance; COVARIANCE diagonal is ProDA's own loss only); the decorrelation term is ProDA's;
+bound is taken from the logits (the full covariance; COVARIANCE diagonal is ProDA's own loss
+only), over the anchors and their samples pooled (IN_LOSS mixture) or over each chain position's
+K prompts, the anchors' being ProDA's own loss (per_prompt); the decorrelation term is ProDA's;
 L_out uses the mean prompt's logits; the prediction uses the mean text feature.
 
 Prompts with the class name in front or in the middle (CLASS_TOKEN_POSITION middle, front or
@@ -83,9 +84,21 @@ class EMPL_ProDA(EMPLMixin, proda.ProDA):
         self.prompt_chain_filled = torch.zeros(self.method_cfg.N_PROMPTS, dtype=torch.bool)
 
     def multi_prompt_loss(self, logits, labels, anchor_features):
-        """logits [K, S, B, V]: ProDA's bound over all K x S prompts, plus its decorrelation term."""
+        """logits [K, S, B, V] (anchors first along S) -> ProDA's bound plus its decorrelation term.
+
+        IN_LOSS mixture: one bound over all K x S prompts pooled (the anchors' own mean need not
+        classify: the samples' spread can carry it). per_prompt: the mean over s of the bound over
+        the K prompts at chain position s, so s = 0 is ProDA's own loss on the anchors and each
+        sample set must classify as a ProDA distribution too.
+        """
+        n_positions = logits.shape[1]
+        if self.empl_cfg.IN_LOSS == "per_prompt":
+            # [K, S x B, V]: each (position, image) pair is one of ProDA's images; the mean over
+            # the S x B pairs is the mean over positions of each position's bound.
+            loss = proda_gaussian_bound_loss(logits.flatten(1, 2), labels.repeat(n_positions))
+        else:
+            loss = proda_gaussian_bound_loss(logits.flatten(0, 1), labels)
         logits = logits.flatten(0, 1)
-        loss = proda_gaussian_bound_loss(logits, labels)
         decorrelation = self.decorrelation_loss(anchor_features)
         if decorrelation is not None:
             loss = loss + decorrelation
