@@ -504,6 +504,29 @@ def test_paired_differences_and_t_interval_by_hand(b2n_tree):
         paired_stats.t_interval([1.0])
 
 
+def test_paired_cells_list_every_cell_below_the_margin(b2n_tree):
+    """paired_stats --cells: every (task, seed, split) A - B against ACCS by hand, the cells below
+    -margin counted and named, the worst one reported."""
+    from tools import paired_stats
+
+    results, _ = make_tables.collect_results(str(b2n_tree))
+    found = paired_stats.cell_differences(results, "CoOp", "EMPL_CoOp")
+    expected = [(d, seed, m, ACCS[("CoOp", d)][k][seed - 1] - ACCS[("EMPL_CoOp", d)][k][seed - 1])
+                for seed in (1, 2) for d in sorted(("eurosat", "dtd")) for k, m in enumerate(("base", "new"))]
+    assert [c[:3] for c in found] == [e[:3] for e in expected]
+    assert [c[3] for c in found] == pytest.approx([e[3] for e in expected])
+    margin = 1.5
+    below = [e for e in expected if e[3] < -margin]
+    out = io.StringIO()
+    assert paired_stats.main([str(b2n_tree), "--pairs", "CoOp:EMPL_CoOp", "--cells", str(margin)], out=out) == 0
+    row = [line for line in out.getvalue().splitlines() if line.startswith("| CoOp - EMPL_CoOp")][0]
+    assert 0 < len(below) < len(expected)  # the margin splits the cells
+    assert cells(row)[1] == f"{len(below)} of {len(expected)}"
+    assert all(f"{d} seed {seed} {m} {x:+.2f}" in cells(row)[3] for d, seed, m, x in below)
+    worst = min(expected, key=lambda e: e[3])
+    assert cells(row)[2] == f"{worst[3]:+.2f} ({worst[0]} seed {worst[1]} {worst[2]})"
+
+
 def test_ablation_plan_shares_the_default_and_evaluates_inference_on_its_models(capsys):
     """tools/ablate_empl.py: a value equal to the config's runs in the shared 'default' folder;
     inference-only ablations re-evaluate the default's trained models instead of training."""

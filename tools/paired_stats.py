@@ -11,7 +11,8 @@ over seeds. An interval above zero means A beats B on these seeds beyond seed no
 
 The transfer protocols compare each seed's mean accuracy over the targets (cross-dataset: every
 evaluated dataset but the source and its shifted domains; domain generalization: the source's
-shifted domains). Zero-shot CLIP has no seed: a pair with it compares every seed of A with its
+shifted domains). `--cells 2` lists instead every task, seed and split where A is more than 2
+points below B (EMPL's anchor check). Zero-shot CLIP has no seed: a pair with it compares every seed of A with its
 one value (a one-sample interval).
 """
 import argparse
@@ -133,6 +134,34 @@ def render(results, pairs: Sequence[Tuple[str, str]]) -> str:
     return make_tables.md_table(["pair", "metric", "per seed", "mean [95% CI]"], rows)
 
 
+def cell_differences(results, first: str, second: str) -> List[Tuple[str, int, str, float]]:
+    """Every (dataset, seed, split) cell both trainers finished, with A - B: [(dataset, seed,
+    "base" | "new", difference)], in that order. A seedless B is compared with every seed of A."""
+    a = seed_averages(results, first)
+    b = every_seed(seed_averages(results, second), a)
+    return [(d, seed, m, a[seed][d][m] - b[seed][d][m])
+            for seed in sorted(set(a) & set(b)) for d in sorted(set(a[seed]) & set(b[seed]))
+            for m in ("base", "new") if m in a[seed][d] and m in b[seed][d]]
+
+
+def render_cells(results, pairs: Sequence[Tuple[str, str]], margin: float) -> str:
+    """Per pair: how many cells A is below B by more than margin, which ones, and the worst cell
+    (EMPL's anchor check: the anchor at least its host's accuracy minus 2, on every task, seed
+    and split)."""
+    rows = []
+    for first, second in pairs:
+        cells = cell_differences(results, first, second)
+        if not cells:
+            rows.append([f"{first} - {second}", "0", "–", "no common cells"])
+            continue
+        below = [c for c in cells if c[3] < -margin]
+        worst = min(cells, key=lambda c: c[3])
+        rows.append([f"{first} - {second}", f"{len(below)} of {len(cells)}",
+                     f"{worst[3]:+.2f} ({worst[0]} seed {worst[1]} {worst[2]})",
+                     "; ".join(f"{d} seed {seed} {m} {x:+.2f}" for d, seed, m, x in below) or "none"])
+    return make_tables.md_table(["pair", f"cells below -{margin:g}", "worst", "cells below"], rows)
+
+
 def parse_pair(text: str) -> Tuple[str, str]:
     first, sep, second = text.partition(":")
     if not sep or not first or not second:
@@ -148,13 +177,16 @@ def main(argv=None, out=None) -> int:
     parser.add_argument("--pairs", nargs="+", type=parse_pair, required=True, help="A:B, e.g. EMPL_CoOp:CoOp")
     parser.add_argument("--protocol", default="base2new", choices=["base2new", "cross_dataset", "domain_generalization"])
     parser.add_argument("--source", help="the transfer protocols' source dataset (default: the one the runs trained on)")
+    parser.add_argument("--cells", type=float, metavar="MARGIN",
+                        help="base-to-new: instead of the intervals, list every task, seed and split where A is "
+                             "more than MARGIN points below B (EMPL's anchor check: --cells 2)")
     args = parser.parse_args(argv)
     results, _ = make_tables.collect_results(args.root)
     if not results:
         print(f"error: no finished runs under {args.root}", file=sys.stderr)
         return 2
     if args.protocol == "base2new":
-        print(render(results, args.pairs), file=out)
+        print(render(results, args.pairs) if args.cells is None else render_cells(results, args.pairs, args.cells), file=out)
         return 0
     sources = sorted({r.dataset for r in results if r.part == "source"})
     source = args.source or (sources[0] if len(sources) == 1 else make_tables.DEFAULT_SOURCE)

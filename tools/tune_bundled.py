@@ -78,11 +78,12 @@ _EMPL_EVALUATIONS = [f"{_E}INFERENCE sample {_E}TEST_SGLD_STEPS 1 {_E}TEST_TOP_K
 _COSTLY_EVALUATIONS = [f"{_E}INFERENCE sample {_E}TEST_SGLD_STEPS {steps}" for steps in (1, 4)]
 
 
-def _empl_trainings(host_lr: str, host_epochs: int, losses) -> List[str]:
-    """From scratch at the host's budget (token-level chains, as chosen before), and two-stage
-    from the host's run: a few epochs at the host's LR, chains at half or all of the depth."""
+def _empl_trainings(host_lr: str, host_epochs: int, losses, scratch_depths=("1.0",)) -> List[str]:
+    """From scratch at the host's budget (chains at scratch_depths of the depth; token-level, as
+    chosen before, by default), and two-stage from the host's run: a few epochs at the host's LR,
+    chains at half or all of the depth."""
     scratch = [f"{_E}HOST_RUN '' OPTIM.LR {host_lr} OPTIM.MAX_EPOCH {host_epochs} {_E}IN_LOSS {loss} "
-               f"{_E}SGLD_LAYERS {{layers:1.0}}" for loss in losses]
+               f"{_E}SGLD_LAYERS {{layers:{f}}}" for loss in losses for f in scratch_depths]
     two_stage = [f"{_E}HOST_RUN auto OPTIM.LR {host_lr} OPTIM.MAX_EPOCH {epochs} {_E}IN_LOSS {loss} "
                  f"{_E}SGLD_LAYERS {{layers:{f}}}" for epochs in (10, 25) for loss in losses for f in ("0.5", "1.0")]
     return scratch + two_stage
@@ -100,7 +101,11 @@ def _empl_grid(trainings: List[str], costly: bool) -> List[str]:
 # The hosts' budgets are their chosen ones (CoOp: LR 0.05, 100 epochs; ProDA: LR 0.05, 50 epochs).
 GRID["EMPL_CoOp"] = _empl_grid(_empl_trainings("0.05", 100, ("mixture", "per_prompt")), costly=True)
 # EMPL_ProDA's in-domain loss is ProDA's Gaussian bound, pooled (mixture) or per chain position.
-GRID["EMPL_ProDA"] = _empl_grid(_empl_trainings("0.05", 50, ("mixture", "per_prompt")), costly=False)
+# From scratch its chains also run at a quarter and half of the depth: token-level chains left
+# its anchors unable to fit WorldAerial's base classes on validation (docs/EMPL.md, "A working
+# anchor").
+GRID["EMPL_ProDA"] = _empl_grid(_empl_trainings("0.05", 50, ("mixture", "per_prompt"), ("0.25", "0.5", "1.0")),
+                                costly=False)
 SELECT_DEFAULT = {"EMPL_CoOp": "H", "EMPL_ProDA": "H", "EMPL_MaPLe": "H"}
 
 
