@@ -554,12 +554,6 @@ class SimpleTrainer(TrainerBase):
         print(f"Distributed data parallel: {get_world_size()} processes; global train batch "
               f"{self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE} split across them")
 
-    def unwrapped(self, name: Optional[str] = None) -> nn.Module:
-        """The registered module ``name`` (default: the first one). Modules are never wrapped
-        (gradient sync is done with hooks), so this is the module itself; trainers may call it
-        for clarity where they need the plain module."""
-        return self._models[self.get_model_names(name)[0]]
-
     def check_cfg(self, cfg) -> None:
         """Optional hook to validate trainer-specific settings."""
 
