@@ -356,7 +356,7 @@ class PromptSRC(ClipPromptTrainer):
     def read_checked_checkpoint(self, fpath, name, fix, skip=(), partial=False):
         """The engine's check, after turning a reference checkpoint (the whole CustomCLIP) into
         our prompt learner's state dict (reference_name)."""
-        from dassl.engine.trainer import read_checkpoint
+        from dassl.engine.checkpoint import read_checkpoint
 
         checkpoint = read_checkpoint(fpath, fix)
         if is_reference_state_dict(checkpoint["state_dict"]):
