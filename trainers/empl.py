@@ -17,7 +17,9 @@ from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .clip_backbone import LOCAL_CLIP_VOCABULARIES, ClassPrompts, eot_positions, l2_normalize, replace_tokens
+from .class_prompts import ClassPrompts
+from .clip_backbone import LOCAL_CLIP_VOCABULARIES, l2_normalize
+from .clip_encoders import eot_positions, replace_tokens
 from .multi_prompt_losses import (free_energy, mixture_log_probs, mixture_nll, open_vocabulary_loss,
                                   per_prompt_cross_entropy)
 from .open_vocab import OpenVocabulary

@@ -34,10 +34,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .clip_backbone import (
-    LEARNED_DTYPE, ClassPromptLearner, DeepPromptedCLIP, PromptedCLIP, TextEncoder, clean_classname, l2_normalize,
-    leading_words_context, tokenize,
-)
+from .class_prompts import ClassPromptLearner, clean_classname, leading_words_context
+from .clip_backbone import LEARNED_DTYPE, l2_normalize, tokenize
+from .clip_encoders import TextEncoder
+from .prompted_clip import DeepPromptedCLIP, PromptedCLIP
 from .imagenet_templates import IMAGENET_TEMPLATES
 from .prompt_trainer import ClipPromptTrainer, register_trainer
 
