@@ -19,7 +19,7 @@ from PIL import Image, ImageChops, ImageDraw
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from .common import GeneratedDataset
+from .generated import GeneratedDataset
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "diamond", "hexagon", "heart", "crescent")
 SPLITS = ("train", "val", "test")
