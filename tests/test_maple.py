@@ -131,7 +131,7 @@ def test_eval_caches_text_features_per_evaluation(maple):
     with torch.no_grad():
         logits = maple.model_inference(images)
         assert torch.allclose(logits, maple.model(images), atol=1e-6)
-        assert torch.equal(maple._eval_cache, maple.model.class_text_features())
+        assert torch.equal(maple._eval_cache.text_features, maple.model.class_text_features())
     maple.clear_eval_cache()
 
 
