@@ -31,7 +31,7 @@ from typing import Dict
 from PIL import Image
 
 from dassl.data.datasets import DATASET_REGISTRY
-from datasets.common import GeneratedDataset
+from datasets.generated import GeneratedDataset
 
 from . import render, world
 

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from trainers import clip_backbone
-from trainers.clip_backbone import TextEncoder, l2_normalize, tokenize
+from trainers.clip_backbone import l2_normalize, tokenize
+from trainers.clip_encoders import TextEncoder
 
 from . import render, world
 

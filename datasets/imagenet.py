@@ -7,15 +7,8 @@ import os
 from dassl.data.datasets import DATASET_REGISTRY, Datum
 from dassl.utils import listdir_nohidden
 
-from .common import (
-    CoOpDataset,
-    check_split,
-    images_per_class,
-    load_fewshot_cache,
-    read_classnames,
-    try_cache_write,
-    write_pickle_atomic,
-)
+from .checks import check_split, images_per_class, load_fewshot_cache
+from .common import CoOpDataset, read_classnames, try_cache_write, write_pickle_atomic
 
 
 @DATASET_REGISTRY.register()

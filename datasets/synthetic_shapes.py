@@ -13,14 +13,13 @@ benchmarks (other styles, domain shifts).
 """
 import colorsys
 import math
-import os
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from .common import GeneratedDataset, generate_image_split
+from .generated import GeneratedDataset
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "diamond", "hexagon", "heart", "crescent")
 SPLITS = ("train", "val", "test")
@@ -139,17 +138,6 @@ def random_appearance(rng):
 def render_random_shape(shape, rng, size=32):
     """``render_shape`` with ``random_appearance(rng)``."""
     return render_shape(shape, size=size, rng=rng, **random_appearance(rng))
-
-
-# ----------------------------------------------------------------------------- generation
-def generate_shapes(dataset_dir, classes=SHAPES, counts=None, size=32, seed=0,
-                    split_name="split_zhou_SyntheticShapes.json"):
-    """Render the images under ``dataset_dir/images/<class>/`` and write the CoOp split file
-    and ``generator.json`` (datasets.common.generate_image_split). Returns the split dict."""
-    counts = dict(counts or DEFAULT_COUNTS)
-    return generate_image_split(
-        dataset_dir, classes, lambda label, shape, rng: render_random_shape(shape, rng, size), counts, seed,
-        os.path.join(dataset_dir, split_name), generator_params(classes, counts, size, seed))
 
 
 def generator_params(classes=SHAPES, counts=None, size=32, seed=0):

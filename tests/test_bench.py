@@ -40,7 +40,7 @@ def test_transformer_flops_match_torch_flop_counter(tiny_clip):
     """The FLOP-bound line's formula against torch's own count of the tiny text encoder."""
     import torch
 
-    from trainers.clip_backbone import TextEncoder
+    from trainers.clip_encoders import TextEncoder
 
     encoder = TextEncoder(tiny_clip)
     n_seq, seq_len, width = 3, 9, tiny_clip.transformer.width

@@ -10,7 +10,8 @@ import torch
 from benchmark import render, tasks, world, world_clip
 from conftest import ROOT, make_cfg
 from trainers import clip_backbone
-from trainers.clip_backbone import _tokenizer, eot_positions, load_clip, tokenize
+from trainers.clip_backbone import _tokenizer, load_clip, tokenize
+from trainers.clip_encoders import eot_positions
 from trainers.open_vocab import OpenVocabulary, name_words
 
 SMALL_RECIPE = dict(steps=24, batch_size=16, lr=2e-3, warmup_fraction=0.25)

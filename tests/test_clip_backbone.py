@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from trainers import class_prompts, clip_encoders
 from trainers import clip_backbone as cb
 
 
@@ -21,7 +22,7 @@ def prompts(tiny_clip):
 
 def test_truncated_text_encoder_equals_full_run_and_encode_text(tiny_clip, prompts):
     tokens, embeddings = prompts
-    encoder = cb.TextEncoder(tiny_clip)
+    encoder = clip_encoders.TextEncoder(tiny_clip)
     ours = encoder(embeddings, tokens)
     with torch.no_grad():
         assert torch.allclose(ours, tiny_clip.encode_text(tokens), atol=1e-5)
@@ -30,9 +31,9 @@ def test_truncated_text_encoder_equals_full_run_and_encode_text(tiny_clip, promp
 
 def test_run_blocks_splits_anywhere(tiny_clip, prompts):
     tokens, embeddings = prompts
-    encoder = cb.TextEncoder(tiny_clip)
+    encoder = clip_encoders.TextEncoder(tiny_clip)
     x = encoder.embed(embeddings[:, :20])
-    eot = cb.eot_positions(tokens)
+    eot = clip_encoders.eot_positions(tokens)
     full = encoder.final_features(encoder.run_blocks(x), eot)
     for split in range(encoder.num_layers + 1):
         hidden = encoder.run_blocks(x, 0, split)
@@ -41,7 +42,7 @@ def test_run_blocks_splits_anywhere(tiny_clip, prompts):
 
 def test_deep_prompts_replace_context_states(tiny_clip, prompts):
     tokens, embeddings = prompts
-    encoder = cb.TextEncoder(tiny_clip)
+    encoder = clip_encoders.TextEncoder(tiny_clip)
     x = encoder.embed(embeddings)
     deep = torch.randn(2, x.shape[-1])
     ours = encoder.run_blocks(x, deep_prompts={1: deep})
@@ -52,7 +53,7 @@ def test_deep_prompts_replace_context_states(tiny_clip, prompts):
 
 def test_class_prompt_assembly_positions(tiny_clip):
     names = ["circle", "heart shape"]
-    pieces = cb.ClassPrompts(tiny_clip, names, "X X X X", n_ctx=4)
+    pieces = class_prompts.ClassPrompts(tiny_clip, names, "X X X X", n_ctx=4)
     ctx = torch.randn(4, 64)
     emb = lambda text: tiny_clip.token_embedding(cb.tokenize([text]))[0].detach()  # noqa: E731
     end = pieces.assemble(ctx, "end")
@@ -70,10 +71,10 @@ def test_class_prompt_assembly_positions(tiny_clip):
 
 
 def test_init_context_from_words(tiny_clip):
-    ctx, prefix = cb.init_context(tiny_clip, 16, "a_photo_of_a")
+    ctx, prefix = class_prompts.init_context(tiny_clip, 16, "a_photo_of_a")
     assert prefix == "a photo of a" and ctx.shape == (4, 64)
     assert torch.allclose(ctx, tiny_clip.token_embedding(cb.tokenize(["a photo of a"]))[0, 1:5])
-    ctx, prefix = cb.init_context(tiny_clip, 3, n_sets=5)
+    ctx, prefix = class_prompts.init_context(tiny_clip, 3, n_sets=5)
     assert prefix == "X X X" and ctx.shape == (5, 3, 64) and 0.01 < ctx.std() < 0.03
 
 

@@ -225,12 +225,12 @@ def test_resume_epoch_loader_skips_finished_batches_in_the_epochs_order():
 
     from dassl.data.data_manager import resume_epoch_loader
     from dassl.data.samplers import SkipSampler
-    from dassl.engine.trainer import _creates_iterator
+    from dassl.engine.checkpoint import creates_iterator
     from dassl.utils import get_rng_state, set_rng_state
 
     def epoch(loader):
         """(RNG states before the epoch, new iterator?, batches, RNG states after each batch)."""
-        start, fresh = get_rng_state(), _creates_iterator(loader)
+        start, fresh = get_rng_state(), creates_iterator(loader)
         batches, states = [], []
         for batch in loader:
             batches.append(batch)

@@ -12,7 +12,8 @@ import torch
 from conftest import assert_gradients_reach_only, fixed_batch
 from test_clip_backbone import reference_text_features
 from trainers import kgcoop
-from trainers.clip_backbone import autocast_dtype, clean_classname, l2_normalize, tokenize
+from trainers.class_prompts import clean_classname
+from trainers.clip_backbone import autocast_dtype, l2_normalize, tokenize
 
 KGCOOP = "configs/trainers/KgCoOp/tiny.yaml"  # CTX_INIT "a photo of a", W 8.0
 COOP = "configs/trainers/CoOp/tiny.yaml"

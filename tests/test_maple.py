@@ -5,6 +5,7 @@ import torch
 
 from conftest import assert_gradients_reach_only, fixed_batch
 from deep_prompt_reference import perturb_learned, prompted_features
+from trainers import class_prompts, clip_encoders
 from trainers import clip_backbone as cb
 
 MAPLE = "configs/trainers/MaPLe/tiny.yaml"
@@ -35,7 +36,7 @@ def maple(build_tiny_trainer):
 def test_vision_encoder_without_prompts_is_clip_visual(tiny_clip):
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        assert torch.allclose(cb.VisionEncoder(tiny_clip.visual)(images), tiny_clip.visual(images), atol=1e-5)
+        assert torch.allclose(clip_encoders.VisionEncoder(tiny_clip.visual)(images), tiny_clip.visual(images), atol=1e-5)
 
 
 def test_learner_shapes_and_context_from_words(maple, tiny_clip):
@@ -45,8 +46,8 @@ def test_learner_shapes_and_context_from_words(maple, tiny_clip):
     assert learner.compound_prompts_text[0].shape == (2, 64)
     assert learner.proj.out_features == 64 and len(learner.compound_prompt_projections) == 1
     # As in the reference: "a photo" is learned, "of a <class>." stays in the frozen suffix.
-    fresh = cb.word_embeddings(tiny_clip, "a photo of a")
-    words = cb.ClassPrompts(tiny_clip, ["circle"], "a photo of a", 2)
+    fresh = class_prompts.word_embeddings(tiny_clip, "a photo of a")
+    words = class_prompts.ClassPrompts(tiny_clip, ["circle"], "a photo of a", 2)
     assert torch.allclose(words.token_suffix[0, :2], fresh[2:4])
     assert learner().shape == (learner.n_cls, 77, 64)
 
@@ -64,7 +65,7 @@ def test_truncated_text_equals_full_length_run(maple):
     model, learner = maple.model, maple.model.prompt_learner
     with torch.no_grad():
         prompts = learner()
-        eot = cb.eot_positions(learner.tokenized_prompts)
+        eot = clip_encoders.eot_positions(learner.tokenized_prompts)
         assert int(eot.max()) + 1 < 77  # the model does cut the sequences
         encoder = model.text_encoder
         full = encoder.run_blocks(encoder.embed(prompts), deep_prompts=learner.text_deep_prompts())  # all 77 tokens
@@ -130,7 +131,7 @@ def test_eval_caches_text_features_per_evaluation(maple):
     with torch.no_grad():
         logits = maple.model_inference(images)
         assert torch.allclose(logits, maple.model(images), atol=1e-6)
-        assert torch.equal(maple._eval_cache, maple.model.class_text_features())
+        assert torch.equal(maple._eval_cache.text_features, maple.model.class_text_features())
     maple.clear_eval_cache()
 
 

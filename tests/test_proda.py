@@ -11,7 +11,8 @@ import yaml
 
 from conftest import ROOT, fixed_batch
 from trainers import proda
-from trainers.clip_backbone import ClassPrompts, l2_normalize, tokenize, word_embeddings
+from trainers.class_prompts import ClassPrompts, word_embeddings
+from trainers.clip_backbone import l2_normalize, tokenize
 from trainers.multi_prompt_losses import proda_gaussian_bound_loss, prompt_orthogonality
 
 PRODA_TINY = "configs/trainers/ProDA/tiny.yaml"

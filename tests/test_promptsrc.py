@@ -11,6 +11,7 @@ import torch
 
 from conftest import fixed_batch
 from deep_prompt_reference import perturb_learned, prompted_features
+from trainers import class_prompts
 from trainers import clip_backbone as cb
 from trainers import promptsrc
 from trainers.imagenet_templates import IMAGENET_TEMPLATES
@@ -76,7 +77,7 @@ def test_learner_shapes_and_context_from_words(src, tiny_clip):
     assert shapes == {"ctx": (4, 64), "vision_ctx": (4, 64), "deep_text_prompts.1": (4, 64),
                       "deep_text_prompts.2": (4, 64), "deep_vision_prompts.1": (4, 64)}
     fresh = quiet(promptsrc.CustomCLIP, src.cfg, ["circle"], tiny_clip).prompt_learner
-    assert torch.allclose(fresh.ctx, cb.word_embeddings(tiny_clip, "a photo of a"))  # all 4 tokens learned
+    assert torch.allclose(fresh.ctx, class_prompts.word_embeddings(tiny_clip, "a photo of a"))  # all 4 tokens learned
     assert all(p.dtype == cb.LEARNED_DTYPE for p in learner.parameters())
 
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.clip_backbone import clean_classname, l2_normalize, tokenize
+from trainers.class_prompts import clean_classname
+from trainers.clip_backbone import l2_normalize, tokenize
 from test_clip_backbone import reference_text_features
 
 COOP = "configs/trainers/CoOp/tiny.yaml"

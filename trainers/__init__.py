@@ -1,6 +1,7 @@
 """Trainers, registered in dassl's TRAINER_REGISTRY on import.
 
-Shared plumbing: clip_backbone.py (CLIP loading, text encoder, prompt pieces) and
+Shared plumbing: clip_backbone.py (CLIP loading and precision), clip_encoders.py (the encoders
+run block by block), class_prompts.py (prompt assembly), prompted_clip.py (the model shells) and
 prompt_trainer.py (the trainer base); EMPL's sampler and objective: sgld.py, empl.py,
 multi_prompt_losses.py, open_vocab.py; one file per method.
 

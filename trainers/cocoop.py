@@ -9,7 +9,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .clip_backbone import ClassPromptLearner, PromptedCLIP, init_context, l2_normalize
+from .class_prompts import ClassPromptLearner, init_context
+from .clip_backbone import l2_normalize
+from .prompted_clip import PromptedCLIP
 from .prompt_trainer import ClipPromptTrainer, register_trainer
 
 

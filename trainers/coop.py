@@ -6,7 +6,9 @@ front. Keys: TRAINER.COOP.N_CTX, CSC, CTX_INIT, PREC, CLASS_TOKEN_POSITION.
 """
 import torch.nn as nn
 
-from .clip_backbone import ClassPromptLearner, ClassTextCLIP, init_context, l2_normalize
+from .class_prompts import ClassPromptLearner, init_context
+from .clip_backbone import l2_normalize
+from .prompted_clip import ClassTextCLIP
 from .prompt_trainer import ClipPromptTrainer, register_trainer
 
 

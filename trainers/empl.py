@@ -17,10 +17,13 @@ from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .clip_backbone import LOCAL_CLIP_VOCABULARIES, ClassPrompts, eot_positions, l2_normalize, replace_tokens
+from .class_prompts import ClassPrompts
+from .clip_backbone import LOCAL_CLIP_VOCABULARIES, l2_normalize
+from .clip_encoders import eot_positions, replace_tokens
 from .multi_prompt_losses import (free_energy, mixture_log_probs, mixture_nll, open_vocabulary_loss,
                                   per_prompt_cross_entropy)
 from .open_vocab import OpenVocabulary
+from .prompt_trainer import EvalCache
 from .sgld import BACKPROPS, SGLD_GRADIENTS, SGLDResult, langevin_sample, sgld_options
 
 CONDITIONS = ("batch", "image")
@@ -637,17 +640,18 @@ class EMPLMixin:
         if self._eval_cache is None:
             hidden, eot = self.prefix_states([self.model.prompt_learner.classes])
             if mode in ("sample", "sample_batch"):
-                self._eval_cache = (hidden, eot, self.anchor_features(hidden, eot))
+                self._eval_cache = EvalCache(prefix_states=(hidden, eot),
+                                             anchor_features=self.anchor_features(hidden, eot))
             else:  # anchor or amortized: the text features of the whole evaluation, once
                 calibration = self.calibration_features() if mode == "amortized" else None
                 feats, _, _ = self.sampled_features(
                     hidden, eot, calibration, sample=mode == "amortized", condition="batch",
                     generator=self.eval_generator, n_steps=self.test_sgld_steps(),
                 )
-                self._eval_cache = feats
+                self._eval_cache = EvalCache(text_features=feats)
         if mode == "sample":
-            hidden, eot, anchor_feats = self._eval_cache
-            index = self.top_classes(anchor_feats, image_features)
+            hidden, eot = self._eval_cache.prefix_states
+            index = self.top_classes(self._eval_cache.anchor_features, image_features)
             feats, per_image, _ = self.sampled_features(hidden, eot, image_features, condition="image",
                                                         generator=self.image_generators(image),
                                                         n_steps=self.test_sgld_steps(), class_index=index)
@@ -657,9 +661,9 @@ class EMPLMixin:
                                   dtype=top.dtype)
                 return full.scatter(1, index, top)
         elif mode == "sample_batch":
-            hidden, eot, _ = self._eval_cache
+            hidden, eot = self._eval_cache.prefix_states
             feats, per_image, _ = self.sampled_features(hidden, eot, image_features, condition="batch",
                                                         generator=self.eval_generator, n_steps=self.test_sgld_steps())
         else:
-            feats, per_image = self._eval_cache, False
+            feats, per_image = self._eval_cache.text_features, False
         return self.multi_prompt_prediction(self.image_logits(image_features, feats, per_image))

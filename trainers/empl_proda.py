@@ -20,7 +20,8 @@ from typing import List, Optional, Tuple
 import torch
 
 from . import proda
-from .clip_backbone import ClassPrompts, l2_normalize
+from .class_prompts import ClassPrompts
+from .clip_backbone import l2_normalize
 from .empl import EMPLMixin, LayerSplitText
 from .multi_prompt_losses import proda_gaussian_bound_loss
 from .prompt_trainer import register_trainer

@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 
 from . import coop
-from .clip_backbone import clean_classname, l2_normalize, tokenize
+from .class_prompts import clean_classname
+from .clip_backbone import l2_normalize, tokenize
 from .prompt_trainer import register_trainer
 from .zsclip import CUSTOM_TEMPLATES, DEFAULT_TEMPLATE
 

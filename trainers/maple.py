@@ -22,7 +22,8 @@ from typing import Dict, Tuple
 import torch
 import torch.nn as nn
 
-from .clip_backbone import ClassPromptLearner, DeepPromptedCLIP, leading_words_context
+from .class_prompts import ClassPromptLearner, leading_words_context
+from .prompted_clip import DeepPromptedCLIP
 from .prompt_trainer import ClipPromptTrainer, register_trainer
 
 def check_prompt_depth(depth: int, text_layers: int, vision_layers: int) -> None:

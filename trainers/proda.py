@@ -20,7 +20,9 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .clip_backbone import ClassPromptLearner, ClassPrompts, ClassTextCLIP, init_context, l2_normalize
+from .class_prompts import ClassPromptLearner, ClassPrompts, init_context
+from .clip_backbone import l2_normalize
+from .prompted_clip import ClassTextCLIP
 from .multi_prompt_losses import (
     proda_diagonal_gaussian_bound_loss,
     proda_gaussian_bound_loss,

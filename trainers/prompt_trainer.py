@@ -7,6 +7,8 @@ loss and logits of a batch, optionally a dict of further values to log) and `mod
 """
 import os
 from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +20,22 @@ from dassl.utils import load_checkpoint, load_pretrained_weights
 
 from .clip_backbone import autocast_dtype, half_on_cpu, load_clip, resolve_precision, set_clip_precision
 from .feature_cache import image_feature_cache
+
+
+@dataclass
+class EvalCache:
+    """What model_inference computes once per evaluation (ClipPromptTrainer.clear_eval_cache
+    forgets it): the fields a trainer's inference needs, the others None."""
+
+    # Normalised class text features the logits are taken against: [C, D] (CoOp, MaPLe), the
+    # model's own shape (ProDA's K prompt sets), or EMPL's anchors' and samples' features
+    # when they do not depend on the test image (INFERENCE anchor or amortized).
+    text_features: Optional[torch.Tensor] = None
+    # EMPL, INFERENCE sample / sample_batch: the text encoder's states where SGLD samples
+    # (hidden [K, C, T, d], eot [C]), and the anchors' features [K, 1, C, D] that rank each
+    # image's classes (None without TEST_TOP_K).
+    prefix_states: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+    anchor_features: Optional[torch.Tensor] = None
 
 def register_trainer(cls):
     """TRAINER_REGISTRY.register(), except that a name already registered by another module
@@ -82,7 +100,7 @@ class ClipPromptTrainer(TrainerX):
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model("prompt_learner", self.model.prompt_learner, self.optim, self.sched)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.prec == "amp" else None
-        self._eval_cache = None
+        self._eval_cache: Optional[EvalCache] = None
 
     # ------------------------------------------------------------------ training
     def autocast(self):
@@ -169,9 +187,9 @@ class ClipPromptTrainer(TrainerX):
         if hasattr(model, "class_text_features") and hasattr(model, "logits_from_features"):
             if self._eval_cache is None:
                 with self.autocast():
-                    self._eval_cache = model.class_text_features()
+                    self._eval_cache = EvalCache(text_features=model.class_text_features())
             with self.autocast():
-                return model.logits_from_features(image, self._eval_cache)
+                return model.logits_from_features(image, self._eval_cache.text_features)
         with self.autocast():
             return model(image)
 

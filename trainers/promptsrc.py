@@ -34,10 +34,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .clip_backbone import (
-    LEARNED_DTYPE, ClassPromptLearner, DeepPromptedCLIP, PromptedCLIP, TextEncoder, clean_classname, l2_normalize,
-    leading_words_context, tokenize,
-)
+from .class_prompts import ClassPromptLearner, clean_classname, leading_words_context
+from .clip_backbone import LEARNED_DTYPE, l2_normalize, tokenize
+from .clip_encoders import TextEncoder
+from .prompted_clip import DeepPromptedCLIP, PromptedCLIP
 from .imagenet_templates import IMAGENET_TEMPLATES
 from .prompt_trainer import ClipPromptTrainer, register_trainer
 
@@ -356,7 +356,7 @@ class PromptSRC(ClipPromptTrainer):
     def read_checked_checkpoint(self, fpath, name, fix, skip=(), partial=False):
         """The engine's check, after turning a reference checkpoint (the whole CustomCLIP) into
         our prompt learner's state dict (reference_name)."""
-        from dassl.engine.trainer import read_checkpoint
+        from dassl.engine.checkpoint import read_checkpoint
 
         checkpoint = read_checkpoint(fpath, fix)
         if is_reference_state_dict(checkpoint["state_dict"]):

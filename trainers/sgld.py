@@ -30,7 +30,7 @@ Where the data energy's gradient is taken (SGLD_GRADIENT):
 """
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 
@@ -111,7 +111,8 @@ def langevin_sample(
     keep_reference: bool = False,
     gradient_scale: float = 1.0,
 ) -> SGLDResult:
-    """Run n_chains Langevin chains per anchor, all batched, in fp32 whatever the anchor's dtype.
+    """Run n_chains Langevin chains per anchor, all batched, in fp32 whatever the anchor's dtype:
+    the sampling (LangevinChains), then the diagnostics (PriorOnlyChains, sgld_result).
 
     anchor: [n_anchors, *prompt_shape] (e.g. [1, M, d] for one shared CoOp context, [K, M, d]
         for ProDA's K prompt sets). prior_std <= 0 turns the anchoring prior off.
@@ -148,119 +149,181 @@ def langevin_sample(
         raise ValueError(f"TRAINER.EMPL.SGLD_STEP_SIZE must be > 0, got {step_size}")
     if backprop == "full" and not (anchor.requires_grad and torch.is_grad_enabled()):
         backprop = "detach"  # evaluation: no graph to keep
-    n_anchors = anchor.shape[0]
-    prompt_dims = tuple(range(1, anchor.dim()))
-    # Chains run in fp32: under fp16 the data drift per element is below the spacing of the
-    # states' values and would be rounded away. The energy casts states to the model's dtype.
-    anchor32 = anchor.float()
-    # Scale of the anchor per anchor set, [n_anchors, 1, 1, ...]: a constant of the step.
-    r = rms(anchor32.detach(), prompt_dims).clamp_min(1e-12)
-    r = r.view(n_anchors, 1, *([1] * (anchor.dim() - 1)))
-    # With BACKPROP full the prior's centre keeps its graph, so d(sample)/d(anchor) = 1 plus what
-    # flows through the data gradient; with detach the chain is a constant offset.
-    center = anchor32.unsqueeze(1) if backprop == "full" else anchor32.detach().unsqueeze(1)
-    prior = GaussianPriorStep(prior_std, step_size, noise_std) if prior_std > 0 else None
-    drift_weight = prior.drift_weight if prior is not None else 0.5 * step_size  # times r^2 grad E_data
-    data_energy = energy_fn
-    if gradient == "anchor" and n_steps > 0:
-        data_energy = linearised_energy(energy_fn, anchor32.unsqueeze(1), keep_graph=backprop == "full")
-
-    def prior_energy(h):
-        return (h - center.detach()).pow(2).flatten(2).sum(-1) / (2 * (prior_std * r.flatten(1)) ** 2)
-
-    def total_energy(h):
-        e = data_energy(h)
-        return e + prior_energy(h) if prior is not None else e
-
-    def randn_like(t):
-        if isinstance(generator, (list, tuple)):  # one generator per anchor, drawn row by row
-            return torch.stack([torch.randn(t.shape[1:], generator=g, device=t.device, dtype=t.dtype)
-                                for g in generator])
-        return torch.randn(t.shape, generator=generator, device=t.device, dtype=t.dtype)
-
-    def prior_and_noise(h, c, noise):
-        """A step's part without the data term: the exact prior step, or the Euler noise alone."""
-        if prior is not None:
-            return prior.step(h, c, r, noise)
-        return h if noise is None else h + noise_std * step_size**0.5 * r * noise
-
-    shape = (n_anchors, n_chains) + tuple(anchor.shape[1:])
-    h = center.expand(shape).clone()
-    if init_offset is not None:
-        if tuple(init_offset.shape) != shape:
-            raise ValueError(f"init_offset has shape {tuple(init_offset.shape)}, the chains {shape}")
-        h = h + r * init_offset.to(h.dtype)
-    elif init_std > 0:
-        h = h + init_std * r * randn_like(h)
-    # Prior-only chains on the same noise: the diagnostics' baseline.
+    chains = LangevinChains(anchor, energy_fn, n_chains, n_steps, step_size, noise_std, prior_std, backprop,
+                            gradient, generator)
+    h = chains.start(init_std, init_offset)
     reference = None
-    if reference_init_offset is not None:
-        if tuple(reference_init_offset.shape) != shape:
-            raise ValueError(f"reference_init_offset has shape {tuple(reference_init_offset.shape)}, the chains {shape}")
-        reference = (center.detach() + r * reference_init_offset.to(h.dtype)).expand(shape).clone()
-    elif compare_prior_only or keep_reference:
-        reference = h.detach().clone()
+    if reference_init_offset is not None or compare_prior_only or keep_reference:
+        reference = PriorOnlyChains(chains, h, reference_init_offset)
+    h, rejected, energy_before = chains.run(h, n_steps, gradient_scale,
+                                            on_noise=reference.step if reference is not None else None)
+    return sgld_result(chains, h, rejected, energy_before, n_steps, reference, compute_energy_after,
+                       compare_prior_only)
 
-    rejected = 0
-    energy_before = float("nan")
-    with torch.enable_grad():
-        for step in range(n_steps):
-            h_in = h if backprop == "full" else h.detach().requires_grad_(True)
-            energy = data_energy(h_in)
-            if step == 0:
-                energy_before = (energy.detach() + (prior_energy(h_in.detach()) if prior else 0)).float().mean().item()
-            (grad,) = torch.autograd.grad(energy.sum() * gradient_scale, h_in, create_graph=backprop == "full")
-            grad = grad.float() / gradient_scale
-            noise = randn_like(h) if noise_std > 0 else None
-            proposal = prior_and_noise(h_in, center, noise) - drift_weight * r**2 * grad
-            if reference is not None:  # the same step without the data term
-                reference = prior_and_noise(reference, center.detach(), noise)
-            finite = torch.isfinite(proposal.detach()).flatten(2).all(-1)  # [n_anchors, n_chains]
-            rejected += int((~finite).sum())
-            keep = finite.view(n_anchors, n_chains, *([1] * (anchor.dim() - 1)))
-            h = torch.where(keep, proposal, h_in)
-            if backprop == "detach":
-                h = h.detach()
 
+class LangevinChains:
+    """One call's chains: the anchor's scale r, the prior and the data energy they follow, where
+    they start and their steps (the module docstring's update).
+
+    States h are [n_anchors, n_chains, *prompt_shape], fp32: under fp16 the data drift per
+    element is below the spacing of the states' values and would be rounded away. The energy
+    casts states to the model's dtype.
+    """
+
+    def __init__(self, anchor: torch.Tensor, energy_fn: EnergyFn, n_chains: int, n_steps: int, step_size: float,
+                 noise_std: float, prior_std: float, backprop: str, gradient: str, generator):
+        self.n_anchors, self.n_chains = anchor.shape[0], n_chains
+        self.prompt_dim = anchor.dim() - 1
+        self.step_size, self.noise_std, self.prior_std = step_size, noise_std, prior_std
+        self.backprop, self.generator, self.energy_fn = backprop, generator, energy_fn
+        self.anchor32 = anchor.float()
+        # Scale of the anchor per anchor set, [n_anchors, 1, 1, ...]: a constant of the step.
+        r = rms(self.anchor32.detach(), tuple(range(1, anchor.dim()))).clamp_min(1e-12)
+        self.r = r.view(self.n_anchors, 1, *([1] * self.prompt_dim))
+        # With BACKPROP full the prior's centre keeps its graph, so d(sample)/d(anchor) = 1 plus
+        # what flows through the data gradient; with detach the chain is a constant offset.
+        self.center = self.anchor32.unsqueeze(1) if backprop == "full" else self.anchor32.detach().unsqueeze(1)
+        self.prior = GaussianPriorStep(prior_std, step_size, noise_std) if prior_std > 0 else None
+        # The data gradient's weight in a step, times r^2.
+        self.drift_weight = self.prior.drift_weight if self.prior is not None else 0.5 * step_size
+        self.data_energy = energy_fn  # the data energy the chains follow
+        if gradient == "anchor" and n_steps > 0:
+            self.data_energy = linearised_energy(energy_fn, self.anchor32.unsqueeze(1), keep_graph=backprop == "full")
+        self.shape = (self.n_anchors, n_chains) + tuple(anchor.shape[1:])
+
+    def prior_energy(self, h: torch.Tensor) -> torch.Tensor:
+        """||h - anchor||^2 / (2 sigma^2) per chain: [n_anchors, n_chains]."""
+        return (h - self.center.detach()).pow(2).flatten(2).sum(-1) / (2 * (self.prior_std * self.r.flatten(1)) ** 2)
+
+    def total_energy(self, h: torch.Tensor) -> torch.Tensor:
+        e = self.data_energy(h)
+        return e + self.prior_energy(h) if self.prior is not None else e
+
+    def randn_like(self, t: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.generator, (list, tuple)):  # one generator per anchor, drawn row by row
+            return torch.stack([torch.randn(t.shape[1:], generator=g, device=t.device, dtype=t.dtype)
+                                for g in self.generator])
+        return torch.randn(t.shape, generator=self.generator, device=t.device, dtype=t.dtype)
+
+    def prior_and_noise(self, h: torch.Tensor, center: torch.Tensor, noise: Optional[torch.Tensor]) -> torch.Tensor:
+        """A step's part without the data term: the exact prior step, or the Euler noise alone."""
+        if self.prior is not None:
+            return self.prior.step(h, center, self.r, noise)
+        return h if noise is None else h + self.noise_std * self.step_size**0.5 * self.r * noise
+
+    def start(self, init_std: float, init_offset: Optional[torch.Tensor]) -> torch.Tensor:
+        """The chains' first states: init_offset (in units of r) from the anchor, else the anchor
+        plus init_std * r * noise."""
+        h = self.center.expand(self.shape).clone()
+        if init_offset is not None:
+            if tuple(init_offset.shape) != self.shape:
+                raise ValueError(f"init_offset has shape {tuple(init_offset.shape)}, the chains {self.shape}")
+            h = h + self.r * init_offset.to(h.dtype)
+        elif init_std > 0:
+            h = h + init_std * self.r * self.randn_like(h)
+        return h
+
+    def run(self, h: torch.Tensor, n_steps: int, gradient_scale: float,
+            on_noise: Optional[Callable[[Optional[torch.Tensor]], None]] = None) -> Tuple[torch.Tensor, int, float]:
+        """n_steps steps from h -> (last states, chain-steps rejected for non-finite values, mean
+        total energy of h, nan without steps). on_noise(noise) sees each step's noise (PriorOnlyChains)."""
+        rejected = 0
+        energy_before = float("nan")
+        with torch.enable_grad():
+            for step in range(n_steps):
+                h_in = h if self.backprop == "full" else h.detach().requires_grad_(True)
+                energy = self.data_energy(h_in)
+                if step == 0:
+                    prior_part = self.prior_energy(h_in.detach()) if self.prior else 0
+                    energy_before = (energy.detach() + prior_part).float().mean().item()
+                (grad,) = torch.autograd.grad(energy.sum() * gradient_scale, h_in,
+                                              create_graph=self.backprop == "full")
+                grad = grad.float() / gradient_scale
+                noise = self.randn_like(h) if self.noise_std > 0 else None
+                proposal = self.prior_and_noise(h_in, self.center, noise) - self.drift_weight * self.r**2 * grad
+                if on_noise is not None:
+                    on_noise(noise)
+                finite = torch.isfinite(proposal.detach()).flatten(2).all(-1)  # [n_anchors, n_chains]
+                rejected += int((~finite).sum())
+                keep = finite.view(self.n_anchors, self.n_chains, *([1] * self.prompt_dim))
+                h = torch.where(keep, proposal, h_in)
+                if self.backprop == "detach":
+                    h = h.detach()
+        return h, rejected, energy_before
+
+    def offsets(self, h: torch.Tensor) -> torch.Tensor:
+        """(h - anchor) / r, detached."""
+        return (h.detach() - self.center.detach()) / self.r
+
+
+class PriorOnlyChains:
+    """The diagnostics' baseline: chains that take the same steps as the SGLD chains without
+    the data term (the same start, unless told, and the same noise)."""
+
+    def __init__(self, chains: LangevinChains, h: torch.Tensor, init_offset: Optional[torch.Tensor]):
+        self.chains = chains
+        if init_offset is not None:
+            if tuple(init_offset.shape) != chains.shape:
+                raise ValueError(f"reference_init_offset has shape {tuple(init_offset.shape)}, the chains {chains.shape}")
+            start = chains.center.detach() + chains.r * init_offset.to(h.dtype)
+            self.states = start.expand(chains.shape).clone()
+        else:
+            self.states = h.detach().clone()
+
+    def step(self, noise: Optional[torch.Tensor]) -> None:
+        self.states = self.chains.prior_and_noise(self.states, self.chains.center.detach(), noise)
+
+
+def sgld_result(chains: LangevinChains, h: torch.Tensor, rejected: int, energy_before: float, n_steps: int,
+                 reference: Optional[PriorOnlyChains], compute_energy_after: bool,
+                 compare_prior_only: bool) -> SGLDResult:
+    """The samples of the chains' last states h, and what the chains did: energies, distance to
+    the anchor, diversity, and (compare_prior_only) the data energy against the prior-only chains."""
+    final = h.detach()
     with torch.no_grad():
-        final = h.detach()
-        # The true data energy at the chains' ends, evaluated once: the energy-after diagnostic
-        # (when the chains followed it) and the prior-only comparison share it.
-        true_after = None
-        if (compare_prior_only and reference is not None) or (compute_energy_after and data_energy is energy_fn):
-            true_after = energy_fn(final).float()
-        if n_steps == 0:
-            energy_before = total_energy(final).float().mean().item()
-        energy_after = float("nan")
-        if compute_energy_after:
-            followed = true_after if data_energy is energy_fn else data_energy(final).float()
-            energy_after = (followed + (prior_energy(final) if prior is not None else 0)).mean().item()
-        data_after = data_prior_only = data_prior_only_std = float("nan")
-        reference_offsets = None if reference is None else (reference - center.detach()) / r
-        if reference is not None and compare_prior_only:
-            data_after = true_after.mean().item()
-            reference_energy = energy_fn(reference).float()
-            data_prior_only = reference_energy.mean().item()
-            if reference_energy.numel() > 1:
-                data_prior_only_std = reference_energy.std().item()
-        offset = (final - center.detach()) / r
-        distance = rms(offset, tuple(range(2, offset.dim()))).mean().item()
-        diversity = _mean_pairwise_rms(offset)
-
-    if backprop == "detach":
-        samples = anchor32.unsqueeze(1) + (final - center)
+        report = _diagnostics(chains, final, energy_before, n_steps, reference, compute_energy_after,
+                              compare_prior_only)
+    # Outside no_grad: with detach the samples are anchor + stopgrad(H_T - anchor), so the
+    # gradient reaches the anchor.
+    if chains.backprop == "detach":
+        samples = chains.anchor32.unsqueeze(1) + (final - chains.center)
     else:
         samples = h
-    return SGLDResult(
-        samples=samples,
+    return SGLDResult(samples=samples, rejected_steps=rejected, total_steps=n_steps * chains.n_anchors * chains.n_chains,
+                      **report)
+
+
+def _diagnostics(chains: LangevinChains, final: torch.Tensor, energy_before: float, n_steps: int,
+                 reference: Optional[PriorOnlyChains], compute_energy_after: bool, compare_prior_only: bool) -> dict:
+    """SGLDResult's diagnostic fields for the chains' last states ``final`` (detached)."""
+    energy_fn, data_energy = chains.energy_fn, chains.data_energy
+    # The true data energy at the chains' ends, evaluated once: the energy-after diagnostic
+    # (when the chains followed it) and the prior-only comparison share it.
+    true_after = None
+    if (compare_prior_only and reference is not None) or (compute_energy_after and data_energy is energy_fn):
+        true_after = energy_fn(final).float()
+    if n_steps == 0:
+        energy_before = chains.total_energy(final).float().mean().item()
+    energy_after = float("nan")
+    if compute_energy_after:
+        followed = true_after if data_energy is energy_fn else data_energy(final).float()
+        energy_after = (followed + (chains.prior_energy(final) if chains.prior is not None else 0)).mean().item()
+    data_after = data_prior_only = data_prior_only_std = float("nan")
+    reference_offsets = None if reference is None else chains.offsets(reference.states)
+    if reference is not None and compare_prior_only:
+        data_after = true_after.mean().item()
+        reference_energy = energy_fn(reference.states).float()
+        data_prior_only = reference_energy.mean().item()
+        if reference_energy.numel() > 1:
+            data_prior_only_std = reference_energy.std().item()
+    offset = chains.offsets(final)
+    return dict(
         offsets=offset,
         reference_offsets=reference_offsets,
         energy_before=energy_before,
         energy_after=energy_after,
-        distance_to_anchor=distance,
-        diversity=diversity,
-        rejected_steps=rejected,
-        total_steps=n_steps * n_anchors * n_chains,
+        distance_to_anchor=rms(offset, tuple(range(2, offset.dim()))).mean().item(),
+        diversity=_mean_pairwise_rms(offset),
         data_energy_after=data_after,
         data_energy_prior_only=data_prior_only,
         data_energy_prior_only_std=data_prior_only_std,

@@ -4,9 +4,8 @@ import torch
 
 from dassl.engine import TrainerX
 
-from .clip_backbone import (
-    clean_classname, half_on_cpu, l2_normalize, load_clip, resolve_precision, set_clip_precision, tokenize,
-)
+from .class_prompts import clean_classname
+from .clip_backbone import half_on_cpu, l2_normalize, load_clip, resolve_precision, set_clip_precision, tokenize
 from .feature_cache import image_feature_cache
 from .imagenet_templates import IMAGENET_TEMPLATES_SELECT
 from .prompt_trainer import register_trainer

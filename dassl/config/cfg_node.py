@@ -9,6 +9,8 @@ from typing import Optional
 import yaml
 from yacs.config import CfgNode as _YacsCfgNode
 
+from .retired_keys import RETIRED_KEYS
+
 __all__ = ["CfgNode", "ConfigKeyError"]
 
 
@@ -105,8 +107,6 @@ class CfgNode(_YacsCfgNode):
         self._merge(super().merge_from_other_cfg, cfg, cfg_filename)
 
     def merge_from_other_cfg(self, cfg_other) -> None:
-        from .defaults import RETIRED_KEYS  # lazy: defaults imports this module
-
         self._merge(super().merge_from_other_cfg, _without(cfg_other, RETIRED_KEYS), None)
 
     def merge_from_list(self, cfg_list: list) -> None:

@@ -4,7 +4,7 @@ TRAINER.FIXMATCH), DATALOADER.TRAIN_U, TRAIN.COUNT_ITER and the SSL datasets' DA
 
 Every key a CoOp, CoCoOp or MaPLe config (YAML or command-line opts) sets is declared, so their
 configs merge. A run's config dump written before those keys were dropped still merges
-(RETIRED_KEYS, CfgNode.merge_from_other_cfg).
+(retired_keys.py, CfgNode.merge_from_other_cfg).
 """
 from yacs.config import CfgNode as CN
 
@@ -142,14 +142,3 @@ _C.TEST.FINAL_MODEL = "last_step"
 _C.TRAINER = CN()
 _C.TRAINER.NAME = ""
 
-
-# Keys of Dassl's defaults dropped above (prefixes: a node and everything under it). Not
-# declared, so a YAML or opts setting one is an error; merge_from_other_cfg (a whole config, e.g.
-# the dump in the log.txt of a run written before they were dropped) ignores them.
-RETIRED_KEYS = (
-    "DATASET.NUM_LABELED", "DATASET.VAL_PERCENT", "DATASET.STL10_FOLD", "DATASET.CIFAR_C_TYPE",
-    "DATASET.CIFAR_C_LEVEL", "DATASET.ALL_AS_UNLABELED", "DATALOADER.TRAIN_U", "TRAIN.COUNT_ITER",
-    "TRAINER.MCD", "TRAINER.MME", "TRAINER.CDAC", "TRAINER.SE", "TRAINER.M3SDA", "TRAINER.DAEL",
-    "TRAINER.CROSSGRAD", "TRAINER.DDAIG", "TRAINER.DAELDG", "TRAINER.DOMAINMIX", "TRAINER.ENTMIN",
-    "TRAINER.MEANTEACHER", "TRAINER.MIXMATCH", "TRAINER.FIXMATCH",
-)

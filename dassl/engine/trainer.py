@@ -12,6 +12,7 @@ optimizer(s), scheduler(s) and ``register_model`` them) and
 ``forward_backward(batch)`` (one optimization step returning a dict of scalars).
 ``load_model`` checks each file before loading it; a trainer that loads only part of a
 checkpoint sets ``load_model_skip`` / ``load_model_partial`` and overrides ``load_model_state``.
+The checkpoint files' names, reading, checks and resume helpers are in checkpoint.py.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import datetime
 import math
 import os
 import os.path as osp
-import re
 import sys
 import time
 from collections import OrderedDict
@@ -30,6 +30,23 @@ import torch
 import torch.nn as nn
 
 from dassl.evaluation import build_evaluator
+from dassl.engine.checkpoint import (
+    check_mid_epoch_resume,
+    check_resumable,
+    check_state_dict,
+    creates_iterator,
+    find_model_file,
+    global_batch_size,
+    load_meter_states,
+    meter_states,
+    mid_epoch_checkpoint_name,
+    pointed_checkpoint,
+    read_checkpoint,
+    resume_path,
+    resumed_rng_state,
+    reuse_persistent_workers,
+    superseded_checkpoints,
+)
 from dassl.utils import (
     AverageMeter,
     MetricMeter,
@@ -43,7 +60,6 @@ from dassl.utils import (
     get_world_size,
     is_distributed,
     is_main_process,
-    load_checkpoint,
     mkdir_if_missing,
     save_checkpoint,
     set_random_seed,
@@ -67,67 +83,6 @@ def _progress(iterable, enabled: bool = True, desc: str = ""):
     except ImportError:
         return iterable
     return tqdm(iterable, file=console, desc=desc, leave=False)
-
-
-_CKPT_RE = re.compile(r"^model\.pth\.tar-(\d+)$")
-# A mid-epoch checkpoint (TRAIN.CHECKPOINT_ITERS): model.pth.tar-<epoch in progress, 1-based>-iter<batches done>
-_MID_CKPT_RE = re.compile(r"^model\.pth\.tar-(\d+)-iter(\d+)$")
-
-
-def mid_epoch_checkpoint_name(epoch: int, batches_done: int) -> str:
-    """File name of the checkpoint written after ``batches_done`` batches of ``epoch`` (1-based)."""
-    return f"model.pth.tar-{epoch}-iter{batches_done}"
-
-
-def _checkpoint_position(fname: str):
-    """(completed epochs, batches done in the next one) of a resumable checkpoint's file name,
-    or None for any other file (model-best.pth.tar, the pointer, ...)."""
-    match = _CKPT_RE.match(fname)
-    if match:
-        return int(match.group(1)), 0
-    match = _MID_CKPT_RE.match(fname)
-    if match:
-        return int(match.group(1)) - 1, int(match.group(2))
-    return None
-
-
-def _saved_epochs(fdir: str) -> List[int]:
-    """The epochs N with a model.pth.tar-N in ``fdir`` (mid-epoch files are not epochs)."""
-    if not osp.isdir(fdir):
-        return []
-    return sorted(int(m.group(1)) for m in map(_CKPT_RE.match, os.listdir(fdir)) if m)
-
-
-def read_checkpoint(fpath: str, fix: str) -> dict:
-    """load_checkpoint, with one-line errors that name the file, say what is wrong with it and
-    end with ``fix``: missing, unreadable (truncated, corrupt) or not a Dassl checkpoint."""
-    if not osp.isfile(fpath):
-        raise FileNotFoundError(f"checkpoint {fpath} does not exist; {fix}")
-    try:
-        checkpoint = load_checkpoint(fpath)
-    except Exception as err:  # torch.load raises many kinds on a damaged file
-        detail = str(err).strip().splitlines()[0].split(". ")[0][:160] if str(err).strip() else ""
-        why = f"{type(err).__name__}: {detail}" if detail else type(err).__name__
-        raise ValueError(f"checkpoint {fpath} is unreadable, truncated or corrupt ({why}); {fix}") from None
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise ValueError(f"{fpath} is not a Dassl checkpoint (it holds no state_dict); {fix}")
-    return checkpoint
-
-
-def _few(keys: List[str], n: int = 3) -> str:
-    """'a, b, c (+2 more)'"""
-    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
-
-
-def _resume_fix(fdir: str, fname: str) -> str:
-    """What to do about a checkpoint ``checkpoint`` points at that cannot be resumed from."""
-    pointer = osp.join(fdir, "checkpoint")
-    others = sorted((f for f in os.listdir(fdir) if f != fname and _checkpoint_position(f) is not None),
-                    key=_checkpoint_position)
-    earlier = f"point {pointer} at another checkpoint ({', '.join(others)}), " if others else ""
-    return (f"{earlier}delete {pointer} to train from scratch, or pass another --output-dir "
-            "(resuming needs the trainer and settings that wrote it)")
 
 
 class TrainerBase:
@@ -227,21 +182,9 @@ class TrainerBase:
         print(f"Found checkpoint at {directory} (will resume training)")
         start_epoch, checkpoint, fpath = 0, None, None
         for name in names:
-            fdir = osp.join(directory, name)
-            pointer = osp.join(fdir, "checkpoint")
-            with open(pointer) as f:
-                fname = f.readline().strip()
-            fpath = osp.join(fdir, fname)
-            print(f'Loading checkpoint from "{fpath}"')
-            if not osp.isfile(fpath):
-                raise FileNotFoundError(
-                    f"{pointer} names {fpath}, which does not exist: delete the "
-                    "'checkpoint' file to train from scratch, or point it at an existing model.pth.tar-N"
-                )
-            fix = _resume_fix(fdir, fname)
+            fpath, fix = resume_path(osp.join(directory, name))
             checkpoint = self.read_checked_checkpoint(fpath, name, fix)
-            if not isinstance(checkpoint.get("epoch"), int):
-                raise ValueError(f"checkpoint {fpath} holds no epoch number, so it cannot be resumed from; {fix}")
+            check_resumable(checkpoint, fpath, fix)
             self._models[name].load_state_dict(checkpoint["state_dict"])
             optim, sched = self._optims[name], self._scheds[name]
             if optim is not None and checkpoint.get("optimizer") is not None:
@@ -249,16 +192,7 @@ class TrainerBase:
             if sched is not None and checkpoint.get("scheduler") is not None:
                 sched.load_state_dict(checkpoint["scheduler"])
             start_epoch = checkpoint["epoch"]
-        # Global RNGs: this rank's own states when the world size is unchanged.
-        per_rank = checkpoint.get("rng_states_per_rank")
-        restored = None
-        if per_rank is not None and len(per_rank) == get_world_size():
-            restored = per_rank[get_rank()]
-        elif checkpoint.get("rng_state") is not None:
-            if per_rank is not None:
-                print(f"Note: the checkpoint was written by {len(per_rank)} process(es), this run has "
-                      f"{get_world_size()}: the resumed run will not repeat the original one exactly")
-            restored = checkpoint["rng_state"]
+        restored = resumed_rng_state(checkpoint)
         mid_epoch = checkpoint.get("mid_epoch")
         if mid_epoch is not None:  # checked before anything is restored or written
             self.prepare_mid_epoch_resume(mid_epoch, fpath, restored)
@@ -291,45 +225,8 @@ class TrainerBase:
         ``skip``: tensor names (last component) left out of the name and shape checks, e.g.
         class-dependent buffers the caller drops before loading. ``partial``: missing buffers
         are fine, only a missing parameter is an error (load_state_dict(strict=False) loads)."""
-        state_dict = checkpoint["state_dict"]
-        model = self._models[name]
-        own = model.state_dict()
-        params = dict(model.named_parameters())
-        what = f"{type(self).__name__}'s {name}"
-
-        def skipped(key):
-            return key.rsplit(".", 1)[-1] in skip
-
-        unexpected = [k for k in state_dict if k not in own and not skipped(k)]
-        missing = [k for k in own if k not in state_dict and not skipped(k) and (not partial or k in params)]
-        if unexpected or missing:
-            parts = []
-            if unexpected:
-                parts.append(f"it holds {_few(unexpected)}, which {what} does not have")
-            if missing:
-                parts.append(f"it lacks {_few(missing)}, which {what} needs")
-            raise ValueError(f"checkpoint {fpath} was written by another trainer or model: "
-                             f"{'; '.join(parts)}; {fix}")
-        n_cls = getattr(self, "num_classes", None)
-        for key, value in state_dict.items():
-            mine = own.get(key)
-            if skipped(key) or not torch.is_tensor(value) or not torch.is_tensor(mine):
-                continue
-            if tuple(value.shape) == tuple(mine.shape):
-                continue
-            cause = "with other settings (N_CTX, CSC, batch size, backbone) or by another trainer"
-            if value.dim() == mine.dim() and n_cls:
-                sizes = [(a, b) for a, b in zip(value.shape, mine.shape) if a != b]
-                if len(sizes) == 1 and sizes[0][1] == n_cls:
-                    cause = f"for {sizes[0][0]} classes, and this run has {n_cls}"
-            raise ValueError(f"checkpoint {fpath} does not fit {what}: {key} has shape {tuple(value.shape)} "
-                             f"there and {tuple(mine.shape)} here, so it was written {cause}; {fix}")
-        for key in params:
-            value = state_dict.get(key)
-            if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
-                bad = int((~torch.isfinite(value)).sum())
-                raise ValueError(f"checkpoint {fpath} holds NaN/inf in the learnable tensor {key} ({bad} of "
-                                 f"{value.numel()} values): the run that wrote it diverged; {fix}")
+        check_state_dict(fpath, checkpoint["state_dict"], self._models[name], f"{type(self).__name__}'s {name}",
+                         getattr(self, "num_classes", None), fix, skip=skip, partial=partial)
 
     def read_checked_checkpoint(self, fpath: str, name: str, fix: str, skip: Sequence[str] = (),
                                 partial: bool = False) -> dict:
@@ -346,28 +243,7 @@ class TrainerBase:
     def find_model_file(self, directory: str, name: str, epoch: Optional[int] = None) -> str:
         """``directory/<name>/model-best.pth.tar`` (epoch None) or ``model.pth.tar-<epoch>``;
         a one-line FileNotFoundError listing the saved epochs when it is not there."""
-        model_file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
-        fdir = osp.join(directory, name)
-        fpath = osp.join(fdir, model_file)
-        if osp.isfile(fpath):
-            return fpath
-        if not osp.isdir(directory):
-            raise FileNotFoundError(f"model folder {directory} does not exist: --model-dir must be the "
-                                    "--output-dir of a training run")
-        if not osp.isdir(fdir):
-            raise FileNotFoundError(f"no model at {fpath}: {directory} has no {name}/ folder, so it is not the "
-                                    f"output folder of a {type(self).__name__} training run; pass one as --model-dir")
-        why = " (written only with TEST.FINAL_MODEL best_val)" if epoch is None else ""
-        epochs = _saved_epochs(fdir)
-        if epochs:
-            saved = (f"the epochs saved there are {', '.join(map(str, epochs))}"
-                     f"{' and model-best.pth.tar' if osp.isfile(osp.join(fdir, 'model-best.pth.tar')) else ''}: "
-                     "pass one of them as --load-epoch")
-        elif osp.isfile(osp.join(fdir, "model-best.pth.tar")):
-            saved = "only model-best.pth.tar is saved there: leave out --load-epoch"
-        else:
-            saved = "no epoch is saved there (the run finished none): train it first"
-        raise FileNotFoundError(f"no model at {fpath}{why}; {saved}")
+        return find_model_file(directory, name, epoch, type(self).__name__)
 
     # What load_model's check of each file (check_checkpoint) leaves out: tensor names (last
     # component) the file may hold or lack, and whether missing buffers are fine. The defaults
@@ -419,10 +295,9 @@ class TrainerBase:
         directory = getattr(self, "output_dir", None)
         names = self.get_model_names()
         if directory and names:
-            pointer = osp.join(directory, names[0], "checkpoint")
-            if osp.isfile(pointer):
-                with open(pointer) as f:
-                    last = osp.join(directory, names[0], f.readline().strip())
+            fdir = osp.join(directory, names[0])
+            if osp.isfile(osp.join(fdir, "checkpoint")):
+                last = osp.join(fdir, pointed_checkpoint(fdir))
         kept = (f"the last good checkpoint {last} is kept as it was" if last
                 else "no checkpoint had been written yet")
         return (f"Loss is infinite or NaN! (loss = {value}){where}; training stopped and {kept}. "
@@ -554,12 +429,6 @@ class SimpleTrainer(TrainerBase):
         print(f"Distributed data parallel: {get_world_size()} processes; global train batch "
               f"{self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE} split across them")
 
-    def unwrapped(self, name: Optional[str] = None) -> nn.Module:
-        """The registered module ``name`` (default: the first one). Modules are never wrapped
-        (gradient sync is done with hooks), so this is the module itself; trainers may call it
-        for clarity where they need the plain module."""
-        return self._models[self.get_model_names(name)[0]]
-
     def check_cfg(self, cfg) -> None:
         """Optional hook to validate trainer-specific settings."""
 
@@ -650,21 +519,7 @@ class SimpleTrainer(TrainerBase):
         """Check that this run can continue the epoch the mid-epoch checkpoint ``fpath`` stopped
         in (same batches per epoch, same global batch size) and remember how; run_epoch then
         skips the finished batches (_epoch_loader)."""
-        loader = self.train_loader_x
-        pointer = osp.join(osp.dirname(fpath), "checkpoint")
-        fix = (f"resume with the settings that wrote it, or point {pointer} at a model.pth.tar-N "
-               "(or delete it to train from scratch)")
-        if not isinstance(loader, torch.utils.data.DataLoader) or loader.batch_size is None:
-            raise ValueError(f"cannot resume from the mid-epoch checkpoint {fpath}: the training loader is a "
-                             f"{type(loader).__name__}, not a DataLoader with a sampler and a batch size; {fix}")
-        if rng_state is None or not mid_epoch.get("epoch_rng_states_per_rank"):
-            raise ValueError(f"the mid-epoch checkpoint {fpath} lacks the RNG states to resume from; {fix}")
-        size = (len(loader), _global_batch_size(loader))
-        written = (mid_epoch["num_batches"], mid_epoch["batch_size"])
-        if size != written:
-            raise ValueError(f"cannot resume from the mid-epoch checkpoint {fpath}: it was written with "
-                             f"{written[0]} batches of {written[1]} per epoch, and this run has {size[0]} "
-                             f"of {size[1]}; {fix}")
+        check_mid_epoch_resume(mid_epoch, fpath, self.train_loader_x, rng_state)
         self._mid_epoch_resume = dict(mid_epoch, rng_state=rng_state)
 
     def _epoch_loader(self, loader, meters):
@@ -684,15 +539,15 @@ class SimpleTrainer(TrainerBase):
             epoch_state = states[get_rank()] if len(states) == get_world_size() else states[0]
             batch_state = resume["rng_state"]
             self._epoch_start = {"rng_state": epoch_state, "fresh_iterator": resume["fresh_iterator"]}
-            _load_meter_states(meters, resume["meters"])
+            load_meter_states(meters, resume["meters"])
             set_rng_state(epoch_state)
             rest = resume_epoch_loader(loader, resume["batches_done"], resume["fresh_iterator"],
                                        on_start=lambda: set_rng_state(batch_state))
             return rest, resume["batches_done"]
         if self.epoch > 0:
-            _reuse_persistent_workers(loader)
+            reuse_persistent_workers(loader)
         if self._checkpoint_iters() > 0:
-            self._epoch_start = {"rng_state": get_rng_state(), "fresh_iterator": _creates_iterator(loader)}
+            self._epoch_start = {"rng_state": get_rng_state(), "fresh_iterator": creates_iterator(loader)}
         return loader, 0
 
     def _checkpoint_mid_epoch(self, meters) -> None:
@@ -708,10 +563,10 @@ class SimpleTrainer(TrainerBase):
             "epoch": self.epoch,  # 0-based, in progress
             "batches_done": done,
             "num_batches": self.num_batches,
-            "batch_size": _global_batch_size(self.train_loader_x),
+            "batch_size": global_batch_size(self.train_loader_x),
             "fresh_iterator": self._epoch_start["fresh_iterator"],
             "epoch_rng_states_per_rank": all_gather_object(self._epoch_start["rng_state"]),
-            "meters": _meter_states(meters),
+            "meters": meter_states(meters),
         }
         try:
             self.save_model(self.epoch - 1, self.output_dir, model_name=mid_epoch_checkpoint_name(self.epoch + 1, done),
@@ -733,19 +588,8 @@ class SimpleTrainer(TrainerBase):
             return
         for name in self.get_model_names():
             fdir = osp.join(self.output_dir, name)
-            pointer = osp.join(fdir, "checkpoint")
-            if not osp.isfile(pointer):
-                continue
-            with open(pointer) as f:
-                current = _checkpoint_position(f.readline().strip())
-            if current is None:
-                continue
-            for fname in os.listdir(fdir):
-                position = _checkpoint_position(fname)
-                if position is None or position >= current:
-                    continue
-                if position[1] > 0 or not self._is_kept_checkpoint(position[0]):
-                    os.remove(osp.join(fdir, fname))
+            for fname in superseded_checkpoints(fdir, self._is_kept_checkpoint):
+                os.remove(osp.join(fdir, fname))
 
     @torch.no_grad()
     def test(self, split: Optional[str] = None) -> float:
@@ -817,44 +661,6 @@ class SimpleTrainer(TrainerBase):
         for name, meter in losses.meters.items():
             self.write_scalar("train/" + name, meter.avg, n_iter)
         self.write_scalar("train/lr", self.get_current_lr(), n_iter)
-
-
-def _global_batch_size(loader) -> Optional[int]:
-    """The training batch over all processes (each takes batch_size / world size under torchrun)."""
-    size = getattr(loader, "batch_size", None)
-    return None if size is None else size * get_world_size()
-
-
-def _creates_iterator(loader) -> bool:
-    """Whether ``iter(loader)`` creates a new DataLoader iterator, which draws its workers' base
-    seed from the global torch RNG, rather than resetting the one persistent workers keep."""
-    return not (getattr(loader, "persistent_workers", False) and getattr(loader, "_iterator", None) is not None)
-
-
-def _reuse_persistent_workers(loader) -> None:
-    """Epochs after the first iterate a persistent-workers DataLoader through the iterator the
-    first epoch created, and draw no base seed from the global RNG. A resumed run has no such
-    iterator yet: create it now, leaving the RNG states as they were, so that the epoch's order
-    is drawn from the same RNG state as in an uninterrupted run."""
-    if _creates_iterator(loader) and getattr(loader, "persistent_workers", False):
-        state = get_rng_state()
-        iter(loader)
-        set_rng_state(state)
-
-
-def _meter_states(meters) -> dict:
-    """The running averages of an epoch (MetricMeter, batch time, data time), as plain data."""
-    losses, batch_time, data_time = meters
-    return {"losses": [(k, dict(vars(m))) for k, m in losses.meters.items()],
-            "batch_time": dict(vars(batch_time)), "data_time": dict(vars(data_time))}
-
-
-def _load_meter_states(meters, states: dict) -> None:
-    losses, batch_time, data_time = meters
-    for key, state in states["losses"]:
-        vars(losses.meters[key]).update(state)
-    vars(batch_time).update(states["batch_time"])
-    vars(data_time).update(states["data_time"])
 
 
 def set_sampler_epoch(loader, epoch: int) -> None:
