@@ -214,7 +214,7 @@ def test_default_prediction_depends_on_its_image_alone(build_tiny_trainer):
 
 def get_cfg_default_inference():
     from dassl.config import get_cfg_default
-    from train import extend_cfg
+    from launch import extend_cfg
 
     cfg = get_cfg_default()
     extend_cfg(cfg)

@@ -379,7 +379,7 @@ def test_an_unfinished_attempt_is_set_aside_before_a_rerun(tmp_path):
 def test_a_finished_run_with_another_config_is_skipped_with_a_note(tmp_path):
     """The folder names a run (its results stand), but a config.yaml that is not the config the
     command builds now (an edited config file, other opts) is said on the skip line."""
-    import train
+    import launch
 
     folder = str(tmp_path / "run")
     argv = run_protocol.train_argv("python", "/d", 1, "CoOp", "eurosat",
@@ -388,7 +388,7 @@ def test_a_finished_run_with_another_config_is_skipped_with_a_note(tmp_path):
                            eval_only=False)
     write_log(os.path.join(folder, "log.txt"), fake_log(70.0, False))
     lines = {}
-    for case, text in (("same", train.setup_cfg(train.build_parser().parse_args(argv[2:])).dump()),
+    for case, text in (("same", launch.setup_cfg(launch.build_parser().parse_args(argv[2:])).dump()),
                        ("other", "OPTIM:\n  LR: 0.5\n")):
         write_log(os.path.join(folder, "config.yaml"), text)
         out = io.StringIO()

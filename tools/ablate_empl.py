@@ -1,7 +1,7 @@
 """EMPL's ablations on the bundled benchmark (or any base-to-new datasets): one key at a time.
 
-    python tools/ablate_empl.py --seeds 1 2 3 --jobs 2                      # every ablation below
-    python tools/ablate_empl.py --ablations lambda n_prompts --seeds 1 2 3 --plots docs/figures
+    python -m tools.ablate_empl --seeds 1 2 3 --jobs 2                      # every ablation below
+    python -m tools.ablate_empl --ablations lambda n_prompts --seeds 1 2 3 --plots docs/figures
 
 Each ablation varies one TRAINER.EMPL key over the paper's values (or turns a component off),
 every other setting staying at the trainer's config (configs/trainers/<T>/<cfg>.yaml: for the
@@ -21,11 +21,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Sequence, Tuple
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from tools import compare, make_tables, paired_stats, run_protocol
 
-from tools import compare, make_tables, paired_stats, run_protocol  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 E = "TRAINER.EMPL."
 # name -> [(label, opts)]: the paper's ablations (Fig. 6: lambda, unseen words; Fig. 7: number of
@@ -63,10 +61,10 @@ EVAL_ONLY = {"inference"}
 
 def config_defaults(trainer: str, cfg: str) -> dict:
     """The trainer's resolved config (defaults + config file), for telling default values apart."""
-    import train
+    import launch
 
     argv = ["--trainer", trainer, "--config-file", run_protocol.config_path(trainer, cfg)]
-    return train.setup_cfg(train.build_parser().parse_args(argv))
+    return launch.setup_cfg(launch.build_parser().parse_args(argv))
 
 
 def folder_name(opts: Sequence[str], defaults) -> str:

@@ -1,8 +1,8 @@
 """Check that our prompt learners give the reference implementations' logits.
 
-    python tools/check_reference_parity.py --coop-repo /path/to/KaiyangZhou/CoOp
-    python tools/check_reference_parity.py --maple-repo /path/to/muzairkhattak/multimodal-prompt-learning
-    python tools/check_reference_parity.py --kgcoop-repo /path/to/htyao89/KgCoOp   # also loss and ctx gradient
+    python -m tools.check_reference_parity --coop-repo /path/to/KaiyangZhou/CoOp
+    python -m tools.check_reference_parity --maple-repo /path/to/muzairkhattak/multimodal-prompt-learning
+    python -m tools.check_reference_parity --kgcoop-repo /path/to/htyao89/KgCoOp   # also loss and ctx gradient
 
 The reference trainer files are imported from that checkout (never copied into this project);
 they import `dassl` (ours) and `clip`: the clip-anytorch package for CoOp's files, the MaPLe
@@ -22,15 +22,12 @@ from contextlib import contextmanager
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from dassl.config import get_cfg_default  # noqa: E402
-from dassl.engine import TRAINER_REGISTRY  # noqa: E402
-from train import extend_cfg  # noqa: E402
-from trainers import cocoop, coop, maple, zsclip  # noqa: E402
-from trainers.clip_backbone import LOCAL_CLIP_CONFIGS, build_local_clip  # noqa: E402
-from tools.make_tables import md_table  # noqa: E402
+from dassl.config import get_cfg_default
+from dassl.engine import TRAINER_REGISTRY
+from launch import extend_cfg
+from trainers import cocoop, coop, maple, zsclip
+from trainers.clip_backbone import LOCAL_CLIP_CONFIGS, build_local_clip
+from tools.make_tables import md_table
 
 CLASSNAMES = ["circle", "square", "sea_lion", "hexagon shape", "red traffic light"]
 

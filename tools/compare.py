@@ -1,17 +1,17 @@
 """Run EMPL and the methods it is compared with on the same datasets, seeds and budget; print the table.
 
-    python tools/compare.py                                   # bundled data, default trainers, 1 seed
-    python tools/compare.py --protocol all --in-process --jobs 2 --seeds 1 2 3 --std   # the main job (scripts/quickstart.sh)
-    python tools/compare.py --root data --datasets synthetic_shapes --trainers CoOp EMPL_CoOp \
+    python -m tools.compare                                   # bundled data, default trainers, 1 seed
+    python -m tools.compare --protocol all --in-process --jobs 2 --seeds 1 2 3 --std   # the main job (scripts/quickstart.sh)
+    python -m tools.compare --root data --datasets synthetic_shapes --trainers CoOp EMPL_CoOp \
         --seeds 1 --cfg tiny --shots 4 --output-dir output/compare -- OPTIM.MAX_EPOCH 1
-    python tools/compare.py --root $DATA --datasets eurosat dtd --cfg vit_b16_ep50_ctxv1 --seeds 1 2 3
+    python -m tools.compare --root $DATA --datasets eurosat dtd --cfg vit_b16_ep50_ctxv1 --seeds 1 2 3
 
 Every trainer runs through tools/run_protocol.py (same layout, skip/resume rules) with the same
 --cfg name (configs/trainers/<T>/<cfg>.yaml; ZeroshotCLIP uses CoOp's, as scripts/coop/zeroshot.sh;
 without --cfg, the bundled benchmark's: bundled for base-to-new, bundled_xd for the transfer
 protocols' source training), the same shots, seeds and extra config opts (after '--'), so the
 budgets match. --protocol takes several protocols (or all); the transfer protocols share their
-source runs. --in-process runs train.py's main() in a Python process (tools/run_protocol.run_in_process), and
+source runs. --in-process runs train.py's run (launch.main) in a Python process (tools/run_protocol.run_in_process), and
 --jobs N spreads the runs over a work queue of N such processes (tools/work_queue.py). A trainer that is
 not registered or has no such config is skipped with a one-line note. Then tools/make_tables.py
 prints the side-by-side table of the trainers and datasets compared (and writes it, with CSV,
@@ -21,11 +21,9 @@ import argparse
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from tools import make_tables, run_protocol
 
-from tools import make_tables, run_protocol  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The bundled benchmark (docs/BENCHMARK.md): its base-to-new tasks and the config name every
 # trainer uses on it per protocol (configs/trainers/<T>/bundled.yaml and bundled_xd.yaml: the
@@ -60,7 +58,7 @@ def main(argv=None, out=None) -> int:
     parser.add_argument("--protocol", nargs="+", default=["base2new"],
                         help="base2new, cross_dataset, domain_generalization, or all (the three)")
     parser.add_argument("--in-process", action="store_true",
-                        help="runs call train.py's main() in a Python process instead of starting train.py "
+                        help="runs call train.py's run (launch.main) in a Python process instead of starting train.py "
                              "(faster: imports once, shared images and image features)")
     parser.add_argument("--jobs", type=int, default=0,
                         help="run in a work queue over this many worker processes of one thread each "

@@ -1,8 +1,8 @@
 """The paper's tables (base-to-new, domain generalization, cross-dataset) and plots from an output tree.
 
-    python tools/make_tables.py output                      # tables to stdout and output/tables/
-    python tools/make_tables.py output --std --plots figs   # mean +- std over seeds; PNG plots in figs/
-    python tools/make_tables.py output --trainers CoOp EMPL_CoOp --datasets eurosat dtd
+    python -m tools.make_tables output                      # tables to stdout and output/tables/
+    python -m tools.make_tables output --std --plots figs   # mean +- std over seeds; PNG plots in figs/
+    python -m tools.make_tables output --trainers CoOp EMPL_CoOp --datasets eurosat dtd
 
 It reads the layout tools/run_protocol.py and scripts/protocols/*.sh write, found anywhere under
 the given root (several roots, e.g. one per sweep value, may sit under it):
@@ -53,18 +53,16 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from tabulate import tabulate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-import parse_test_res  # noqa: E402
-from tools import run_loading  # noqa: E402
-from tools.run_protocol import (  # noqa: E402
+import parse_test_res
+from tools import run_loading
+from tools.run_protocol import (
     BASE2NEW_DATASETS,
     CROSS_DATASET_TARGETS,
     DEFAULT_SOURCE,
     SHIFTED_DOMAINS,
 )
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 REFERENCE_FILE = os.path.join(ROOT, "docs", "reference_results.json")
 MEASURED = "measured"

@@ -1,7 +1,7 @@
 """Modality gap of trained prompt learners (EMPL paper, Figure 2): individual and class level,
 magnitude and direction consistency, compared across runs.
 
-    python tools/modality_gap.py RUN [RUN ...] --root DATA --out DIR [--split test]
+    python -m tools.modality_gap RUN [RUN ...] --root DATA --out DIR [--split test]
         [--labels NAME ...] [--opts KEY VALUE ...]
 
 RUN is a train.py --output-dir (ZeroshotCLIP: the folder of its --eval-only run). For each run
@@ -21,19 +21,14 @@ DIR/modality_gap.png, and prints the summary as a Markdown table.
 """
 import argparse
 import os.path as osp
-import sys
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import torch
 
-import torch  # noqa: E402
-
-import parse_test_res  # noqa: E402
-from tools.embedding_stats import modality_gap_stats, summarize_gap_stats  # noqa: E402
-from tools.make_tables import md_table  # noqa: E402
-from tools.run_loading import add_run_folder_arguments, build_trainer_from_run, run_labels, write_csv  # noqa: E402
-from trainers.clip_backbone import l2_normalize  # noqa: E402
+import parse_test_res
+from tools.embedding_stats import modality_gap_stats, summarize_gap_stats
+from tools.make_tables import md_table
+from tools.run_loading import add_run_folder_arguments, build_trainer_from_run, run_labels, write_csv
+from trainers.clip_backbone import l2_normalize
 
 SPLITS = ("test", "val", "train")
 SUMMARY_COLUMNS = (
@@ -181,6 +176,6 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    from train import run_reporting_user_errors
+    from launch import run_reporting_user_errors
 
     run_reporting_user_errors(main)

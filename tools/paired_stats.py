@@ -1,13 +1,13 @@
 """Paired comparisons of two trainers over the same seeds: differences with 95% confidence intervals.
 
-    python tools/paired_stats.py output/quickstart --pairs EMPL_CoOp:CoOp EMPL_ProDA:ProDA
+    python -m tools.paired_stats output/quickstart --pairs EMPL_CoOp:CoOp EMPL_ProDA:ProDA
 
 For each seed, base and new are averaged over the base-to-new datasets both trainers finished
 with that seed, and H is the harmonic mean of those averages; the difference A - B is taken per
 seed (runs with the same seed see the same data), and its mean gets a Student-t 95% interval
 over seeds. An interval above zero means A beats B on these seeds beyond seed noise.
 
-    python tools/paired_stats.py output/quickstart --protocol cross_dataset --pairs EMPL_CoOp:CoOp
+    python -m tools.paired_stats output/quickstart --protocol cross_dataset --pairs EMPL_CoOp:CoOp
 
 The transfer protocols compare each seed's mean accuracy over the targets (cross-dataset: every
 evaluated dataset but the source and its shifted domains; domain generalization: the source's
@@ -15,16 +15,11 @@ shifted domains). Zero-shot CLIP has no seed: a pair with it compares every seed
 one value (a one-sample interval).
 """
 import argparse
-import os
 import statistics
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from tools import make_tables  # noqa: E402
+from tools import make_tables
 
 # Two-sided 95% quantiles of Student's t by degrees of freedom (beyond 30: the normal's 1.96).
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,

@@ -1,7 +1,7 @@
 """How much a task's frozen image features hold beyond zero-shot: the linear-probe ceiling.
 
-    python tools/probe_bundled.py                     # the bundled tasks, seeds 1 2 3
-    python tools/probe_bundled.py --tasks world_aerial --seeds 1
+    python -m tools.probe_bundled                     # the bundled tasks, seeds 1 2 3
+    python -m tools.probe_bundled --tasks world_aerial --seeds 1
 
 For each base-to-new task of the bundled benchmark (and the cross-dataset source) it prints
 zero-shot accuracy on the base and new test classes, with CoOp's initial prompt "a photo of a {}."
@@ -21,15 +21,13 @@ import torch
 import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 PROBE_STEPS = 300
 
 
 def task_cfg(task: str, root: str, seed: int, subsample: str, shots: int):
-    from train import extend_cfg
+    from launch import extend_cfg
 
     from dassl.config import get_cfg_default
 

@@ -1,6 +1,6 @@
 """Diversity of a trained multi-prompt learner's prompts and of their text features.
 
-    python tools/prompt_diversity.py RUN [RUN ...] --root DATA --out DIR [--labels ...] [--opts KEY VALUE ...]
+    python -m tools.prompt_diversity RUN [RUN ...] --root DATA --out DIR [--labels ...] [--opts KEY VALUE ...]
 
 Prompts per method:
 - EMPL_CoOp / EMPL_ProDA: each anchor plus N_PROMPTS samples drawn by the trainer's own SGLD
@@ -18,19 +18,14 @@ rms distance in units of rms(prompt), the sampler's own `sgld_diversity` measure
 """
 import argparse
 import os.path as osp
-import sys
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import torch
 
-import torch  # noqa: E402
-
-from tools.embedding_stats import prompt_set_diversity  # noqa: E402
-from tools.make_tables import md_table  # noqa: E402
-from tools.run_loading import add_run_folder_arguments, build_trainer_from_run, run_labels, write_csv  # noqa: E402
-from trainers.empl import EMPLMixin  # noqa: E402
-from trainers.sgld import _mean_pairwise_rms, rms  # noqa: E402
+from tools.embedding_stats import prompt_set_diversity
+from tools.make_tables import md_table
+from tools.run_loading import add_run_folder_arguments, build_trainer_from_run, run_labels, write_csv
+from trainers.empl import EMPLMixin
+from trainers.sgld import _mean_pairwise_rms, rms
 
 
 @torch.no_grad()
@@ -122,6 +117,6 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    from train import run_reporting_user_errors
+    from launch import run_reporting_user_errors
 
     run_reporting_user_errors(main)

@@ -13,18 +13,12 @@ import argparse
 import csv
 import os
 import os.path as osp
-import sys
 from typing import List, Optional, Sequence
 
 import yaml
+from yacs.config import CfgNode as CN
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from yacs.config import CfgNode as CN  # noqa: E402
-
-CONFIG_FILE = "config.yaml"  # train.py's CONFIG_FILE
+CONFIG_FILE = "config.yaml"  # launch.CONFIG_FILE
 LOG_FILE = "log.txt"
 CONFIG_START = "** Config **"
 CONFIG_END = "Collecting env info"
@@ -110,7 +104,7 @@ def load_run_config(run_dir: str, root: Optional[str] = None, opts: Sequence[str
     root replaces DATASET.ROOT (the dump holds the path as given at training time).
     """
     from dassl.config import get_cfg_default
-    from train import extend_cfg
+    from launch import extend_cfg
 
     dump = read_config_dump(run_dir)
     cfg = get_cfg_default()

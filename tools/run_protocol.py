@@ -1,8 +1,8 @@
 """Run a protocol (many train.py runs) with CoOp's output layout; skip finished runs, resume the rest.
 
-    python tools/run_protocol.py base2new --trainers CoOp EMPL_CoOp --root $DATA
-    python tools/run_protocol.py cross_dataset --trainers all --seeds 1 --dry-run
-    python tools/run_protocol.py domain_generalization --trainers EMPL_ProDA -- OPTIM.MAX_EPOCH 5
+    python -m tools.run_protocol base2new --trainers CoOp EMPL_CoOp --root $DATA
+    python -m tools.run_protocol cross_dataset --trainers all --seeds 1 --dry-run
+    python -m tools.run_protocol domain_generalization --trainers EMPL_ProDA -- OPTIM.MAX_EPOCH 5
 
 Protocols (the datasets are CoOp's config names, configs/datasets/<name>.yaml):
 - base2new: per dataset and seed, train on the base classes
@@ -41,11 +41,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import parse_test_res
 
-import parse_test_res  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclass(frozen=True)
@@ -197,11 +195,11 @@ def config_value(config_file: str, opts: Sequence[str], key: str):
         node = node.get(part) if isinstance(node, dict) else None
     if node is not None:
         return node
-    import train
+    import launch
     from dassl.config import get_cfg_default
 
     cfg = get_cfg_default()
-    train.extend_cfg(cfg)
+    launch.extend_cfg(cfg)
     for part in key.split("."):
         cfg = cfg[part]
     return cfg
@@ -265,13 +263,13 @@ def config_changed(run: Run) -> bool:
     builds now (a config file edited since, other opts): the folder names a run, so its results
     are kept, but the skip says so. False for runs made before config.yaml was written, or when
     the config cannot be built here (a missing file: the run would fail with its own error)."""
-    import train
+    import launch
 
     path = os.path.join(run.output_dir, "config.yaml")
     if not os.path.isfile(path):
         return False
     try:
-        cfg = train.setup_cfg(train.build_parser().parse_args(run.argv[2:]))
+        cfg = launch.setup_cfg(launch.build_parser().parse_args(run.argv[2:]))
     except (Exception, SystemExit):  # noqa: BLE001 (a config error is reported when the run runs)
         return False
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -462,7 +460,7 @@ FAILURE_TAIL_LINES = 20
 
 
 def run_in_process(run: Run):
-    """train.py's main() on the run's arguments in this process: (exit status, its output).
+    """train.py's run (launch.main) on the run's arguments in this process: (exit status, its output).
 
     Many runs in one process pay for the imports once and share what can be shared (the image
     features of MODEL.BACKBONE.CACHE_IMAGE_FEATURES); each run is seeded as train.py seeds it,
@@ -470,18 +468,18 @@ def run_in_process(run: Run):
     import io
     import traceback
 
-    import train
+    import launch
 
     buffer = io.StringIO()
     saved = sys.stdout, sys.stderr
     sys.stdout = sys.stderr = buffer
     status = 0
     try:
-        train.main(train.build_parser().parse_args(run.argv[2:]))
+        launch.main(launch.build_parser().parse_args(run.argv[2:]))
     except SystemExit as err:  # argparse
         status = err.code if isinstance(err.code, int) else 2
-    except train.USER_ERRORS as err:
-        print(f"error: {train.one_line(err)}", file=buffer)
+    except launch.USER_ERRORS as err:
+        print(f"error: {launch.one_line(err)}", file=buffer)
         status = 2
     except Exception:  # noqa: BLE001  (a failed run is reported, the others go on)
         traceback.print_exc(file=buffer)
@@ -501,7 +499,7 @@ def execute(runs: Sequence[Run], dry_run: bool = False, out=None, verbose: bool 
 
     A run's own output is in its log.txt; here each run prints one line with its accuracy and
     time (the last lines of its output when it fails). verbose streams the output instead.
-    in_process: runs call train.py's main() in a Python process (run_in_process) instead of
+    in_process: runs call train.py's run (launch.main) in a Python process (run_in_process) instead of
     starting train.py each. jobs = 0: one run after another, in this process. jobs >= 1: a work
     queue over that many worker processes of one thread each (tools/work_queue.py): longest runs
     first, each evaluation as soon as its training run is done, every dataset generated once
@@ -596,12 +594,12 @@ def prepare_dataset(argv: Sequence[str]) -> str:
     import contextlib
     import io
 
-    import train
+    import launch
     from dassl.data.datasets import build_dataset
 
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        cfg = train.setup_cfg(train.build_parser().parse_args(list(argv[2:])))
+        cfg = launch.setup_cfg(launch.build_parser().parse_args(list(argv[2:])))
         cfg.defrost()
         cfg.DATASET.NUM_SHOTS = 0  # the split itself; each run draws its few-shot set
         cfg.DATASET.SUBSAMPLE_CLASSES = "all"

@@ -1,6 +1,6 @@
 """What EMPL's SGLD does to the prompts of a trained run, at one or more settings.
 
-    python tools/sgld_diagnostics.py --model-dir output/.../EMPL_CoOp/bundled/seed1 \\
+    python -m tools.sgld_diagnostics --model-dir output/.../EMPL_CoOp/bundled/seed1 \\
         --dataset world_aerial --points "" "TRAINER.EMPL.PRIOR_STD 1.0" "TRAINER.EMPL.SGLD_LAYERS 4"
 
 The run's prompt learner (CoOp or EMPL_CoOp: the same weights) is loaded into EMPL_CoOp built
@@ -22,25 +22,21 @@ import statistics
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import torch
 
-import torch  # noqa: E402
-
-from tools import make_tables, run_protocol, tune_bundled  # noqa: E402
-from trainers.empl import feature_spread  # noqa: E402
+from tools import make_tables, run_protocol, tune_bundled
+from trainers.empl import feature_spread
 
 COLUMNS = ("data_energy_z", "shift_ratio", "spread_ratio", "distance_to_anchor", "diversity")
 
 
 def build_trainer(args, opts):
-    import train
+    import launch
 
     argv = run_protocol.train_argv(sys.executable, args.root, args.seed, args.trainer, args.dataset,
                                    run_protocol.config_path(args.trainer, args.cfg), args.output_dir,
                                    ["DATASET.NUM_SHOTS", str(args.shots), "DATASET.SUBSAMPLE_CLASSES", "base", *opts])
-    cfg = train.setup_cfg(train.build_parser().parse_args(argv[2:]))
+    cfg = launch.setup_cfg(launch.build_parser().parse_args(argv[2:]))
     from dassl.engine import build_trainer as dassl_build_trainer
 
     trainer = dassl_build_trainer(cfg)

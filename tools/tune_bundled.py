@@ -1,7 +1,7 @@
 """Choose a trainer's budget on validation data only: the bundled benchmark's tuning protocol.
 
-    python tools/tune_bundled.py --trainers CoOp MaPLe --seeds 1 2           # the grid below, in one process
-    python tools/tune_bundled.py --trainers CoOp --points "OPTIM.LR 0.01 OPTIM.MAX_EPOCH 10"
+    python -m tools.tune_bundled --trainers CoOp MaPLe --seeds 1 2           # the grid below, in one process
+    python -m tools.tune_bundled --trainers CoOp --points "OPTIM.LR 0.01 OPTIM.MAX_EPOCH 10"
 
 For every grid point (config opts on top of configs/trainers/<T>/bundled.yaml), task and seed:
   1. train on the task's base classes (16 shots; the run's own final evaluation is on the val
@@ -28,12 +28,10 @@ import statistics
 import sys
 from typing import Dict, List, Sequence
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import parse_test_res
+from tools import compare, make_tables, run_protocol
 
-import parse_test_res  # noqa: E402
-from tools import compare, make_tables, run_protocol  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Candidate budgets per trainer (config opts over bundled.yaml): each method's recipe shape at
 # this scale (its context length and init, batch size and prompt depth as in bundled.yaml), over

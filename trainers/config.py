@@ -1,7 +1,7 @@
 """Config keys this project adds to Dassl's defaults and CoOp's extend_cfg.
 
-train.py's extend_cfg calls `add_method_config(cfg)`; so does a CoOp checkout that these
-trainers are dropped into (README, "Using these trainers in an existing CoOp checkout").
+launch.py's extend_cfg (train.py's config set-up) calls `add_method_config(cfg)`; so does a CoOp
+checkout that these trainers are dropped into (README, "Using these trainers in an existing CoOp checkout").
 Every key is explained in the README ("EMPL configuration") and docs/EMPL.md.
 """
 from yacs.config import CfgNode as CN
