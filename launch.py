@@ -137,6 +137,11 @@ def setup_cfg(args):
     return cfg
 
 
+
+def config_from_argv(argv):
+    """The frozen config of train.py's arguments (what follows `python train.py`)."""
+    return setup_cfg(build_parser().parse_args(list(argv)))
+
 def check_output_dir(path):
     """Stop before any work when OUTPUT_DIR cannot hold the log and checkpoints."""
     path = path or "."

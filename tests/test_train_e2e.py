@@ -68,7 +68,7 @@ def test_training_writes_its_config_as_config_yaml(base_run, data_root):
     from dassl.config import get_cfg_default
     from tools.run_loading import load_run_config
 
-    run_cfg = launch.setup_cfg(launch.build_parser().parse_args(list(map(str, base_run_args(data_root, base_run)))))
+    run_cfg = launch.config_from_argv(map(str, base_run_args(data_root, base_run)))
     path = base_run / "config.yaml"
     assert path.read_text() == run_cfg.dump()
     fresh = get_cfg_default()
@@ -85,8 +85,7 @@ def test_a_rerun_keeps_config_yaml_and_another_config_goes_next_to_it(tmp_path):
     import launch
 
     def cfg(*opts):
-        return launch.setup_cfg(launch.build_parser().parse_args(
-            ["--trainer", "CoOp", *TINY, "--output-dir", str(tmp_path), *opts]))
+        return launch.config_from_argv(["--trainer", "CoOp", *TINY, "--output-dir", str(tmp_path), *opts])
 
     first = cfg("OPTIM.MAX_EPOCH", "2")
     path = launch.save_config(first)

@@ -41,7 +41,7 @@ from launch import extend_cfg
 from trainers import clip_backbone
 from trainers.empl import INFERENCE_MODES
 from trainers.open_vocab import clip_bpe_words
-from tools.make_tables import md_table
+from tools.reporting.tables import md_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -264,7 +264,7 @@ def amp_for(prec: str, device: torch.device):
 
 def bench_reference(repo, trainer_name, n_classes, args, device, clip_model):
     """Time the reference CoOp / CoCoOp CustomCLIP as its trainer drives it."""
-    from tools.check_reference_parity import import_reference_trainers, reference_module
+    from tools.parity.harness import import_reference_trainers, reference_module
 
     pkg = import_reference_trainers(repo)
     module = reference_module(pkg, {"CoOp": "coop", "CoCoOp": "cocoop"}[trainer_name])

@@ -85,7 +85,7 @@ def token_table(backbone: str, clip_checkpoint: str = "") -> torch.Tensor:
 def prompts_of_run(run_dir: str, root, opts, epoch, with_samples: bool):
     """[(name, ctx [M, d])] of a run: its context (every set), and EMPL samples on request;
     plus notes to print. Returns (prompts, token table [V, d], notes)."""
-    from tools.prompt_diversity import trainer_prompts
+    from tools.analysis import trainer_prompts
     from tools.run_loading import build_trainer_from_run
     from trainers.empl import EMPLMixin
 

@@ -24,7 +24,8 @@ import time
 
 import torch
 
-from tools import make_tables, run_protocol, tune_bundled
+from tools import protocols, sweep
+from tools.reporting.tables import md_table
 from trainers.empl import feature_spread
 
 COLUMNS = ("data_energy_z", "shift_ratio", "spread_ratio", "distance_to_anchor", "diversity")
@@ -33,10 +34,10 @@ COLUMNS = ("data_energy_z", "shift_ratio", "spread_ratio", "distance_to_anchor",
 def build_trainer(args, opts):
     import launch
 
-    argv = run_protocol.train_argv(sys.executable, args.root, args.seed, args.trainer, args.dataset,
-                                   run_protocol.config_path(args.trainer, args.cfg), args.output_dir,
-                                   ["DATASET.NUM_SHOTS", str(args.shots), "DATASET.SUBSAMPLE_CLASSES", "base", *opts])
-    cfg = launch.setup_cfg(launch.build_parser().parse_args(argv[2:]))
+    argv = protocols.train_argv(sys.executable, args.root, args.seed, args.trainer, args.dataset,
+                                protocols.config_path(args.trainer, args.cfg), args.output_dir,
+                                ["DATASET.NUM_SHOTS", str(args.shots), "DATASET.SUBSAMPLE_CLASSES", "base", *opts])
+    cfg = launch.config_from_argv(argv[2:])
     from dassl.engine import build_trainer as dassl_build_trainer
 
     trainer = dassl_build_trainer(cfg)
@@ -89,8 +90,8 @@ def main(argv=None, out=None) -> int:
     rows = []
     for point in args.points:
         try:
-            trainer = build_trainer(args, tune_bundled.parse_point(point))
-        except run_protocol.ProtocolError as err:
+            trainer = build_trainer(args, sweep.parse_point(point))
+        except protocols.ProtocolError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         loader = iter(trainer.train_loader_x)
@@ -98,7 +99,7 @@ def main(argv=None, out=None) -> int:
         stats = measure(trainer, batches, args.repeats)
         rows.append([point or "(config file)"] + [f"{stats[k]:.4g}" if k in stats else "–"
                                                    for k in (*COLUMNS, "ms/call")])
-    print(make_tables.md_table(["Setting", *COLUMNS, "ms/call"], rows), file=out)
+    print(md_table(["Setting", *COLUMNS, "ms/call"], rows), file=out)
     return 0
 
 
