@@ -12,7 +12,6 @@ import sys
 import time
 
 import torch
-from yacs.config import CfgNode as CN
 
 from dassl.config import get_cfg_default
 from dassl.engine import build_trainer
@@ -77,48 +76,9 @@ def reset_cfg(cfg, args):
 
 
 def extend_cfg(cfg):
-    """Add the keys of the prompt learners to Dassl's defaults.
-
-    The TRAINER.COOP / COCOOP / MAPLE nodes and DATASET.SUBSAMPLE_CLASSES are CoOp's and
-    MaPLe's, with their defaults, so their config files merge unchanged; the keys this project
-    adds come from trainers/config.py, which a CoOp checkout can call the same way.
-    """
-    cfg.TRAINER.COOP = CN()
-    cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
-    cfg.TRAINER.COOP.CSC = False  # class-specific context
-    cfg.TRAINER.COOP.CTX_INIT = ""  # initialization words
-    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp
-    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle or front
-
-    cfg.TRAINER.COCOOP = CN()
-    cfg.TRAINER.COCOOP.N_CTX = 16
-    cfg.TRAINER.COCOOP.CTX_INIT = ""
-    cfg.TRAINER.COCOOP.PREC = "fp16"
-
-    cfg.TRAINER.MAPLE = CN()
-    cfg.TRAINER.MAPLE.N_CTX = 2
-    cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"
-    cfg.TRAINER.MAPLE.PREC = "fp16"
-    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9  # 1 = shallow MaPLe
-
-    # MaPLe's repo also ships configs for its IVLP and VPT baselines; their keys are declared
-    # so those files merge, although those two trainers are not implemented here.
-    cfg.TRAINER.IVLP = CN()
-    cfg.TRAINER.IVLP.N_CTX_VISION = 2
-    cfg.TRAINER.IVLP.N_CTX_TEXT = 2
-    cfg.TRAINER.IVLP.CTX_INIT = "a photo of a"
-    cfg.TRAINER.IVLP.PREC = "fp16"
-    cfg.TRAINER.IVLP.PROMPT_DEPTH_VISION = 9
-    cfg.TRAINER.IVLP.PROMPT_DEPTH_TEXT = 9
-    cfg.TRAINER.VPT = CN()
-    cfg.TRAINER.VPT.N_CTX_VISION = 2
-    cfg.TRAINER.VPT.CTX_INIT = "a photo of a"
-    cfg.TRAINER.VPT.PREC = "fp16"
-    cfg.TRAINER.VPT.PROMPT_DEPTH_VISION = 1
-
-    cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new
-
-    # Ours: MODEL.BACKBONE.CHECKPOINT, TRAINER.PRODA, TRAINER.EMPL (trainers/config.py).
+    """Add the keys of the prompt learners to Dassl's defaults: each method's node, declared beside
+    its trainer (trainers/config.py), and CoOp's DATASET.SUBSAMPLE_CLASSES (all, base or new)."""
+    cfg.DATASET.SUBSAMPLE_CLASSES = "all"
     add_method_config(cfg)
 
 

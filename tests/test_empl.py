@@ -17,6 +17,46 @@ PRODA = "configs/trainers/ProDA/tiny.yaml"
 COOP = "configs/trainers/CoOp/tiny_ctxv1.yaml"
 
 
+def shipped_empl_configs():
+    from conftest import ROOT
+    import glob
+
+    return sorted(glob.glob(os.path.join(ROOT, "configs", "trainers", "EMPL_*", "*.yaml")))
+
+
+def test_no_shipped_empl_config_restates_a_default():
+    """A shipped EMPL config sets only the TRAINER.EMPL keys whose value differs from the code's
+    default (trainers/empl.py, add_config)."""
+    from dassl.config import get_cfg_default
+    from dassl.config.cfg_node import load_with_bases
+    from launch import extend_cfg
+
+    defaults = get_cfg_default()
+    extend_cfg(defaults)
+    for path in shipped_empl_configs():
+        node = load_with_bases(path).get("TRAINER", {}).get("EMPL", {})
+        restated = [key for key, value in node.items() if value == defaults.TRAINER.EMPL[key]]
+        assert not restated, (path, restated)
+
+
+def test_a_default_changed_in_code_reaches_the_shipped_configs(monkeypatch):
+    """PRIOR_STD changed in trainers/empl.py is the value of every shipped EMPL config's run."""
+    import launch
+    from trainers import empl
+
+    declare = empl.add_config
+
+    def add_config_with_another_prior(cfg):
+        declare(cfg)
+        cfg.TRAINER.EMPL.PRIOR_STD = 2.5
+
+    monkeypatch.setattr(empl, "add_config", add_config_with_another_prior)
+    for path in shipped_empl_configs():
+        trainer = os.path.basename(os.path.dirname(path))
+        cfg = launch.config_from_argv(["--trainer", trainer, "--config-file", path])
+        assert cfg.TRAINER.EMPL.PRIOR_STD == 2.5, path
+
+
 @pytest.fixture(scope="module")
 def empl_coop(build_tiny_trainer):
     return build_tiny_trainer("EMPL_CoOp", EMPL_COOP)

@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from yacs.config import CfgNode as CN
 
 from .clip_backbone import LOCAL_CLIP_VOCABULARIES, ClassPrompts, eot_positions, l2_normalize, replace_tokens
 from .multi_prompt_losses import (free_energy, mixture_log_probs, mixture_nll, open_vocabulary_loss,
@@ -42,6 +43,60 @@ VOCAB_EXCLUDES = ("training", "dataset")
 IN_LOSSES = ("mixture", "per_prompt")
 # A share of rejected (non-finite) SGLD steps above which the sampler's settings are suspect.
 REJECTED_WARNING_SHARE = 0.05
+
+
+def add_config(cfg):
+    """TRAINER.EMPL (docs/EMPL.md; README "EMPL configuration"); the host's keys stay in its own
+    node (TRAINER.COOP, PRODA, MAPLE)."""
+    cfg.TRAINER.EMPL = CN()
+    # The sampler's defaults were chosen on the bundled benchmark's validation data (docs/EMPL.md,
+    # "Choosing the defaults"); PRIOR_STD, INIT_STD and SGLD_STEP_SIZE are in units of rms(anchor),
+    # so they carry over to other CLIPs; SGLD_LAYERS does not (re-check it on a validation split).
+    cfg.TRAINER.EMPL.N_PROMPTS = 4  # N chains (samples) per anchor; 0 turns sampling off
+    cfg.TRAINER.EMPL.SGLD_STEPS = 1  # T per training step (persistent chains continue across steps)
+    cfg.TRAINER.EMPL.SGLD_STEP_SIZE = 0.5  # alpha, Langevin time per step (prior part integrated exactly)
+    cfg.TRAINER.EMPL.NOISE_STD = 1.0  # 1 = exact Langevin noise
+    cfg.TRAINER.EMPL.INIT_STD = 1.0  # chain starts: anchor + INIT_STD * r * eps (= PRIOR_STD: start from the prior)
+    cfg.TRAINER.EMPL.PRIOR_STD = 1.0  # sigma / rms(anchor) of the anchoring prior; <= 0: no prior
+    cfg.TRAINER.EMPL.SGLD_GRADIENT = "exact"  # exact, or anchor: the data energy's gradient taken once, at the anchor
+    cfg.TRAINER.EMPL.SGLD_LAYERS = 2  # l: sample at the input of text block L - l (2: the paper's Table 4)
+    cfg.TRAINER.EMPL.ENERGY_TEMP = 0.01  # T_E: the data term is the batch-mean free energy / T_E
+    # Persistent chains: each training step's chains start where the previous step's ended (in
+    # units of r from the moving anchor) instead of from the prior; CONDITION batch only.
+    cfg.TRAINER.EMPL.PERSISTENT = True
+    cfg.TRAINER.EMPL.CONDITION = "batch"  # batch or image
+    cfg.TRAINER.EMPL.BACKPROP = "detach"  # detach or full (through the chain)
+    cfg.TRAINER.EMPL.N_UNSEEN = 4  # unseen words per batch
+    cfg.TRAINER.EMPL.VOCAB_FILE = ""  # word list; empty = trainers/data/open_vocabulary.txt.gz (or a world CLIP's words)
+    # Which class names leave the open vocabulary: "training" (the run's own classes, the paper's
+    # setting: the names of classes it never sees, the test's new ones included, can be drawn) or
+    # "dataset" (strict: every class of the dataset, base and new).
+    cfg.TRAINER.EMPL.VOCAB_EXCLUDE = "training"
+    cfg.TRAINER.EMPL.LAMBDA = 0.1  # weight of L_out
+    # L_in over the anchor and its samples: "mixture" (the NLL of their mean softmax) or
+    # "per_prompt" (the mean of each prompt's cross-entropy: the anchor must classify too).
+    # EMPL_ProDA: ProDA's Gaussian bound over all of them pooled ("mixture") or over each chain
+    # position's prompt sets, the anchors' bound being ProDA's own loss ("per_prompt").
+    cfg.TRAINER.EMPL.IN_LOSS = "mixture"
+    cfg.TRAINER.EMPL.OPEN_LOSS = "entropy"  # entropy, energy or none
+    # anchor (the learned prompt alone: chosen on validation, docs/EMPL.md), sample (SGLD per
+    # test image: inductive), sample_batch (conditioned on the test batch: transductive; batches
+    # in a seeded random order) or amortized (trainers/empl.py)
+    cfg.TRAINER.EMPL.INFERENCE = "anchor"
+    cfg.TRAINER.EMPL.TEST_SGLD_STEPS = -1  # SGLD steps at evaluation; < 0: SGLD_STEPS
+    # INFERENCE sample: k > 0 samples each image's prompts on its k classes with the highest
+    # anchor logits only (the energy and the samples' features), and re-ranks those k by the
+    # mixture; the other classes stay below them. 0: every class (the cost grows with the classes).
+    cfg.TRAINER.EMPL.TEST_TOP_K = 0
+    # Two-stage training (the paper starts EMPL from a trained CoOp or ProDA): "" starts from
+    # the host's CTX_INIT; a folder (a host training run's --output-dir) starts from that run's
+    # last epoch, then EMPL trains for its own OPTIM budget; "auto" lets tools/run_protocol.py
+    # (compare.py, quickstart.sh) train the host on the same data, seed and shots first and
+    # pass its folder.
+    cfg.TRAINER.EMPL.HOST_RUN = ""
+    # With HOST_RUN auto: the host's config (a name under configs/trainers/<host>/) the driver
+    # trains; "" = the config name the driver was given, else the host's own for the protocol.
+    cfg.TRAINER.EMPL.HOST_CONFIG = ""
 
 
 class LayerSplitText:
@@ -178,6 +233,10 @@ class EMPLMixin:
     trains_image_side = False
     sgld_generator: Optional[torch.Generator] = None  # build_empl sets the training chains' generator
 
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        check_empl_cfg(cfg.TRAINER.EMPL)
+
     def build_model(self):
         super().build_model()
         self.build_empl()
@@ -185,7 +244,6 @@ class EMPLMixin:
     def build_empl(self) -> None:
         """EMPL's own setup, on the host's built model (build_model calls it)."""
         empl = self.cfg.TRAINER.EMPL
-        check_empl_cfg(empl)
         learner = self.model.prompt_learner
         deep_blocks = list(self.text_deep_prompts() or ())
         self.split_text = LayerSplitText(self.model.text_encoder, empl.SGLD_LAYERS, learner.n_ctx, deep_blocks)

@@ -33,6 +33,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from yacs.config import CfgNode as CN
 
 from .clip_backbone import (
     LEARNED_DTYPE, ClassPromptLearner, DeepPromptedCLIP, PromptedCLIP, TextEncoder, clean_classname, l2_normalize,
@@ -40,6 +41,25 @@ from .clip_backbone import (
 )
 from .imagenet_templates import IMAGENET_TEMPLATES
 from .prompt_trainer import ClipPromptTrainer, register_trainer
+
+
+def add_config(cfg):
+    """TRAINER.PROMPTSRC with the defaults of muzairkhattak/PromptSRC's train.py, declared only
+    where absent (a PromptSRC checkout declares it itself)."""
+    if "PROMPTSRC" in cfg.TRAINER:
+        return
+    cfg.TRAINER.PROMPTSRC = CN()
+    cfg.TRAINER.PROMPTSRC.N_CTX_VISION = 4  # vision prompt tokens
+    cfg.TRAINER.PROMPTSRC.N_CTX_TEXT = 4  # text prompt tokens
+    cfg.TRAINER.PROMPTSRC.CTX_INIT = "a photo of a"
+    cfg.TRAINER.PROMPTSRC.PREC = "fp16"
+    cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION = 9  # blocks with vision prompts (1 = shallow)
+    cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT = 9  # blocks with text prompts (1 = shallow)
+    cfg.TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT = 25  # L1 between learned and frozen text features
+    cfg.TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT = 10  # L1 between learned and frozen image features
+    cfg.TRAINER.PROMPTSRC.GPA_MEAN = 15  # Gaussian prompt aggregation: mean epoch
+    cfg.TRAINER.PROMPTSRC.GPA_STD = 1  # ... and its standard deviation in epochs
+
 
 # The reference's trainers/imagenet_templates.py holds 60 of CLIP's 80 ImageNet templates: the
 # first 60 of the list in trainers/imagenet_templates.py, with "a photo of a {}." moved first.

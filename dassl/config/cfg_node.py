@@ -94,15 +94,7 @@ class CfgNode(_YacsCfgNode):
         if not os.path.isfile(cfg_filename):
             raise FileNotFoundError(f"config file {cfg_filename} not found (working directory {os.getcwd()}): "
                                     "check the --config-file / --dataset-config-file path")
-        try:
-            with open(cfg_filename, "r") as f:
-                cfg = _YacsCfgNode.load_cfg(f)  # plain nodes, see class docstring
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(err, "problem", None) or err
-            raise ValueError(f"config file {cfg_filename} is not valid YAML{where}: {problem}") from None
-        self._merge(super().merge_from_other_cfg, cfg, cfg_filename)
+        self._merge(super().merge_from_other_cfg, load_with_bases(cfg_filename), cfg_filename)
 
     def merge_from_other_cfg(self, cfg_other) -> None:
         from .defaults import RETIRED_KEYS  # lazy: defaults imports this module
@@ -115,6 +107,43 @@ class CfgNode(_YacsCfgNode):
                 f"Config overrides must be KEY VALUE pairs, got an odd number of items: {cfg_list}"
             )
         self._merge(super().merge_from_list, cfg_list, "command-line opts")
+
+
+# A config file's key naming the file it builds on, as in detectron2: the base (a path relative to
+# the file) is read first, then the file's own keys override it; a base may have a base.
+BASE_KEY = "_BASE_"
+
+
+def load_with_bases(path: str, seen=()) -> _YacsCfgNode:
+    """The config file's keys over those of its _BASE_ file(s), as plain yacs nodes."""
+    try:
+        with open(path, "r") as f:
+            cfg = _YacsCfgNode.load_cfg(f)  # plain nodes, see CfgNode's docstring
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or err
+        raise ValueError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    base = cfg.pop(BASE_KEY, None)
+    if base is None:
+        return cfg
+    base_path = os.path.normpath(os.path.join(os.path.dirname(path), base))
+    if not os.path.isfile(base_path):
+        raise FileNotFoundError(f"{BASE_KEY} {base} of config file {path} not found ({base_path}): "
+                                "give a path relative to that file")
+    if base_path in seen:
+        raise ValueError(f"{BASE_KEY} of config file {path} leads back to {base_path}: remove the cycle")
+    return _override(load_with_bases(base_path, seen + (os.path.normpath(path),)), cfg)
+
+
+def _override(base: dict, cfg: dict) -> dict:
+    """base with cfg's values over it, node by node (cfg may add keys base lacks)."""
+    for key, value in cfg.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _override(base[key], value)
+        else:
+            base[key] = value
+    return base
 
 
 def _without(cfg: _YacsCfgNode, keys) -> _YacsCfgNode:
