@@ -18,7 +18,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def fake_log(acc, eval_only, lam=0.1, n_prompts=4):
-    """A log as train.py writes it: the config dump, then Dassl's result block."""
+    """A log as train.py writes it: the config dump, then Dassl's result block. The dump has the
+    names TRAINER.EMPL's keys had before their renames (LAMBDA, N_PROMPTS): old runs still read."""
     head = (
         "***************\n** Arguments **\n***************\nseed: 1\n"
         "************\n** Config **\n************\n"
@@ -258,14 +259,14 @@ def test_plots_and_sweeps_are_valid_pngs(tmp_path):
                                80 + shift + seed, 60 + shift, lam=lam)
     for n_prompts in (2, 8):
         write_base2new(str(sweep / f"n{n_prompts}"), "EMPL_CoOp", "cfgA", "eurosat", 1, 70 + n_prompts, 50, n_prompts=n_prompts)
-    points = sweep_points(collect_results(str(sweep))[0], "lambda")
+    points = sweep_points(collect_results(str(sweep))[0], "open_loss_weight")
     # n_prompts held at its most common value (4): three lambda values, base = mean over seeds and datasets
     assert sorted(points["EMPL_CoOp"]) == [0.01, 0.1, 1.0]
     assert points["EMPL_CoOp"][0.1][0] == pytest.approx(80 + 2 + 1.5)
     assert points["EMPL_CoOp"][0.1][1] == pytest.approx(62.0)
     written = write_tables(str(sweep), out_dir=str(tmp_path / "t"), plots_dir=str(tmp_path / "plots"),
-                                      stream=io.StringIO())
-    for name in ("plot_h", "plot_lambda", "plot_n_prompts"):
+                           stream=io.StringIO())
+    for name in ("plot_h", "plot_open_loss_weight", "plot_n_chains"):
         with open(written[name], "rb") as f:
             data = f.read()
         assert len(data) > 1000 and data.startswith(PNG_MAGIC), name
@@ -277,8 +278,8 @@ def test_plots_and_sweeps_are_valid_pngs(tmp_path):
 def test_read_config_value_from_the_dump(tmp_path):
     path = tmp_path / "log.txt"
     path.write_text(fake_log(50.0, True, lam=0.3, n_prompts=6))
-    assert read_config_value(str(path), "TRAINER.EMPL.LAMBDA") == "0.3"
-    assert read_config_value(str(path), "TRAINER.EMPL.N_PROMPTS") == "6"
+    assert read_config_value(str(path), "TRAINER.EMPL.OPEN_LOSS_WEIGHT") == "0.3"  # a run made before the renames
+    assert read_config_value(str(path), "TRAINER.EMPL.N_CHAINS") == "6"
     assert read_config_value(str(path), "TRAINER.PRODA.N_PROMPTS") == "7"
     assert read_config_value(str(path), "TRAINER.EMPL.NOPE") is None
 
@@ -515,15 +516,17 @@ def test_ablation_plan_shares_the_default_and_evaluates_inference_on_its_models(
     from tools import ablate_empl
 
     defaults = ablate_empl.config_defaults("EMPL_CoOp", "bundled")
-    assert ablate_empl.folder_name(["TRAINER.EMPL.LAMBDA", str(defaults.TRAINER.EMPL.LAMBDA)], defaults) == "default"
-    assert ablate_empl.folder_name(["TRAINER.EMPL.LAMBDA", "1.0"], defaults) == "LAMBDA-1.0"
+    weight = "TRAINER.EMPL.OPEN_LOSS_WEIGHT"
+    assert ablate_empl.folder_name([weight, str(defaults.TRAINER.EMPL.OPEN_LOSS_WEIGHT)], defaults) == "default"
+    assert ablate_empl.folder_name([weight, "1.0"], defaults) == "OPEN_LOSS_WEIGHT-1.0"
     assert ablate_empl.folder_name(["TRAINER.EMPL.PERSISTENT", str(not defaults.TRAINER.EMPL.PERSISTENT)],
                                    defaults).startswith("PERSISTENT-")
-    assert ablate_empl.main(["--ablations", "lambda", "inference", "--seeds", "1", "--dry-run",
+    assert ablate_empl.main(["--ablations", "open_loss_weight", "inference", "--seeds", "1", "--dry-run",
                              "--output-dir", "out/abl"]) == 0
     folders = [l.split("out/abl/")[1] for l in capsys.readouterr().out.splitlines() if l.startswith("[start] ")]
     trainings = [f for f in folders if "/train_base/" in f]
-    assert sorted({f.split("/")[0] for f in trainings}) == ["LAMBDA-0.0", "LAMBDA-0.01", "LAMBDA-1.0", "default"]
+    assert sorted({f.split("/")[0] for f in trainings}) == [
+        "OPEN_LOSS_WEIGHT-0.0", "OPEN_LOSS_WEIGHT-0.01", "OPEN_LOSS_WEIGHT-1.0", "default"]
     other_modes = [o for _, o in ablate_empl.ABLATIONS["inference"] if ablate_empl.folder_name(o, defaults) != "default"]
     assert len(other_modes) == len(ablate_empl.ABLATIONS["inference"]) - 1  # one value is the config's
     evaluations = [f for f in folders if f.startswith("INFERENCE-")]  # the inference ablation's only

@@ -137,7 +137,7 @@ def test_anchor_gradient_backprop_full_reaches_the_anchor_through_the_slope():
 @pytest.mark.parametrize("key, value, message", [
     ("SGLD_GRADIENT", "first-order", "TRAINER.EMPL.SGLD_GRADIENT must be one of"),
     ("BACKPROP", "chain", "TRAINER.EMPL.BACKPROP must be detach or full"),
-    ("N_PROMPTS", -1, "TRAINER.EMPL.N_PROMPTS must be >= 0"),
+    ("N_CHAINS", -1, "TRAINER.EMPL.N_CHAINS must be >= 0"),
     ("SGLD_STEP_SIZE", 0.0, "SGLD_STEP_SIZE and ENERGY_TEMP must be > 0"),
 ])
 def test_bad_sampler_settings_are_rejected_before_the_trainer_is_built(key, value, message):

@@ -1,7 +1,7 @@
 """EMPL's ablations on the bundled benchmark (or any base-to-new datasets): one key at a time.
 
     python -m tools.ablate_empl --seeds 1 2 3 --jobs 2                      # every ablation below
-    python -m tools.ablate_empl --ablations lambda n_prompts --seeds 1 2 3 --plots docs/figures
+    python -m tools.ablate_empl --ablations open_loss_weight n_chains --seeds 1 2 3 --plots docs/figures
 
 Each ablation varies one TRAINER.EMPL key over the paper's values (or turns a component off),
 every other setting staying at the trainer's config (configs/trainers/<T>/<cfg>.yaml: for the
@@ -25,19 +25,19 @@ from tools.reporting.results import collect_results
 from tools.reporting.tables import md_table
 
 E = "TRAINER.EMPL."
-# name -> [(label, opts)]: the paper's ablations (Fig. 6: lambda, unseen words; Fig. 7: number of
-# prompts; Table 4: SGLD layers) and this project's (L_out's form, components, gradient, inference).
+# name -> [(label, opts)]: the paper's ablations (Fig. 6: lambda, the weight of L_out, and unseen words;
+# Fig. 7: number of prompts, the chains per anchor; Table 4: SGLD layers) and this project's (L_out's form, components, gradient, inference).
 ABLATIONS: Dict[str, List[Tuple[str, List[str]]]] = {
-    "lambda": [(v, [E + "LAMBDA", v]) for v in ("0.0", "0.01", "0.1", "1.0")],  # floats: yacs checks the type
+    "open_loss_weight": [(v, [E + "OPEN_LOSS_WEIGHT", v]) for v in ("0.0", "0.01", "0.1", "1.0")],  # floats: yacs checks the type
     "unseen": [(v, [E + "N_UNSEEN", v]) for v in ("1", "2", "4", "8")],
-    "n_prompts": [(v, [E + "N_PROMPTS", v]) for v in ("0", "1", "2", "4", "8")],
+    "n_chains": [(v, [E + "N_CHAINS", v]) for v in ("0", "1", "2", "4", "8")],
     "sgld_layers": [(v, [E + "SGLD_LAYERS", v]) for v in ("1", "2", "3", "4")],
     "open_loss": [(v, [E + "OPEN_LOSS", v]) for v in ("entropy", "energy", "none")],
     "components": [
         ("sampling + L_out (EMPL)", []),
-        ("sampling, no L_out", [E + "LAMBDA", "0.0"]),
-        ("L_out, no sampling", [E + "N_PROMPTS", "0"]),
-        ("neither", [E + "N_PROMPTS", "0", E + "LAMBDA", "0.0"]),
+        ("sampling, no L_out", [E + "OPEN_LOSS_WEIGHT", "0.0"]),
+        ("L_out, no sampling", [E + "N_CHAINS", "0"]),
+        ("neither", [E + "N_CHAINS", "0", E + "OPEN_LOSS_WEIGHT", "0.0"]),
     ],
     "sgld_gradient": [(v, [E + "SGLD_GRADIENT", v]) for v in ("exact", "anchor")],
     "chains": [("persistent, SGLD_STEPS 1", []), ("fresh, SGLD_STEPS 4", [E + "PERSISTENT", "False", E + "SGLD_STEPS", "4"])],

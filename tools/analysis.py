@@ -64,7 +64,7 @@ def analyse_runs(args: argparse.Namespace, measure: Callable[[object, str], dict
 def trainer_prompts(trainer):
     """The prompts a trained prompt learner predicts with.
 
-    -> dict(context [P, M, d] (P prompts; EMPL: K anchors x (1 + N_PROMPTS), anchor first in
+    -> dict(context [P, M, d] (P prompts; EMPL: K anchors x (1 + N_CHAINS), anchor first in
     each group), text_features [P, C, D] (normalised), level: where the context vectors live).
     """
     learner = trainer.model.prompt_learner

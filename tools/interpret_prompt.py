@@ -109,7 +109,7 @@ def prompts_of_run(run_dir: str, root, opts, epoch, with_samples: bool):
             # Block 0's input is token + positional embedding: remove the context positions' part.
             positional = trainer.split_text.encoder.positional_embedding[1 : 1 + drawn.shape[1]]
             drawn = drawn - positional.to(drawn.dtype)
-            per_group = 1 + trainer.empl_cfg.N_PROMPTS
+            per_group = 1 + trainer.empl_cfg.N_CHAINS
             for i, sample in enumerate(drawn):
                 group, index = divmod(i, per_group)
                 if index:

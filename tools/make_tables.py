@@ -33,8 +33,8 @@ their source.
 Outputs: <out>/{base2new,domain_generalization,cross_dataset}.{md,csv} (out: --out, default
 <root>/tables) and, with --plots DIR, PNGs: base2new_average.png (average base, new, H per method with
 std error bars), base2new_H_by_dataset.png and, when EMPL runs with
-different TRAINER.EMPL.LAMBDA / N_PROMPTS values exist, base2new_vs_lambda.png and
-base2new_vs_n_prompts.png (values read from each run's config.yaml, or for runs made before
+different TRAINER.EMPL.OPEN_LOSS_WEIGHT / N_CHAINS values exist, base2new_vs_open_loss_weight.png and
+base2new_vs_n_chains.png (values read from each run's config.yaml, or for runs made before
 train.py wrote it, from the config dump in its log.txt: tools/run_loading.py).
 The CSV is long: table,dataset,method,metric,mean,std,n,source (n: seeds, or datasets for an
 average; source: "measured" or the published source's label).

@@ -3,7 +3,7 @@
     python -m tools.prompt_diversity RUN [RUN ...] --root DATA --out DIR [--labels ...] [--opts KEY VALUE ...]
 
 Prompts per method:
-- EMPL_CoOp / EMPL_ProDA: each anchor plus N_PROMPTS samples drawn by the trainer's own SGLD
+- EMPL_CoOp / EMPL_ProDA: each anchor plus N_CHAINS samples drawn by the trainer's own SGLD
   sampler from the loaded anchor(s), conditioned on the calibration batch (the first training
   batch, as amortized inference does). The samples are hidden states at text block L - l
   (TRAINER.EMPL.SGLD_LAYERS); the anchor is compared at the same block.
@@ -60,7 +60,7 @@ def markdown_table(rows) -> str:
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_run_folder_arguments(parser, "folder for prompt_diversity.csv", "TRAINER.EMPL.N_PROMPTS 16")
+    add_run_folder_arguments(parser, "folder for prompt_diversity.csv", "TRAINER.EMPL.N_CHAINS 16")
     return parser
 
 

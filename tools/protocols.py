@@ -164,14 +164,13 @@ def default_cfg(trainer: str, protocol: str) -> str:
 
 def config_value(config_file: str, opts: Sequence[str], key: str):
     """A config key's value for a run: the last KEY VALUE pair of opts, else the config file's
-    (yaml), else the default config's (dassl's defaults and every method's keys)."""
+    (with its _BASE_ files), else the default config's (dassl's defaults and every method's keys)."""
     for i in range(len(opts) - 2, -1, -1):
         if opts[i] == key:
             return opts[i + 1]
-    import yaml
+    from dassl.config.cfg_node import load_with_bases
 
-    with open(config_file, encoding="utf-8") as f:
-        node = yaml.safe_load(f) or {}
+    node = load_with_bases(config_file)
     for part in key.split("."):
         node = node.get(part) if isinstance(node, dict) else None
     if node is not None:

@@ -67,17 +67,21 @@ def _checked_dump(text: str, path: str, what: str) -> dict:
 
 
 def config_value(dump: dict, dotted_key: str):
-    """The value of e.g. TRAINER.EMPL.LAMBDA in a read_config_dump dict; None if absent."""
-    node = dump
-    for key in dotted_key.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node
+    """The value of e.g. TRAINER.EMPL.OPEN_LOSS_WEIGHT in a read_config_dump dict, or under the
+    key's old name in a run made before it was renamed (trainers.empl.RENAMED_KEYS); None if absent."""
+    from trainers.empl import RENAMED_KEYS
+
+    for key in [dotted_key] + [old for old, new in RENAMED_KEYS.items() if new == dotted_key]:
+        node = dump
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            return node
+    return None
 
 
 def run_config_value(run_dir: str, dotted_key: str):
-    """The value of e.g. TRAINER.EMPL.LAMBDA in a run's config (read_config_dump); None if absent."""
+    """The value of e.g. TRAINER.EMPL.OPEN_LOSS_WEIGHT in a run's config (read_config_dump); None if absent."""
     return config_value(read_config_dump(run_dir), dotted_key)
 
 

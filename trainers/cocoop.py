@@ -8,20 +8,14 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from yacs.config import CfgNode as CN
 
 from .clip_backbone import ClassPromptLearner, PromptedCLIP, init_context, l2_normalize
-from .prompt_trainer import ClipPromptTrainer, register_trainer
+from .prompt_trainer import ClipPromptTrainer, declare_node, register_trainer
 
 
 def add_config(cfg):
-    """TRAINER.COCOOP with CoCoOp's defaults (CoOp's train.py), declared only where absent."""
-    if "COCOOP" in cfg.TRAINER:
-        return
-    cfg.TRAINER.COCOOP = CN()
-    cfg.TRAINER.COCOOP.N_CTX = 16
-    cfg.TRAINER.COCOOP.CTX_INIT = ""
-    cfg.TRAINER.COCOOP.PREC = "fp16"
+    """TRAINER.COCOOP with CoCoOp's defaults (CoOp's train.py)."""
+    declare_node(cfg, "COCOOP", N_CTX=16, CTX_INIT="", PREC="fp16")
 
 
 class PromptLearner(ClassPromptLearner):

@@ -5,23 +5,21 @@ by all classes or one set per class (CSC), with the class token at the end, in t
 front. Keys: TRAINER.COOP.N_CTX, CSC, CTX_INIT, PREC, CLASS_TOKEN_POSITION.
 """
 import torch.nn as nn
-from yacs.config import CfgNode as CN
 
 from .clip_backbone import ClassPromptLearner, ClassTextCLIP, init_context, l2_normalize
-from .prompt_trainer import ClipPromptTrainer, register_trainer
+from .prompt_trainer import ClipPromptTrainer, declare_node, register_trainer
 
 
 def add_config(cfg):
-    """TRAINER.COOP with CoOp's defaults (its train.py's extend_cfg), so its config files merge;
-    declared only where absent (a CoOp checkout declares it itself)."""
-    if "COOP" in cfg.TRAINER:
-        return
-    cfg.TRAINER.COOP = CN()
-    cfg.TRAINER.COOP.N_CTX = 16  # number of context vectors
-    cfg.TRAINER.COOP.CSC = False  # class-specific context
-    cfg.TRAINER.COOP.CTX_INIT = ""  # initialization words
-    cfg.TRAINER.COOP.PREC = "fp16"  # fp16, fp32, amp
-    cfg.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"  # end, middle or front
+    """TRAINER.COOP with CoOp's defaults (its train.py's extend_cfg), so its config files merge."""
+    declare_node(
+        cfg, "COOP",
+        N_CTX=16,  # number of context vectors
+        CSC=False,  # class-specific context
+        CTX_INIT="",  # initialization words
+        PREC="fp16",  # fp16, fp32, amp
+        CLASS_TOKEN_POSITION="end",  # end, middle or front
+    )
 
 
 class PromptLearner(ClassPromptLearner):

@@ -21,21 +21,14 @@ from typing import Dict, Tuple
 
 import torch
 import torch.nn as nn
-from yacs.config import CfgNode as CN
 
 from .clip_backbone import ClassPromptLearner, DeepPromptedCLIP, leading_words_context
-from .prompt_trainer import ClipPromptTrainer, register_trainer
+from .prompt_trainer import ClipPromptTrainer, declare_node, register_trainer
 
 
 def add_config(cfg):
-    """TRAINER.MAPLE with MaPLe's defaults (its train.py), declared only where absent."""
-    if "MAPLE" in cfg.TRAINER:
-        return
-    cfg.TRAINER.MAPLE = CN()
-    cfg.TRAINER.MAPLE.N_CTX = 2
-    cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"
-    cfg.TRAINER.MAPLE.PREC = "fp16"
-    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9  # 1 = shallow MaPLe
+    """TRAINER.MAPLE with MaPLe's defaults (its train.py)."""
+    declare_node(cfg, "MAPLE", N_CTX=2, CTX_INIT="a photo of a", PREC="fp16", PROMPT_DEPTH=9)  # depth 1: shallow MaPLe
 
 def check_prompt_depth(depth: int, text_layers: int, vision_layers: int) -> None:
     if not 1 <= depth <= min(text_layers, vision_layers):

@@ -10,6 +10,7 @@ from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
+from yacs.config import CfgNode as CN
 
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.metrics import compute_accuracy
@@ -18,6 +19,13 @@ from dassl.utils import load_checkpoint, load_pretrained_weights
 
 from .clip_backbone import autocast_dtype, half_on_cpu, load_clip, resolve_precision, set_clip_precision
 from .feature_cache import image_feature_cache
+
+def declare_node(cfg, node: str, **defaults) -> None:
+    """cfg.TRAINER.<node> with these defaults, unless the config declares it already (a CoOp or
+    MaPLe checkout's own extend_cfg does: its declaration stands)."""
+    if node not in cfg.TRAINER:
+        cfg.TRAINER[node] = CN(defaults)
+
 
 def register_trainer(cls):
     """TRAINER_REGISTRY.register(), except that a name already registered by another module

@@ -33,32 +33,31 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from yacs.config import CfgNode as CN
 
 from .clip_backbone import (
     LEARNED_DTYPE, ClassPromptLearner, DeepPromptedCLIP, PromptedCLIP, TextEncoder, clean_classname, l2_normalize,
     leading_words_context, tokenize,
 )
 from .imagenet_templates import IMAGENET_TEMPLATES
-from .prompt_trainer import ClipPromptTrainer, register_trainer
+from .prompt_trainer import ClipPromptTrainer, declare_node, register_trainer
 
 
 def add_config(cfg):
-    """TRAINER.PROMPTSRC with the defaults of muzairkhattak/PromptSRC's train.py, declared only
-    where absent (a PromptSRC checkout declares it itself)."""
-    if "PROMPTSRC" in cfg.TRAINER:
-        return
-    cfg.TRAINER.PROMPTSRC = CN()
-    cfg.TRAINER.PROMPTSRC.N_CTX_VISION = 4  # vision prompt tokens
-    cfg.TRAINER.PROMPTSRC.N_CTX_TEXT = 4  # text prompt tokens
-    cfg.TRAINER.PROMPTSRC.CTX_INIT = "a photo of a"
-    cfg.TRAINER.PROMPTSRC.PREC = "fp16"
-    cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION = 9  # blocks with vision prompts (1 = shallow)
-    cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT = 9  # blocks with text prompts (1 = shallow)
-    cfg.TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT = 25  # L1 between learned and frozen text features
-    cfg.TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT = 10  # L1 between learned and frozen image features
-    cfg.TRAINER.PROMPTSRC.GPA_MEAN = 15  # Gaussian prompt aggregation: mean epoch
-    cfg.TRAINER.PROMPTSRC.GPA_STD = 1  # ... and its standard deviation in epochs
+    """TRAINER.PROMPTSRC with the defaults of muzairkhattak/PromptSRC's train.py (a PromptSRC
+    checkout declares it itself)."""
+    declare_node(
+        cfg, "PROMPTSRC",
+        N_CTX_VISION=4,  # vision prompt tokens
+        N_CTX_TEXT=4,  # text prompt tokens
+        CTX_INIT="a photo of a",
+        PREC="fp16",
+        PROMPT_DEPTH_VISION=9,  # blocks with vision prompts (1 = shallow)
+        PROMPT_DEPTH_TEXT=9,  # blocks with text prompts (1 = shallow)
+        TEXT_LOSS_WEIGHT=25,  # L1 between learned and frozen text features
+        IMAGE_LOSS_WEIGHT=10,  # L1 between learned and frozen image features
+        GPA_MEAN=15,  # Gaussian prompt aggregation: mean epoch
+        GPA_STD=1,  # ... and its standard deviation in epochs
+    )
 
 
 # The reference's trainers/imagenet_templates.py holds 60 of CLIP's 80 ImageNet templates: the

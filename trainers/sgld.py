@@ -324,7 +324,7 @@ def sgld_options(empl) -> dict:
     gradient_scale is ENERGY_TEMP, so that the energy's 1 / T_E factor never meets fp16.
     """
     return dict(
-        n_chains=empl.N_PROMPTS,
+        n_chains=empl.N_CHAINS,
         n_steps=empl.SGLD_STEPS,
         step_size=empl.SGLD_STEP_SIZE,
         noise_std=empl.NOISE_STD,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from difflib import SequenceMatcher
 from typing import Optional
 
@@ -94,19 +95,49 @@ class CfgNode(_YacsCfgNode):
         if not os.path.isfile(cfg_filename):
             raise FileNotFoundError(f"config file {cfg_filename} not found (working directory {os.getcwd()}): "
                                     "check the --config-file / --dataset-config-file path")
-        self._merge(super().merge_from_other_cfg, load_with_bases(cfg_filename), cfg_filename)
+        cfg = self._with_new_names(load_with_bases(cfg_filename), cfg_filename)
+        self._merge(super().merge_from_other_cfg, cfg, cfg_filename)
 
     def merge_from_other_cfg(self, cfg_other) -> None:
         from .defaults import RETIRED_KEYS  # lazy: defaults imports this module
 
-        self._merge(super().merge_from_other_cfg, _without(cfg_other, RETIRED_KEYS), None)
+        cfg_other = self._with_new_names(_without(cfg_other, RETIRED_KEYS), "a saved config")
+        self._merge(super().merge_from_other_cfg, cfg_other, None)
 
     def merge_from_list(self, cfg_list: list) -> None:
         if len(cfg_list) % 2 != 0:
             raise ValueError(
                 f"Config overrides must be KEY VALUE pairs, got an odd number of items: {cfg_list}"
             )
+        renamed = self.renamed_keys()
+        cfg_list = list(cfg_list)
+        for i in range(0, len(cfg_list), 2):
+            if cfg_list[i] in renamed:
+                cfg_list[i] = _renamed_note(cfg_list[i], renamed[cfg_list[i]], "command-line opts")
         self._merge(super().merge_from_list, cfg_list, "command-line opts")
+
+    def renamed_keys(self) -> dict:
+        """{old dotted key: its new name}, as registered with yacs's register_renamed_key: a
+        config that still uses an old name is read as the new one (yacs itself would refuse it)."""
+        registered = self.__dict__[_YacsCfgNode.RENAMED_KEYS].items()
+        return {old: new[0] if isinstance(new, tuple) else new for old, new in registered}
+
+    def _with_new_names(self, cfg: _YacsCfgNode, source: str) -> _YacsCfgNode:
+        """cfg, or a copy of it with each renamed key it holds under its new name."""
+        present = {old: new for old, new in self.renamed_keys().items() if _has(cfg, old)}
+        if not present:
+            return cfg
+        cfg = cfg.clone()
+        for old, new in present.items():
+            if _has(cfg, new):
+                raise ValueError(f"{source} sets both {new} and its old name {old}: keep {new}")
+            value = _pop(cfg, old)
+            node = cfg
+            for part in new.split(".")[:-1]:
+                node = node.setdefault(part, _YacsCfgNode())
+            node[new.split(".")[-1]] = value
+            _renamed_note(old, new, source)
+        return cfg
 
 
 # A config file's key naming the file it builds on, as in detectron2: the base (a path relative to
@@ -146,21 +177,33 @@ def _override(base: dict, cfg: dict) -> dict:
     return base
 
 
+def _renamed_note(old: str, new: str, source: str) -> str:
+    print(f"note: {old} is now {new} (in {source}); the old name still works", file=sys.stderr)
+    return new
+
+
+def _has(cfg: dict, key: str) -> bool:
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _pop(cfg: dict, key: str):
+    node = cfg
+    for part in key.split(".")[:-1]:
+        node = node[part]
+    return node.pop(key.split(".")[-1])
+
+
 def _without(cfg: _YacsCfgNode, keys) -> _YacsCfgNode:
     """``cfg``, or a copy of it without the dotted ``keys`` it holds."""
-    present = []
-    for key in keys:
-        node, parts = cfg, key.split(".")
-        for part in parts[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and parts[-1] in node:
-            present.append(parts)
+    present = [key for key in keys if _has(cfg, key)]
     if not present:
         return cfg
     cfg = cfg.clone()
-    for parts in present:
-        node = cfg
-        for part in parts[:-1]:
-            node = node[part]
-        node.pop(parts[-1])
+    for key in present:
+        _pop(cfg, key)
     return cfg

@@ -77,7 +77,7 @@ def plot_sweep(points, sweep: str, path: str) -> str:
             ax.plot(xs, [by_value[x][i] for x in xs], style, label=f"{trainer} {metric}")
     ax.set_xlabel(SWEEP_KEYS[sweep])
     ax.set_ylabel("accuracy (%), mean over datasets")
-    if sweep == "lambda" and all(x > 0 for by in points.values() for x in by):
+    if sweep == "open_loss_weight" and all(x > 0 for by in points.values() for x in by):
         ax.set_xscale("log")
     ax.set_title(f"Base-to-new accuracy against {SWEEP_KEYS[sweep]}")
     ax.legend(fontsize="small")

@@ -124,7 +124,7 @@ def collect_results(root: str) -> Tuple[List[RunResult], int]:
 
 
 def read_config_value(log_path: str, dotted_key: str) -> Optional[str]:
-    """The value of e.g. TRAINER.EMPL.LAMBDA in the config of the run whose log is log_path
+    """The value of e.g. TRAINER.EMPL.OPEN_LOSS_WEIGHT in the config of the run whose log is log_path
     (tools/run_loading.py: its config.yaml, or the config dump in log.txt), as a string; None if
     absent or the run has no readable config."""
     try:

@@ -17,7 +17,7 @@ from tools.protocols import BASE2NEW_DATASETS, DEFAULT_SOURCE
 
 AVERAGE = "average"
 
-SWEEP_KEYS = {"lambda": "TRAINER.EMPL.LAMBDA", "n_prompts": "TRAINER.EMPL.N_PROMPTS"}
+SWEEP_KEYS = {"open_loss_weight": "TRAINER.EMPL.OPEN_LOSS_WEIGHT", "n_chains": "TRAINER.EMPL.N_CHAINS"}
 def harmonic_mean(base: float, new: float) -> float:
     return 2 * base * new / (base + new) if base + new > 0 else 0.0
 
