@@ -28,8 +28,8 @@ def metric_regex(keyword: str) -> "re.Pattern":
 def last_metric(lines, keyword: str = "accuracy", end_signal: Optional[str] = TRAIN_END_SIGNAL) -> Optional[str]:
     """The number of the last `* keyword: X%` line after the line `end_signal` (None: anywhere)
     among lines (a log file, or a run's captured output split into lines), as written; None if
-    there is none. The one reader of Dassl's result lines: read_metric, tools/make_tables.py,
-    tools/run_protocol.py and tools/modality_gap.py use it."""
+    there is none. The one reader of Dassl's result lines: read_metric, tools/reporting/results.py,
+    tools/execution.py and tools/modality_gap.py use it."""
     regex = metric_regex(keyword)
     started, value = end_signal is None, None
     for line in lines:

@@ -1,7 +1,7 @@
 """The world CLIP: a small CLIP pretrained on the procedural world, shipped with its weights.
 
-    python tools/pretrain_world_clip.py                       # reproduce world-vit from scratch (CPU)
-    python tools/pretrain_world_clip.py --device cuda --output /tmp/world-vit.pt
+    python -m tools.pretrain_world_clip                       # reproduce world-vit from scratch (CPU)
+    python -m tools.pretrain_world_clip --device cuda --output /tmp/world-vit.pt
 
 The model is the real ``clip.model.CLIP`` at small width (``WORLD_CLIP_CONFIGS``), trained from
 its deterministic init with the symmetric contrastive loss on freshly rendered (image, caption)
@@ -53,7 +53,7 @@ SHIPPED_SHA256: Dict[str, str] = {
 MAX_LOGIT_SCALE = math.log(100.0)
 PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's, as INPUT.PIXEL_MEAN in the configs
 PIXEL_STD = (0.26862954, 0.26130258, 0.27577711)
-COMMAND = "python tools/pretrain_world_clip.py"
+COMMAND = "python -m tools.pretrain_world_clip"
 log_line = functools.partial(print, flush=True)
 
 

@@ -4,7 +4,7 @@
 # table (mean ± std over seeds) and plots. PROTOCOLS=all adds cross-dataset (WorldNet -> the
 # base-to-new tasks) and domain generalization (WorldNet -> its restyled renderings).
 #
-# How it runs: one work queue (tools/compare.py --in-process --jobs JOBS, tools/work_queue.py)
+# How it runs: one work queue (python -m tools.compare --in-process --jobs JOBS, tools/work_queue.py)
 # over JOBS worker processes of one thread each. Each task is rendered once, before its runs;
 # then the runs go longest first, each evaluation as soon as its training run is done. A worker
 # shares imports, decoded images and frozen image features between its runs. A line per
@@ -26,7 +26,7 @@ ALL="ZeroshotCLIP CoOp CoCoOp ProDA MaPLe KgCoOp PromptSRC EMPL_CoOp EMPL_ProDA"
 
 start=$(date +%s)
 status=0
-$PYTHON tools/compare.py --root "$DATA" --seeds $SEEDS --shots "$SHOTS" --output-dir "$OUT" --protocol $PROTOCOLS \
+$PYTHON -m tools.compare --root "$DATA" --seeds $SEEDS --shots "$SHOTS" --output-dir "$OUT" --protocol $PROTOCOLS \
     --in-process --jobs "$JOBS" --trainers $ALL --std --plots "$OUT/plots" || status=$?
 echo "quickstart finished in $(( $(date +%s) - start ))s; runs, tables and plots under $OUT"
 exit $status

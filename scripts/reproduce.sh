@@ -21,4 +21,4 @@ ARGS=(--trainers "$TRAINER" --output-dir "${OUTPUT:-output}")  # seeds, shots, c
 [ -n "$DRY_RUN" ] && ARGS+=(--dry-run)
 [ $# -gt 0 ] && ARGS+=(--datasets "$@")
 # shellcheck disable=SC2086  # OPTS is a list of KEY VALUE words
-exec ${PYTHON:-python} tools/run_protocol.py "$PROTOCOL" "${ARGS[@]}" -- ${OPTS}
+exec ${PYTHON:-python} -m tools.run_protocol "$PROTOCOL" "${ARGS[@]}" -- ${OPTS}

@@ -24,9 +24,9 @@ if ROOT not in sys.path:
 
 
 def make_cfg(root, trainer, config_file, output_dir, opts=()):
-    """A frozen cfg as train.py's setup_cfg makes it (dataset: SyntheticShapes)."""
+    """A frozen cfg as launch.setup_cfg makes it (dataset: SyntheticShapes)."""
     from dassl.config import get_cfg_default
-    from train import extend_cfg
+    from launch import extend_cfg
 
     cfg = get_cfg_default()
     extend_cfg(cfg)

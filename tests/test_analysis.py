@@ -145,15 +145,15 @@ def coop_run(build_tiny_trainer, tmp_path_factory):
     (print_args) and prompt_learner/ checkpoints (trained in-process: no interpreter start)."""
     import contextlib
 
-    import train
+    import launch
 
     out = tmp_path_factory.mktemp("analysis_runs") / "CoOp" / "seed1"
     opts = ("OPTIM.MAX_EPOCH", "1", "TRAINER.COOP.N_CTX", "4", "TEST.NO_TEST", "True")
     trainer = build_tiny_trainer("CoOp", "configs/trainers/CoOp/tiny.yaml", *opts, output_dir=out)
     trainer.train()
-    args = train.build_parser().parse_args(["--trainer", "CoOp", "--output-dir", str(out), *opts])
+    args = launch.build_parser().parse_args(["--trainer", "CoOp", "--output-dir", str(out), *opts])
     with open(out / "log.txt", "a") as log, contextlib.redirect_stdout(log):
-        train.print_args(args, trainer.cfg)
+        launch.print_args(args, trainer.cfg)
         print("Collecting env info ...")
     return str(out)
 

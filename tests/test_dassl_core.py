@@ -288,6 +288,26 @@ def test_config_unknown_key_errors(tmp_path):
         cfg.merge_from_list(["SEED"])
 
 
+def test_config_file_builds_on_its_base(tmp_path):
+    """_BASE_ (as detectron2): the base file, a path relative to the file, is read first and the
+    file's own keys override it; bases chain; a missing base or a cycle is one clear error."""
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "root.yaml").write_text("OPTIM:\n  LR: 0.5\n  MAX_EPOCH: 7\nSEED: 3\n")
+    (tmp_path / "configs" / "base.yaml").write_text("_BASE_: ../root.yaml\nOPTIM:\n  MAX_EPOCH: 9\n")
+    (tmp_path / "configs" / "run.yaml").write_text("_BASE_: base.yaml\nOPTIM:\n  LR: 0.25\n")
+    cfg = _extended_cfg(COOP_EXTRA)
+    cfg.merge_from_file(str(tmp_path / "configs" / "run.yaml"))
+    assert (cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH, cfg.SEED) == (0.25, 9, 3)
+    assert "_BASE_" not in cfg.dump()
+    (tmp_path / "orphan.yaml").write_text("_BASE_: missing.yaml\n")
+    with pytest.raises(FileNotFoundError, match="_BASE_ missing.yaml of config file .*orphan.yaml not found"):
+        _extended_cfg(COOP_EXTRA).merge_from_file(str(tmp_path / "orphan.yaml"))
+    (tmp_path / "a.yaml").write_text("_BASE_: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("_BASE_: a.yaml\n")
+    with pytest.raises(ValueError, match="leads back to"):
+        _extended_cfg(COOP_EXTRA).merge_from_file(str(tmp_path / "a.yaml"))
+
+
 def test_config_mistyped_value_says_the_type_and_the_fix(tmp_path):
     cfg = _extended_cfg(COOP_EXTRA)
     with pytest.raises(ValueError, match=r"^OPTIM.LR takes a float \(default .*\), got int 1 in command-line opts: "

@@ -192,7 +192,7 @@ def test_trainer_on_datamanager(tmp_path, capsys):
             self.register_model("model", self.model, self.optim, self.sched)
 
     cfg = _cfg(tmp_path / "out", TRAINER__NAME="ToyImageTrainer")
-    cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # train.py's extend_cfg adds this key
+    cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # launch.extend_cfg adds this key
     cfg.DATASET.update(ROOT=str(tmp_path / "data"), NAME="SyntheticShapes", NUM_SHOTS=2)
     cfg.DATALOADER.NUM_WORKERS = 0
     cfg.DATALOADER.TRAIN_X.BATCH_SIZE = 4

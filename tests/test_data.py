@@ -16,7 +16,7 @@ from dassl.data.transforms import AVAI_CHOICES, build_transform
 
 def make_cfg(root="", **input_opts):
     cfg = get_cfg_default()
-    cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # train.py's extend_cfg adds this key
+    cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # launch.extend_cfg adds this key
     cfg.DATASET.ROOT = str(root)
     cfg.DATASET.NAME = "SyntheticShapes"
     cfg.DATALOADER.NUM_WORKERS = 0

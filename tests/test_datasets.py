@@ -153,7 +153,7 @@ def root(tmp_path_factory):
 
 def make_cfg(root, name, num_shots=-1, seed=1, subsample="all"):
     cfg = get_cfg_default()
-    cfg.DATASET.SUBSAMPLE_CLASSES = subsample  # train.py's extend_cfg adds this key
+    cfg.DATASET.SUBSAMPLE_CLASSES = subsample  # launch.extend_cfg adds this key
     cfg.DATASET.ROOT = root
     cfg.DATASET.NAME = name
     cfg.DATASET.NUM_SHOTS = num_shots

@@ -17,6 +17,71 @@ PRODA = "configs/trainers/ProDA/tiny.yaml"
 COOP = "configs/trainers/CoOp/tiny_ctxv1.yaml"
 
 
+def shipped_empl_configs():
+    from conftest import ROOT
+    import glob
+
+    return sorted(glob.glob(os.path.join(ROOT, "configs", "trainers", "EMPL_*", "*.yaml")))
+
+
+def test_no_shipped_empl_config_restates_a_default():
+    """A shipped EMPL config sets only the TRAINER.EMPL keys whose value differs from the code's
+    default (trainers/empl.py, add_config)."""
+    from dassl.config import get_cfg_default
+    from dassl.config.cfg_node import load_with_bases
+    from launch import extend_cfg
+
+    defaults = get_cfg_default()
+    extend_cfg(defaults)
+    for path in shipped_empl_configs():
+        node = load_with_bases(path).get("TRAINER", {}).get("EMPL", {})
+        restated = [key for key, value in node.items() if value == defaults.TRAINER.EMPL[key]]
+        assert not restated, (path, restated)
+
+
+def test_a_default_changed_in_code_reaches_the_shipped_configs(monkeypatch):
+    """PRIOR_STD changed in trainers/empl.py is the value of every shipped EMPL config's run."""
+    import launch
+    from trainers import empl
+
+    declare = empl.add_config
+
+    def add_config_with_another_prior(cfg):
+        declare(cfg)
+        cfg.TRAINER.EMPL.PRIOR_STD = 2.5
+
+    monkeypatch.setattr(empl, "add_config", add_config_with_another_prior)
+    for path in shipped_empl_configs():
+        trainer = os.path.basename(os.path.dirname(path))
+        cfg = launch.config_from_argv(["--trainer", trainer, "--config-file", path])
+        assert cfg.TRAINER.EMPL.PRIOR_STD == 2.5, path
+
+
+def test_renamed_keys_still_load_with_a_one_line_note(tmp_path, capsys):
+    """TRAINER.EMPL.N_PROMPTS and LAMBDA, the names of N_CHAINS and OPEN_LOSS_WEIGHT before their
+    renames, still load from a YAML file, from command-line opts and from a saved run's config."""
+    import launch
+    from tools.run_loading import load_run_config
+
+    old = tmp_path / "old.yaml"
+    old.write_text("TRAINER:\n  EMPL:\n    N_PROMPTS: 3\n    LAMBDA: 0.5\n")
+    capsys.readouterr()
+    cfg = launch.config_from_argv(["--trainer", "EMPL_CoOp", "--config-file", str(old), "TRAINER.EMPL.LAMBDA", "0.25"])
+    assert (cfg.TRAINER.EMPL.N_CHAINS, cfg.TRAINER.EMPL.OPEN_LOSS_WEIGHT) == (3, 0.25)
+    note = "note: TRAINER.EMPL.{} is now TRAINER.EMPL.{} (in {}); the old name still works"
+    assert capsys.readouterr().err.splitlines() == [
+        note.format("N_PROMPTS", "N_CHAINS", old), note.format("LAMBDA", "OPEN_LOSS_WEIGHT", old),
+        note.format("LAMBDA", "OPEN_LOSS_WEIGHT", "command-line opts")]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(cfg.dump().replace("N_CHAINS", "N_PROMPTS").replace("OPEN_LOSS_WEIGHT", "LAMBDA"))
+    loaded = load_run_config(str(run))
+    assert (loaded.TRAINER.EMPL.N_CHAINS, loaded.TRAINER.EMPL.OPEN_LOSS_WEIGHT) == (3, 0.25)
+    old.write_text("TRAINER:\n  EMPL:\n    N_PROMPTS: 3\n    N_CHAINS: 2\n")
+    with pytest.raises(ValueError, match="sets both TRAINER.EMPL.N_CHAINS and its old name TRAINER.EMPL.N_PROMPTS"):
+        launch.config_from_argv(["--trainer", "EMPL_CoOp", "--config-file", str(old)])
+
+
 @pytest.fixture(scope="module")
 def empl_coop(build_tiny_trainer):
     return build_tiny_trainer("EMPL_CoOp", EMPL_COOP)
@@ -33,7 +98,7 @@ def test_split_encoder_with_anchor_states_equals_plain_text_encoder(build_tiny_t
 
 
 def test_sampling_off_and_lambda_zero_gives_coops_loss(build_tiny_trainer):
-    empl = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.N_PROMPTS", 0, "TRAINER.EMPL.LAMBDA", 0.0)
+    empl = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.N_CHAINS", 0, "TRAINER.EMPL.OPEN_LOSS_WEIGHT", 0.0)
     coop = build_tiny_trainer("CoOp", COOP)
     with torch.no_grad():
         coop.model.prompt_learner.ctx.copy_(empl.model.prompt_learner.ctx + 0.05)
@@ -45,7 +110,7 @@ def test_sampling_off_and_lambda_zero_gives_coops_loss(build_tiny_trainer):
 
 
 def test_empl_proda_without_sampling_is_proda(build_tiny_trainer):
-    empl = build_tiny_trainer("EMPL_ProDA", EMPL_PRODA, "TRAINER.EMPL.N_PROMPTS", 0, "TRAINER.EMPL.LAMBDA", 0.0)
+    empl = build_tiny_trainer("EMPL_ProDA", EMPL_PRODA, "TRAINER.EMPL.N_CHAINS", 0, "TRAINER.EMPL.OPEN_LOSS_WEIGHT", 0.0)
     proda = build_tiny_trainer("ProDA", PRODA)
     with torch.no_grad():
         proda.model.prompt_learner.ctx.copy_(empl.model.prompt_learner.ctx)
@@ -95,7 +160,7 @@ def test_samples_differ_from_each_other_and_from_the_anchor(build_tiny_trainer, 
         image_features = trainer.model.encode_image(images)
     hidden, eot = trainer.prefix_states([trainer.model.prompt_learner.classes])
     feats, per_image, result = trainer.sampled_features(hidden, eot, image_features)
-    n = trainer.cfg.TRAINER.EMPL.N_PROMPTS
+    n = trainer.cfg.TRAINER.EMPL.N_CHAINS
     assert feats.shape[:2] == (1, n + 1) and not per_image
     samples = result.samples[0].detach().flatten(1)  # [N, M*d]
     anchor = trainer.split_text.context_states(hidden[0, 0]).detach().flatten()
@@ -130,7 +195,7 @@ def test_strict_vocabulary_leaves_out_every_class_of_the_dataset(build_tiny_trai
 
 
 def test_condition_image_gives_each_image_its_chains(build_tiny_trainer):
-    trainer = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.CONDITION", "image", "TRAINER.EMPL.N_PROMPTS", 2,
+    trainer = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.CONDITION", "image", "TRAINER.EMPL.N_CHAINS", 2,
                                  "TRAINER.EMPL.PERSISTENT", False)
     images, labels = fixed_batch(trainer, 3)
     with torch.no_grad():
@@ -214,7 +279,7 @@ def test_default_prediction_depends_on_its_image_alone(build_tiny_trainer):
 
 def get_cfg_default_inference():
     from dassl.config import get_cfg_default
-    from train import extend_cfg
+    from launch import extend_cfg
 
     cfg = get_cfg_default()
     extend_cfg(cfg)
@@ -260,7 +325,7 @@ def test_anchor_gradient_is_close_to_exact_sgld_on_the_real_energy(build_tiny_tr
     """SGLD_GRADIENT anchor linearises the data energy at the anchor. On the tiny CLIP, with a
     weak data term and a narrow prior that keep the chains near the anchor, the drift it produces
     (no noise) is within 5% of exact SGLD's, while it evaluates the energy's gradient once instead
-    of SGLD_STEPS x N_PROMPTS times."""
+    of SGLD_STEPS x N_CHAINS times."""
     opts = ("TRAINER.EMPL.NOISE_STD", 0.0, "TRAINER.EMPL.INIT_STD", 0.0, "TRAINER.EMPL.SGLD_STEP_SIZE", 0.05,
             "TRAINER.EMPL.ENERGY_TEMP", 1.0, "TRAINER.EMPL.PRIOR_STD", 0.1)
     drifts = {}
@@ -405,7 +470,7 @@ def test_persistent_chains_continue_from_the_previous_training_step(build_tiny_t
     trainer.compute_loss(images, labels)
     first = trainer.persistent_offsets[0].clone()
     assert not torch.equal(first, trainer.persistent_offsets[1])  # the prior-only chains beside them
-    assert first.shape == (1, trainer.cfg.TRAINER.EMPL.N_PROMPTS, trainer.model.prompt_learner.n_ctx, first.shape[-1])
+    assert first.shape == (1, trainer.cfg.TRAINER.EMPL.N_CHAINS, trainer.model.prompt_learner.n_ctx, first.shape[-1])
     seen = {}
     original = trainer.sample_prompts
 

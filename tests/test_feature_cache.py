@@ -145,11 +145,11 @@ def _accuracy(log_text):
 
 
 def test_in_process_runs_equal_separate_processes(synthetic_root, tmp_path):
-    """The main job's runner (tools/run_protocol.run_in_process) gives the numbers of a separate
+    """The main job's runner (tools/execution.run_in_process) gives the numbers of a separate
     train.py process with the same config, to the last printed digit, although in the process
     another run (seed 2) met the images first, in other batches. Exact on any CPU: the cache
     encodes every image in a call of ENCODE_CHUNK rows in both."""
-    from tools import run_protocol
+    from tools import execution, protocols
 
     def command(seed, out):
         return ["train.py", "--root", str(synthetic_root), "--seed", str(seed), "--trainer", "CoOp",
@@ -165,8 +165,8 @@ def test_in_process_runs_equal_separate_processes(synthetic_root, tmp_path):
     outputs = {}
     for seed in (2, 1):
         out = tmp_path / f"in_process_seed{seed}"
-        run = run_protocol.Run("CoOp", "tiny", "synthetic_shapes", seed, str(out), ["python", *command(seed, out)], False)
-        status, outputs[seed] = run_protocol.run_in_process(run)
+        run = protocols.Run("CoOp", "tiny", "synthetic_shapes", seed, str(out), ["python", *command(seed, out)], False)
+        status, outputs[seed] = execution.run_in_process(run)
         assert status == 0, outputs[seed][-2000:]
     assert _accuracy(outputs[1]) == _accuracy(separate.stdout)
     assert _loss_lines(outputs[1]) == _loss_lines(separate.stdout) and len(_loss_lines(outputs[1])) > 2

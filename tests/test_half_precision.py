@@ -41,7 +41,7 @@ MAX_AMP_STEPS = 5
 # EMPL's tiny configs run 4 chains of 5 SGLD steps per training step and per test image over
 # every class; 2 chains of 2 steps in training, and one test-time step on each image's 2 best
 # classes, exercise the same code (the chains, in half precision around them) in less time.
-EMPL_FAST = ["TRAINER.EMPL.N_PROMPTS", 2, "TRAINER.EMPL.SGLD_STEPS", 2, "TRAINER.EMPL.TEST_SGLD_STEPS", 1,
+EMPL_FAST = ["TRAINER.EMPL.N_CHAINS", 2, "TRAINER.EMPL.SGLD_STEPS", 2, "TRAINER.EMPL.TEST_SGLD_STEPS", 1,
              "TRAINER.EMPL.TEST_TOP_K", 2]
 
 

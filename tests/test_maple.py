@@ -165,7 +165,7 @@ def test_bad_config_is_a_clear_error(build_tiny_trainer, opts, message):
 
 # ---------------------------------------------------------------------------- EMPL_MaPLe
 def test_empl_maple_without_sampling_is_maple(build_tiny_trainer):
-    empl = build_tiny_trainer("EMPL_MaPLe", EMPL_MAPLE, "TRAINER.EMPL.N_PROMPTS", 0, "TRAINER.EMPL.LAMBDA", 0.0)
+    empl = build_tiny_trainer("EMPL_MaPLe", EMPL_MAPLE, "TRAINER.EMPL.N_CHAINS", 0, "TRAINER.EMPL.OPEN_LOSS_WEIGHT", 0.0)
     maple = build_tiny_trainer("MaPLe", MAPLE)
     perturb_learned(empl.model.prompt_learner)
     weights = empl.model.prompt_learner.state_dict()

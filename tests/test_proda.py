@@ -20,7 +20,7 @@ EMPL_PRODA_TINY = "configs/trainers/EMPL_ProDA/tiny.yaml"
 # The paper's method keys at the tiny CLIP's scale: 8 prompts (2 front, 2 middle, 4 end), 4 per step.
 PAPER = ["TRAINER.PRODA.N_PROMPTS", 8, "TRAINER.PRODA.PROMPT_BATCH", 4, "TRAINER.PRODA.CLASS_TOKEN_POSITION", "mix",
          "TRAINER.PRODA.COVARIANCE", "diagonal", "TRAINER.PRODA.ORTHO_LOSS", "context"]
-EMPL_FAST = ["TRAINER.EMPL.SGLD_STEPS", 2, "TRAINER.EMPL.N_PROMPTS", 2]
+EMPL_FAST = ["TRAINER.EMPL.SGLD_STEPS", 2, "TRAINER.EMPL.N_CHAINS", 2]
 
 
 @pytest.fixture(scope="module")
@@ -278,14 +278,14 @@ def test_empl_proda_without_decorrelation_trains_only_the_drawn_prompts(paper_em
     learner = trainer.model.prompt_learner
     images, labels = fixed_batch(trainer)
     trainer.cfg.defrost()
-    weights = trainer.cfg.TRAINER.PRODA.ORTHO_WEIGHT, trainer.cfg.TRAINER.EMPL.LAMBDA
-    trainer.cfg.TRAINER.PRODA.ORTHO_WEIGHT, trainer.cfg.TRAINER.EMPL.LAMBDA = 0.0, 0.0
+    weights = trainer.cfg.TRAINER.PRODA.ORTHO_WEIGHT, trainer.cfg.TRAINER.EMPL.OPEN_LOSS_WEIGHT
+    trainer.cfg.TRAINER.PRODA.ORTHO_WEIGHT, trainer.cfg.TRAINER.EMPL.OPEN_LOSS_WEIGHT = 0.0, 0.0
     try:
         with trainer.prompt_batch() as drawn:
             trainer.model_zero_grad()
             trainer.compute_loss(images, labels)[0].backward()
     finally:
-        trainer.cfg.TRAINER.PRODA.ORTHO_WEIGHT, trainer.cfg.TRAINER.EMPL.LAMBDA = weights
+        trainer.cfg.TRAINER.PRODA.ORTHO_WEIGHT, trainer.cfg.TRAINER.EMPL.OPEN_LOSS_WEIGHT = weights
         trainer.cfg.freeze()
     has_grad = learner.ctx.grad.abs().flatten(1).sum(1) > 0
     assert has_grad.tolist() == [i in drawn.tolist() for i in range(8)]

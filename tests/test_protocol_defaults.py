@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from tools import run_protocol
+from tools import protocols, run_protocol
 
-ROOT = run_protocol.ROOT
+ROOT = protocols.ROOT
 WRAPPERS = sorted(glob.glob(os.path.join(ROOT, "scripts", "*", "*.sh")))
 WRAPPERS = [p for p in WRAPPERS if os.path.basename(os.path.dirname(p)) not in ("protocols", "coop")]
 STEPS = ("base2new_train", "base2new_test", "xd_train", "xd_test")
@@ -44,7 +44,7 @@ def shell(tmp_path, *argv, **env):
 def planned(protocol, trainer, dataset, seed, step):
     """run_protocol's train.py arguments for the same step, in the shell scripts' relative form (a
     training step: its training runs in order, the host's first for two-stage training)."""
-    runs = run_protocol.plan_protocol(protocol, trainer, [dataset], [seed], root="/d", python="python")
+    runs = protocols.plan_protocol(protocol, trainer, [dataset], [seed], root="/d", python="python")
     trainings = [run for run in runs if not run.eval_only]
     chosen = trainings if step.endswith("_train") else [next(run for run in runs if run.eval_only)]
     return "\n".join(" ".join(os.path.relpath(a, ROOT) if a.startswith(ROOT + os.sep) else a for a in run.argv[1:])
@@ -58,7 +58,7 @@ def test_every_method_has_the_four_thin_protocol_scripts():
         text = open(wrapper, encoding="utf-8").read()
         for cfg in ("vit_b16", "rn50", "SHOTS=", "CFG="):  # no default of its own
             assert cfg not in text.replace("(TRAINER, CFG, SHOTS", ""), wrapper
-    assert sorted(methods) == sorted(t for t in run_protocol.TRAINER_DEFAULTS if t not in ("ZeroshotCLIP", "CoOp"))
+    assert sorted(methods) == sorted(t for t in protocols.TRAINER_DEFAULTS if t not in ("ZeroshotCLIP", "CoOp"))
     assert all(steps == set(STEPS) for steps in methods.values())
 
 
@@ -77,24 +77,24 @@ def test_shell_reads_the_same_settings(tmp_path):
                       'METHOD=EMPL_CoOp method_cfg base2new; METHOD=EMPL_CoOp method_cfg cross_dataset\n'
                       'defaults shifted_domains imagenet; defaults base2new_datasets\n')
     seeds, shots, source, b2n_cfg, xd_cfg, dg, b2n = shell(tmp_path, str(script)).splitlines()
-    assert tuple(map(int, seeds.split())) == run_protocol.DEFAULT_SEEDS
-    assert int(shots) == run_protocol.DEFAULT_SHOTS and source == run_protocol.DEFAULT_SOURCE
-    defaults = run_protocol.TRAINER_DEFAULTS["EMPL_CoOp"]
+    assert tuple(map(int, seeds.split())) == protocols.DEFAULT_SEEDS
+    assert int(shots) == protocols.DEFAULT_SHOTS and source == protocols.DEFAULT_SOURCE
+    defaults = protocols.TRAINER_DEFAULTS["EMPL_CoOp"]
     assert (b2n_cfg, xd_cfg) == (defaults.base2new_cfg, defaults.cross_dataset_cfg)
-    assert tuple(dg.split()) == run_protocol.DOMAIN_GENERALIZATION_TARGETS
-    assert tuple(b2n.split()) == run_protocol.BASE2NEW_DATASETS
+    assert tuple(dg.split()) == protocols.DOMAIN_GENERALIZATION_TARGETS
+    assert tuple(b2n.split()) == protocols.BASE2NEW_DATASETS
 
 
 def test_defaults_are_written_once():
-    """No default config name is written again in the scripts or in run_protocol.py."""
-    names = {t.base2new_cfg for t in run_protocol.TRAINER_DEFAULTS.values()}
-    names |= {t.cross_dataset_cfg for t in run_protocol.TRAINER_DEFAULTS.values()}
+    """No default config name is written again in the scripts or in the protocol planning code."""
+    names = {t.base2new_cfg for t in protocols.TRAINER_DEFAULTS.values()}
+    names |= {t.cross_dataset_cfg for t in protocols.TRAINER_DEFAULTS.values()}
     sources = glob.glob(os.path.join(ROOT, "scripts", "**", "*.sh"), recursive=True)
-    sources.append(os.path.join(ROOT, "tools", "run_protocol.py"))
+    sources += [os.path.join(ROOT, "tools", name) for name in ("protocols.py", "run_protocol.py")]
     for path in sources:
         text = open(path, encoding="utf-8").read()
         for name in names - {"vit_b16"}:  # CoOp's zero-shot config, also named in zeroshot.sh's usage
             assert not re.search(rf"\b{name}\b", text), (path, name)
-    assert list(run_protocol.TRAINER_DEFAULTS)[:2] == ["ZeroshotCLIP", "CoOp"]
-    assert run_protocol.TRAINER_DEFAULTS["ZeroshotCLIP"].eval_only
-    assert not any(t.eval_only for n, t in run_protocol.TRAINER_DEFAULTS.items() if n != "ZeroshotCLIP")
+    assert list(protocols.TRAINER_DEFAULTS)[:2] == ["ZeroshotCLIP", "CoOp"]
+    assert protocols.TRAINER_DEFAULTS["ZeroshotCLIP"].eval_only
+    assert not any(t.eval_only for n, t in protocols.TRAINER_DEFAULTS.items() if n != "ZeroshotCLIP")

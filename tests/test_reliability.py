@@ -384,15 +384,15 @@ def test_eval_progress_bar_only_on_a_terminal_and_rank_0(monkeypatch):
 def test_deterministic_flag_sets_the_gpu_determinism_switches(monkeypatch):
     """train.py --deterministic: the switches docs/RELIABILITY.md lists, set before the trainer
     is built (checked here on CPU, where they are plain flags); restored after the test."""
-    import train
+    import launch
 
-    assert train.build_parser().parse_args(["--deterministic"]).deterministic
+    assert launch.build_parser().parse_args(["--deterministic"]).deterministic
     saved = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
              torch.are_deterministic_algorithms_enabled(), torch.backends.cuda.flash_sdp_enabled(),
              torch.backends.cuda.mem_efficient_sdp_enabled(), torch.backends.cuda.cudnn_sdp_enabled())
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     try:
-        train.make_deterministic()
+        launch.make_deterministic()
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
         assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
         assert torch.are_deterministic_algorithms_enabled()

@@ -1,5 +1,6 @@
 """tools/make_tables.py, tools/run_protocol.py and tools/compare.py on fake CoOp-style log trees
 (and compare.py once end to end on the tiny CLIP)."""
+import argparse
 import csv
 import io
 import math
@@ -7,13 +8,18 @@ import os
 
 import pytest
 
-from tools import compare, make_tables, run_protocol
+from tools import compare, execution, make_tables, protocols, run_protocol, sweep
+from tools.reporting import paired
+from tools.reporting.results import collect_results, read_config_value
+from tools.reporting.summaries import sweep_points
+from tools.reporting.tables import load_reference, write_tables
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def fake_log(acc, eval_only, lam=0.1, n_prompts=4):
-    """A log as train.py writes it: the config dump, then Dassl's result block."""
+    """A log as train.py writes it: the config dump, then Dassl's result block. The dump has the
+    names TRAINER.EMPL's keys had before their renames (LAMBDA, N_PROMPTS): old runs still read."""
     head = (
         "***************\n** Arguments **\n***************\nseed: 1\n"
         "************\n** Config **\n************\n"
@@ -97,7 +103,7 @@ def lookup(rows, dataset, method, metric, source="measured"):
 
 def test_base2new_means_stds_h_and_average_by_hand(b2n_tree, tmp_path):
     out = io.StringIO()
-    written = make_tables.make_tables(str(b2n_tree), out_dir=str(tmp_path / "tables"), show_std=True, stream=out)
+    written = write_tables(str(b2n_tree), out_dir=str(tmp_path / "tables"), show_std=True, stream=out)
     rows = read_csv(tmp_path / "tables" / "base2new.csv")
     assert written["base2new"].endswith("base2new.md")
     for trainer in ("CoOp", "EMPL_CoOp"):
@@ -138,8 +144,8 @@ def test_base2new_means_stds_h_and_average_by_hand(b2n_tree, tmp_path):
 
 
 def test_published_rows_carry_their_source(b2n_tree, tmp_path):
-    make_tables.make_tables(str(b2n_tree), out_dir=str(tmp_path / "t"), stream=io.StringIO())
-    reference = make_tables.load_reference()
+    write_tables(str(b2n_tree), out_dir=str(tmp_path / "t"), stream=io.StringIO())
+    reference = load_reference()
     maple = reference["sources"]["maple_cvpr23"]["label"]
     md = (tmp_path / "t" / "base2new.md").read_text()
     # MaPLe's published CoOp average is a row of the average table, under the measured rows.
@@ -158,11 +164,11 @@ def test_published_averages_stay_off_the_bundled_benchmark(tmp_path):
     root = tmp_path / "output"
     for seed in (1, 2):
         write_base2new(str(root), "MaPLe", "bundled", "world_objects", seed, 80.0, 70.0)
-    make_tables.make_tables(str(root), out_dir=str(tmp_path / "t"), stream=io.StringIO())
+    write_tables(str(root), out_dir=str(tmp_path / "t"), stream=io.StringIO())
     md = (tmp_path / "t" / "base2new.md").read_text()
     assert "MaPLe" in md and "(published:" not in md
     rows = read_csv(tmp_path / "t" / "base2new.csv")
-    maple = make_tables.load_reference()["sources"]["maple_cvpr23"]["label"]
+    maple = load_reference()["sources"]["maple_cvpr23"]["label"]
     assert float(lookup(rows, "average", "MaPLe", "H", source=maple)["mean"]) == pytest.approx(78.55)
 
 
@@ -176,7 +182,7 @@ def test_transfer_tables_by_hand(tmp_path):
         for d in ("caltech101", "eurosat", "imagenet_a", "imagenet_r"):
             write_log(str(root / "evaluation" / "CoOp" / "cfgX_16shots" / d / f"seed{seed}" / "log.txt"),
                       fake_log(accs[d][seed - 1], True))
-    make_tables.make_tables(str(root), out_dir=str(tmp_path / "t"), stream=io.StringIO())
+    write_tables(str(root), out_dir=str(tmp_path / "t"), stream=io.StringIO())
     xd = read_csv(tmp_path / "t" / "cross_dataset.csv")
     dg = read_csv(tmp_path / "t" / "domain_generalization.csv")
     for rows in (xd, dg):
@@ -214,13 +220,13 @@ def test_paired_transfer_differences_by_hand(tmp_path):
           mean([94.0, 46.0]) - mean([91.0, 44.0])]
     assert rows["KgCoOp - CoOp"][1] == " / ".join(f"{d:+.2f}" for d in kg)
     zs = [mean([90.0, 40.0]) - 69.5, mean([93.0, 50.0]) - 69.5, mean([91.0, 44.0]) - 69.5]
-    m, low, high = paired_stats.t_interval(zs)
+    m, low, high = paired.t_interval(zs)
     assert rows["CoOp - ZeroshotCLIP"][2] == f"{m:+.2f} [{low:+.2f}, {high:+.2f}]"
     zs_root = tmp_path / "b2n"  # base-to-new: zero-shot's one run set against each seed of CoOp
     write_base2new(str(zs_root), "ZeroshotCLIP", "cfgZ", "eurosat", 1, 70.0, 60.0)
     for seed, (b, n) in enumerate(((80.0, 55.0), (84.0, 63.0)), 1):
         write_base2new(str(zs_root), "CoOp", "cfgA", "eurosat", seed, b, n)
-    seeds, diffs = paired_stats.paired_differences(make_tables.collect_results(str(zs_root))[0], "CoOp", "ZeroshotCLIP")
+    seeds, diffs = paired.paired_differences(collect_results(str(zs_root))[0], "CoOp", "ZeroshotCLIP")
     assert seeds == [1, 2] and diffs["base"] == [10.0, 14.0] and diffs["new"] == [-5.0, 3.0]
     out = io.StringIO()
     assert paired_stats.main([str(root), "--protocol", "domain_generalization", "--pairs", "KgCoOp:CoOp"], out=out) == 0
@@ -235,7 +241,7 @@ def test_bundled_domain_generalization_targets_and_no_foreign_published_rows(tmp
     write_log(str(root / "world_net" / "CoOp" / "bundled_16shots" / "seed1" / "log.txt"), fake_log(accs["world_net"], False))
     for d in ("world_net_noisy", "world_net_cluttered", "world_objects"):
         write_log(str(root / "evaluation" / "CoOp" / "bundled_16shots" / d / "seed1" / "log.txt"), fake_log(accs[d], True))
-    make_tables.make_tables(str(root), out_dir=str(tmp_path / "t"), source="world_net", stream=io.StringIO())
+    write_tables(str(root), out_dir=str(tmp_path / "t"), source="world_net", stream=io.StringIO())
     dg = read_csv(tmp_path / "t" / "domain_generalization.csv")
     xd = read_csv(tmp_path / "t" / "cross_dataset.csv")
     assert float(lookup(dg, "average", "CoOp", "accuracy")["mean"]) == pytest.approx(mean([24.0, 40.0]))
@@ -253,14 +259,14 @@ def test_plots_and_sweeps_are_valid_pngs(tmp_path):
                                80 + shift + seed, 60 + shift, lam=lam)
     for n_prompts in (2, 8):
         write_base2new(str(sweep / f"n{n_prompts}"), "EMPL_CoOp", "cfgA", "eurosat", 1, 70 + n_prompts, 50, n_prompts=n_prompts)
-    points = make_tables.sweep_points(make_tables.collect_results(str(sweep))[0], "lambda")
+    points = sweep_points(collect_results(str(sweep))[0], "open_loss_weight")
     # n_prompts held at its most common value (4): three lambda values, base = mean over seeds and datasets
     assert sorted(points["EMPL_CoOp"]) == [0.01, 0.1, 1.0]
     assert points["EMPL_CoOp"][0.1][0] == pytest.approx(80 + 2 + 1.5)
     assert points["EMPL_CoOp"][0.1][1] == pytest.approx(62.0)
-    written = make_tables.make_tables(str(sweep), out_dir=str(tmp_path / "t"), plots_dir=str(tmp_path / "plots"),
-                                      stream=io.StringIO())
-    for name in ("plot_h", "plot_lambda", "plot_n_prompts"):
+    written = write_tables(str(sweep), out_dir=str(tmp_path / "t"), plots_dir=str(tmp_path / "plots"),
+                           stream=io.StringIO())
+    for name in ("plot_h", "plot_open_loss_weight", "plot_n_chains"):
         with open(written[name], "rb") as f:
             data = f.read()
         assert len(data) > 1000 and data.startswith(PNG_MAGIC), name
@@ -272,10 +278,10 @@ def test_plots_and_sweeps_are_valid_pngs(tmp_path):
 def test_read_config_value_from_the_dump(tmp_path):
     path = tmp_path / "log.txt"
     path.write_text(fake_log(50.0, True, lam=0.3, n_prompts=6))
-    assert make_tables.read_config_value(str(path), "TRAINER.EMPL.LAMBDA") == "0.3"
-    assert make_tables.read_config_value(str(path), "TRAINER.EMPL.N_PROMPTS") == "6"
-    assert make_tables.read_config_value(str(path), "TRAINER.PRODA.N_PROMPTS") == "7"
-    assert make_tables.read_config_value(str(path), "TRAINER.EMPL.NOPE") is None
+    assert read_config_value(str(path), "TRAINER.EMPL.OPEN_LOSS_WEIGHT") == "0.3"  # a run made before the renames
+    assert read_config_value(str(path), "TRAINER.EMPL.N_CHAINS") == "6"
+    assert read_config_value(str(path), "TRAINER.PRODA.N_PROMPTS") == "7"
+    assert read_config_value(str(path), "TRAINER.EMPL.NOPE") is None
 
 
 def test_no_runs_is_a_clear_error(tmp_path, capsys):
@@ -288,7 +294,7 @@ def test_no_runs_is_a_clear_error(tmp_path, capsys):
 # ------------------------------------------------------------------------------------ driver
 def dry_run(argv):
     out = io.StringIO()
-    own, opts = run_protocol.split_extra_opts(argv)
+    own, opts = sweep.split_extra_opts(argv)
     rc = run_protocol.main(own + ["--dry-run"] + (["--", *opts] if opts else []), out=out)
     return rc, out.getvalue()
 
@@ -329,7 +335,7 @@ def test_dry_run_cross_dataset_layout(tmp_path):
     assert f"[start] {train_dir}" in text
     for d in ("caltech101", "dtd"):
         assert f"[start] {output}/evaluation/EMPL_ProDA/vit_b16_ep10_cross_datasets_16shots/{d}/seed2" in text
-    load_epoch = run_protocol.max_epoch(run_protocol.config_path("EMPL_ProDA", "vit_b16_ep10_cross_datasets"), [])
+    load_epoch = protocols.max_epoch(protocols.config_path("EMPL_ProDA", "vit_b16_ep10_cross_datasets"), [])
     assert f"--model-dir {train_dir} --load-epoch {load_epoch} --eval-only" in text
 
 
@@ -366,9 +372,9 @@ def test_an_unfinished_attempt_is_set_aside_before_a_rerun(tmp_path):
         folder = tmp_path / state
         write_log(str(folder / "log.txt"), "epoch [1/5] batch [1/1] loss 2.0\n")
         write_log(str(folder / "config.yaml"), "SEED: 1\n")
-        run = run_protocol.Run(trainer="CoOp", cfg="tiny", dataset="eurosat", seed=1, output_dir=str(folder),
-                               argv=[], eval_only=False)
-        run_protocol.set_aside_interrupted(run, state)
+        run = protocols.Run(trainer="CoOp", cfg="tiny", dataset="eurosat", seed=1, output_dir=str(folder),
+                            argv=[], eval_only=False)
+        execution.set_aside_interrupted(run, state)
         names = sorted(os.listdir(folder))
         assert "log.txt" not in names and any(n.startswith("log.txt-interrupted-") for n in names)
         set_aside = any(n.startswith("config.yaml-interrupted-") for n in names)
@@ -379,20 +385,20 @@ def test_an_unfinished_attempt_is_set_aside_before_a_rerun(tmp_path):
 def test_a_finished_run_with_another_config_is_skipped_with_a_note(tmp_path):
     """The folder names a run (its results stand), but a config.yaml that is not the config the
     command builds now (an edited config file, other opts) is said on the skip line."""
-    import train
+    import launch
 
     folder = str(tmp_path / "run")
-    argv = run_protocol.train_argv("python", "/d", 1, "CoOp", "eurosat",
-                                   run_protocol.config_path("CoOp", "tiny"), folder, ["DATASET.NUM_SHOTS", "4"])
-    run = run_protocol.Run(trainer="CoOp", cfg="tiny", dataset="eurosat", seed=1, output_dir=folder, argv=argv,
-                           eval_only=False)
+    argv = protocols.train_argv("python", "/d", 1, "CoOp", "eurosat",
+                                protocols.config_path("CoOp", "tiny"), folder, ["DATASET.NUM_SHOTS", "4"])
+    run = protocols.Run(trainer="CoOp", cfg="tiny", dataset="eurosat", seed=1, output_dir=folder, argv=argv,
+                        eval_only=False)
     write_log(os.path.join(folder, "log.txt"), fake_log(70.0, False))
     lines = {}
-    for case, text in (("same", train.setup_cfg(train.build_parser().parse_args(argv[2:])).dump()),
+    for case, text in (("same", launch.config_from_argv(argv[2:]).dump()),
                        ("other", "OPTIM:\n  LR: 0.5\n")):
         write_log(os.path.join(folder, "config.yaml"), text)
         out = io.StringIO()
-        assert run_protocol.execute([run], out=out) == 0
+        assert execution.execute([run], out=out) == 0
         lines[case] = out.getvalue().strip()
     assert lines["same"] == f"[skip: finished] {folder}"
     assert lines["other"].startswith(f"[skip: finished] {folder} (its config.yaml differs")
@@ -426,7 +432,7 @@ def test_missing_config_or_trainer_is_skipped_with_a_note(tmp_path):
 
 
 def test_registry_names_are_accepted_for_datasets():
-    assert run_protocol.resolve_datasets(["SyntheticShapes", "eurosat", "DescribableTextures"]) == [
+    assert protocols.resolve_datasets(["SyntheticShapes", "eurosat", "DescribableTextures"]) == [
         "synthetic_shapes", "eurosat", "dtd"]
 
 
@@ -471,9 +477,9 @@ def test_compare_all_protocols_share_the_source_runs(tmp_path):
     sources = [s for s in starts if s.startswith(f"{output}/world_net/")]
     assert sources == [f"{output}/world_net/CoOp/bundled_xd_16shots/seed{n}" for n in (1, 2)]
     evaluations = [s for s in starts if "/evaluation/CoOp/" in s]
-    assert len(evaluations) == 2 * (len(compare.BUNDLED_BASE2NEW) + len(run_protocol.SHIFTED_DOMAINS["world_net"]))
+    assert len(evaluations) == 2 * (len(protocols.BUNDLED_BASE2NEW) + len(protocols.SHIFTED_DOMAINS["world_net"]))
     b2n = [s for s in starts if "/base2new/" in s and "/CoOp/" in s]
-    assert len(b2n) == len(compare.BUNDLED_BASE2NEW) * 2 * 2  # train base + test new, per task and seed
+    assert len(b2n) == len(protocols.BUNDLED_BASE2NEW) * 2 * 2  # train base + test new, per task and seed
     assert "train.py" not in out.getvalue()  # in-process: no command lines
 
 
@@ -484,8 +490,8 @@ def test_paired_differences_and_t_interval_by_hand(b2n_tree):
 
     out = io.StringIO()
     assert paired_stats.main([str(b2n_tree), "--pairs", "EMPL_CoOp:CoOp"], out=out) == 0
-    results, _ = make_tables.collect_results(str(b2n_tree))
-    seeds, diffs = paired_stats.paired_differences(results, "EMPL_CoOp", "CoOp")
+    results, _ = collect_results(str(b2n_tree))
+    seeds, diffs = paired.paired_differences(results, "EMPL_CoOp", "CoOp")
     assert seeds == [1, 2]
     for i, seed in enumerate(seeds):
         ea = [ACCS[("EMPL_CoOp", d)] for d in ("eurosat", "dtd")]
@@ -495,13 +501,13 @@ def test_paired_differences_and_t_interval_by_hand(b2n_tree):
         assert diffs["base"][i] == pytest.approx(eb - cb)
         assert diffs["new"][i] == pytest.approx(en - cn)
         assert diffs["H"][i] == pytest.approx(hmean(eb, en) - hmean(cb, cn))
-    m, low, high = paired_stats.t_interval(diffs["H"])
+    m, low, high = paired.t_interval(diffs["H"])
     d = diffs["H"]
     half = 12.706 * abs(d[0] - d[1]) / math.sqrt(2) / math.sqrt(2)  # sample std of 2 values = |a-b|/sqrt(2)
     assert m == pytest.approx(mean(d)) and high - m == pytest.approx(half, rel=1e-4) and m - low == pytest.approx(half, rel=1e-4)
     assert "EMPL_CoOp - CoOp" in out.getvalue() and f"{m:+.2f} [{low:+.2f}, {high:+.2f}]" in out.getvalue()
     with pytest.raises(ValueError, match="2 seeds"):
-        paired_stats.t_interval([1.0])
+        paired.t_interval([1.0])
 
 
 def test_paired_cells_list_every_cell_below_the_margin(b2n_tree):
@@ -509,8 +515,8 @@ def test_paired_cells_list_every_cell_below_the_margin(b2n_tree):
     -margin counted and named, the worst one reported."""
     from tools import paired_stats
 
-    results, _ = make_tables.collect_results(str(b2n_tree))
-    found = paired_stats.cell_differences(results, "CoOp", "EMPL_CoOp")
+    results, _ = collect_results(str(b2n_tree))
+    found = paired.cell_differences(results, "CoOp", "EMPL_CoOp")
     expected = [(d, seed, m, ACCS[("CoOp", d)][k][seed - 1] - ACCS[("EMPL_CoOp", d)][k][seed - 1])
                 for seed in (1, 2) for d in sorted(("eurosat", "dtd")) for k, m in enumerate(("base", "new"))]
     assert [c[:3] for c in found] == [e[:3] for e in expected]
@@ -533,18 +539,22 @@ def test_ablation_plan_shares_the_default_and_evaluates_inference_on_its_models(
     from tools import ablate_empl
 
     defaults = ablate_empl.config_defaults("EMPL_CoOp", "bundled")
-    assert ablate_empl.folder_name(["TRAINER.EMPL.LAMBDA", str(defaults.TRAINER.EMPL.LAMBDA)], defaults) == "default"
-    assert ablate_empl.folder_name(["TRAINER.EMPL.LAMBDA", "1.0"], defaults) == "LAMBDA-1.0"
+    weight = "TRAINER.EMPL.OPEN_LOSS_WEIGHT"
+    assert ablate_empl.folder_name([weight, str(defaults.TRAINER.EMPL.OPEN_LOSS_WEIGHT)], defaults) == "default"
+    assert ablate_empl.folder_name([weight, "1.0"], defaults) == "OPEN_LOSS_WEIGHT-1.0"
     assert ablate_empl.folder_name(["TRAINER.EMPL.PERSISTENT", str(not defaults.TRAINER.EMPL.PERSISTENT)],
                                    defaults).startswith("PERSISTENT-")
-    assert ablate_empl.main(["--ablations", "lambda", "inference", "--seeds", "1", "--dry-run",
+    assert ablate_empl.main(["--ablations", "open_loss_weight", "inference", "--seeds", "1", "--dry-run",
                              "--output-dir", "out/abl"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    trainings = [l for l in lines if "compare.py" in l]
-    evaluations = [l for l in lines if "train.py" in l]
-    assert sorted(l.split("--output-dir ")[1].split()[0] for l in trainings) == sorted(
-        ["out/abl/default", "out/abl/LAMBDA-0.0", "out/abl/LAMBDA-0.01", "out/abl/LAMBDA-1.0"])
+    folders = [l.split("out/abl/")[1] for l in capsys.readouterr().out.splitlines() if l.startswith("[start] ")]
+    trainings = [f for f in folders if "/train_base/" in f]
+    assert sorted({f.split("/")[0] for f in trainings}) == [
+        "OPEN_LOSS_WEIGHT-0.0", "OPEN_LOSS_WEIGHT-0.01", "OPEN_LOSS_WEIGHT-1.0", "default"]
     other_modes = [o for _, o in ablate_empl.ABLATIONS["inference"] if ablate_empl.folder_name(o, defaults) != "default"]
     assert len(other_modes) == len(ablate_empl.ABLATIONS["inference"]) - 1  # one value is the config's
+    evaluations = [f for f in folders if f.startswith("INFERENCE-")]  # the inference ablation's only
     assert len(evaluations) == len(other_modes) * 4 * 2  # x 4 bundled tasks x (base, new), seed 1
+    args = argparse.Namespace(trainer="EMPL_CoOp", cfg="bundled", datasets=["world_aerial"], seeds=[1], shots=16,
+                              output_dir="out/abl", python="python", root="data")
+    evaluations = [" ".join(r.argv) for r in ablate_empl.evaluation_runs(args, "INFERENCE-anchor", other_modes[0], {})]
     assert all("--eval-only" in l and "out/abl/default/base2new/train_base/" in l for l in evaluations)

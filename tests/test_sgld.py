@@ -134,13 +134,24 @@ def test_anchor_gradient_backprop_full_reaches_the_anchor_through_the_slope():
     assert not torch.allclose(grad, torch.full_like(grad, 2.0))
 
 
-def test_bad_config_values_are_rejected():
-    with pytest.raises(ValueError, match="SGLD_GRADIENT"):
-        langevin_sample(torch.ones(1, 1, 1), lambda h: h.sum((2, 3)), 1, 1, 0.1, gradient="first-order")
-    with pytest.raises(ValueError, match="BACKPROP"):
-        langevin_sample(torch.ones(1, 1, 1), lambda h: h.sum((2, 3)), 1, 1, 0.1, backprop="chain")
-    with pytest.raises(ValueError, match="N_PROMPTS"):
-        langevin_sample(torch.ones(1, 1, 1), lambda h: h.sum((2, 3)), 0, 1, 0.1)
+@pytest.mark.parametrize("key, value, message", [
+    ("SGLD_GRADIENT", "first-order", "TRAINER.EMPL.SGLD_GRADIENT must be one of"),
+    ("BACKPROP", "chain", "TRAINER.EMPL.BACKPROP must be detach or full"),
+    ("N_CHAINS", -1, "TRAINER.EMPL.N_CHAINS must be >= 0"),
+    ("SGLD_STEP_SIZE", 0.0, "SGLD_STEP_SIZE and ENERGY_TEMP must be > 0"),
+])
+def test_bad_sampler_settings_are_rejected_before_the_trainer_is_built(key, value, message):
+    """The sampler's settings are checked once, in EMPL's check_cfg (the hook every trainer's
+    settings go through), which runs before any data or model is built."""
+    from launch import extend_cfg
+    from dassl.config import get_cfg_default
+    from trainers.empl_coop import EMPL_CoOp
+
+    cfg = get_cfg_default()
+    extend_cfg(cfg)
+    cfg.TRAINER.EMPL[key] = value
+    with pytest.raises(ValueError, match=message):
+        EMPL_CoOp(cfg)
 
 
 @pytest.mark.parametrize("step_size", [0.01, 0.1, 1.0])

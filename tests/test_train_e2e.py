@@ -64,15 +64,15 @@ def test_training_writes_log_checkpoints_and_result_block(base_run):
 def test_training_writes_its_config_as_config_yaml(base_run, data_root):
     """OUTPUT_DIR/config.yaml is the run's cfg.dump(): merged into a fresh config (train.py's
     defaults) it gives back the run's config, and tools/run_loading.py reads the run from it."""
-    import train
+    import launch
     from dassl.config import get_cfg_default
     from tools.run_loading import load_run_config
 
-    run_cfg = train.setup_cfg(train.build_parser().parse_args(list(map(str, base_run_args(data_root, base_run)))))
+    run_cfg = launch.config_from_argv(map(str, base_run_args(data_root, base_run)))
     path = base_run / "config.yaml"
     assert path.read_text() == run_cfg.dump()
     fresh = get_cfg_default()
-    train.extend_cfg(fresh)
+    launch.extend_cfg(fresh)
     fresh.merge_from_file(str(path))
     assert fresh == run_cfg and fresh.OPTIM.MAX_EPOCH == 2 and fresh.DATASET.SUBSAMPLE_CLASSES == "base"
     assert load_run_config(str(base_run)) == run_cfg
@@ -82,19 +82,18 @@ def test_training_writes_its_config_as_config_yaml(base_run, data_root):
 def test_a_rerun_keeps_config_yaml_and_another_config_goes_next_to_it(tmp_path):
     """The same command again (a resume) leaves config.yaml as it is; a run of another config in
     the same folder keeps it too and writes config.yaml-<time> (as the log: log.txt-<time>)."""
-    import train
+    import launch
 
     def cfg(*opts):
-        return train.setup_cfg(train.build_parser().parse_args(
-            ["--trainer", "CoOp", *TINY, "--output-dir", str(tmp_path), *opts]))
+        return launch.config_from_argv(["--trainer", "CoOp", *TINY, "--output-dir", str(tmp_path), *opts])
 
     first = cfg("OPTIM.MAX_EPOCH", "2")
-    path = train.save_config(first)
+    path = launch.save_config(first)
     assert path == str(tmp_path / "config.yaml")
     os.utime(path, (0, 0))
-    assert train.save_config(cfg("OPTIM.MAX_EPOCH", "2")) == path and os.stat(path).st_mtime == 0  # not rewritten
+    assert launch.save_config(cfg("OPTIM.MAX_EPOCH", "2")) == path and os.stat(path).st_mtime == 0  # not rewritten
     other = cfg("OPTIM.MAX_EPOCH", "3")
-    second = train.save_config(other)
+    second = launch.save_config(other)
     assert os.path.basename(second).startswith("config.yaml-")
     assert open(path).read() == first.dump() and open(second).read() == other.dump()
     assert sorted(os.listdir(tmp_path)) == sorted(["config.yaml", os.path.basename(second)])  # no temp file

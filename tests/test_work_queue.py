@@ -1,4 +1,4 @@
-"""The work queue of the main job (tools/work_queue.py, run_protocol.execute(jobs=N)): order,
+"""The work queue of the main job (tools/work_queue.py, execution.execute(jobs=N)): order,
 dependencies, failures, progress, and numbers equal to one-after-another runs."""
 import io
 import os
@@ -6,7 +6,7 @@ import threading
 
 import torch
 
-from tools import compare, work_queue
+from tools import compare, execution, protocols, work_queue
 
 
 def _jobs_with_a_log():
@@ -86,13 +86,12 @@ def test_two_stage_plan_trains_the_host_first_and_once(synthetic_root, tmp_path)
     """TRAINER.EMPL.HOST_RUN auto: the driver plans the host's training run on the same data,
     seed and shots (the host's own run when it is planned too), makes the EMPL run depend on it
     and passes its folder; end to end the EMPL run starts from it."""
-    from tools import run_protocol
 
     kwargs = dict(seeds=[1], root=str(synthetic_root), output_root=str(tmp_path / "out"), cfg="tiny", shots=4,
                   extra_opts=["OPTIM.MAX_EPOCH", "1", "TRAINER.COOP.N_CTX", "4", "TRAINER.COOP.CTX_INIT", "a photo of a",
                               "TRAINER.EMPL.HOST_RUN", "auto"])  # the host's prompt is EMPL_CoOp's
-    alone = run_protocol.plan("base2new", ["EMPL_CoOp"], ["synthetic_shapes"], out=io.StringIO(), **kwargs)
-    both = run_protocol.plan("base2new", ["CoOp", "EMPL_CoOp"], ["synthetic_shapes"], out=io.StringIO(), **kwargs)
+    alone = protocols.plan("base2new", ["EMPL_CoOp"], ["synthetic_shapes"], out=io.StringIO(), **kwargs)
+    both = protocols.plan("base2new", ["CoOp", "EMPL_CoOp"], ["synthetic_shapes"], out=io.StringIO(), **kwargs)
     host, empl = alone[0], alone[1]
     assert host.trainer == "CoOp" and not host.eval_only and empl.trainer == "EMPL_CoOp" and empl.depends_on is host
     assert empl.argv[-2:] == ["TRAINER.EMPL.HOST_RUN", host.output_dir]
@@ -100,12 +99,12 @@ def test_two_stage_plan_trains_the_host_first_and_once(synthetic_root, tmp_path)
     assert len(coop_train) == 1 and coop_train[0].output_dir == host.output_dir
     assert next(r for r in both if r.trainer == "EMPL_CoOp" and not r.eval_only).depends_on is coop_train[0]
     # HOST_CONFIG names the host's config (another CLIP's configs, whose protocol default differs)
-    named = run_protocol.plan("base2new", ["EMPL_CoOp"], ["synthetic_shapes"], out=io.StringIO(),
-                              **{**kwargs, "extra_opts": kwargs["extra_opts"] + ["TRAINER.EMPL.HOST_CONFIG", "tiny_ctxv1"]})
+    named = protocols.plan("base2new", ["EMPL_CoOp"], ["synthetic_shapes"], out=io.StringIO(),
+                           **{**kwargs, "extra_opts": kwargs["extra_opts"] + ["TRAINER.EMPL.HOST_CONFIG", "tiny_ctxv1"]})
     assert named[0].argv[named[0].argv.index("--config-file") + 1].endswith(os.path.join("CoOp", "tiny_ctxv1.yaml"))
     assert named[1].argv[-2:] == ["TRAINER.EMPL.HOST_RUN", named[0].output_dir] and "tiny_ctxv1" in named[0].output_dir
     printed = io.StringIO()
-    assert run_protocol.execute(alone, out=printed, in_process=True) == 0, printed.getvalue()
+    assert execution.execute(alone, out=printed, in_process=True) == 0, printed.getvalue()
     log = open(os.path.join(empl.output_dir, "log.txt")).read()
     assert f"Two-stage training: starting from the host's run {host.output_dir} (epoch 1)" in log
 

@@ -1,46 +1,43 @@
 """EMPL's ablations on the bundled benchmark (or any base-to-new datasets): one key at a time.
 
-    python tools/ablate_empl.py --seeds 1 2 3 --jobs 2                      # every ablation below
-    python tools/ablate_empl.py --ablations lambda n_prompts --seeds 1 2 3 --plots docs/figures
+    python -m tools.ablate_empl --seeds 1 2 3 --jobs 2                      # every ablation below
+    python -m tools.ablate_empl --ablations open_loss_weight n_chains --seeds 1 2 3 --plots docs/figures
 
 Each ablation varies one TRAINER.EMPL key over the paper's values (or turns a component off),
 every other setting staying at the trainer's config (configs/trainers/<T>/<cfg>.yaml: for the
-bundled benchmark, the defaults chosen on validation data). Each value is one tools/compare.py
+bundled benchmark, the defaults chosen on validation data). Each value is one compare-style
 base-to-new run set (all seeds and datasets) in OUTPUT_DIR/<value's opts>/; a value equal to the
 config's is the shared "default" set, trained once. The table gives base, new and H as mean ±
 std over seeds (each seed's average over the datasets), and H's paired difference from the
-default with its 95% interval (tools/paired_stats.py). Runs are resumable (compare.py's skip
+default with its 95% interval (as tools/paired_stats.py). Runs are resumable (compare's skip
 rules): re-running the command only adds what is missing. Reported numbers are test splits; no
 setting here is chosen from them.
 """
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Sequence, Tuple
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from tools import compare, make_tables, paired_stats, run_protocol  # noqa: E402
+from tools import execution, protocols, sweep
+from tools.reporting import paired, plots
+from tools.reporting.results import collect_results
+from tools.reporting.tables import md_table
 
 E = "TRAINER.EMPL."
-# name -> [(label, opts)]: the paper's ablations (Fig. 6: lambda, unseen words; Fig. 7: number of
-# prompts; Table 4: SGLD layers) and this project's (L_out's form, components, gradient, inference).
+# name -> [(label, opts)]: the paper's ablations (Fig. 6: lambda, the weight of L_out, and unseen words;
+# Fig. 7: number of prompts, the chains per anchor; Table 4: SGLD layers) and this project's (L_out's form, components, gradient, inference).
 ABLATIONS: Dict[str, List[Tuple[str, List[str]]]] = {
-    "lambda": [(v, [E + "LAMBDA", v]) for v in ("0.0", "0.01", "0.1", "1.0")],  # floats: yacs checks the type
+    "open_loss_weight": [(v, [E + "OPEN_LOSS_WEIGHT", v]) for v in ("0.0", "0.01", "0.1", "1.0")],  # floats: yacs checks the type
     "unseen": [(v, [E + "N_UNSEEN", v]) for v in ("1", "2", "4", "8")],
-    "n_prompts": [(v, [E + "N_PROMPTS", v]) for v in ("0", "1", "2", "4", "8")],
+    "n_chains": [(v, [E + "N_CHAINS", v]) for v in ("0", "1", "2", "4", "8")],
     "sgld_layers": [(v, [E + "SGLD_LAYERS", v]) for v in ("1", "2", "3", "4")],
     "open_loss": [(v, [E + "OPEN_LOSS", v]) for v in ("entropy", "energy", "none")],
     "components": [
         ("sampling + L_out (EMPL)", []),
-        ("sampling, no L_out", [E + "LAMBDA", "0.0"]),
-        ("L_out, no sampling", [E + "N_PROMPTS", "0"]),
-        ("neither", [E + "N_PROMPTS", "0", E + "LAMBDA", "0.0"]),
+        ("sampling, no L_out", [E + "OPEN_LOSS_WEIGHT", "0.0"]),
+        ("L_out, no sampling", [E + "N_CHAINS", "0"]),
+        ("neither", [E + "N_CHAINS", "0", E + "OPEN_LOSS_WEIGHT", "0.0"]),
     ],
     "sgld_gradient": [(v, [E + "SGLD_GRADIENT", v]) for v in ("exact", "anchor")],
     "chains": [("persistent, SGLD_STEPS 1", []), ("fresh, SGLD_STEPS 4", [E + "PERSISTENT", "False", E + "SGLD_STEPS", "4"])],
@@ -63,10 +60,10 @@ EVAL_ONLY = {"inference"}
 
 def config_defaults(trainer: str, cfg: str) -> dict:
     """The trainer's resolved config (defaults + config file), for telling default values apart."""
-    import train
+    import launch
 
-    argv = ["--trainer", trainer, "--config-file", run_protocol.config_path(trainer, cfg)]
-    return train.setup_cfg(train.build_parser().parse_args(argv))
+    argv = ["--trainer", trainer, "--config-file", protocols.config_path(trainer, cfg)]
+    return launch.config_from_argv(argv)
 
 
 def folder_name(opts: Sequence[str], defaults) -> str:
@@ -83,29 +80,37 @@ def folder_name(opts: Sequence[str], defaults) -> str:
     return "-".join(changed) or "default"
 
 
-def evaluation_runs(args, folder: str, opts: Sequence[str]) -> List[run_protocol.Run]:
+def evaluation_runs(args, folder: str, opts: Sequence[str], trained: Dict[str, protocols.Run]) -> List[protocols.Run]:
     """Eval-only runs of the default folder's trained models (base and new test splits) with opts,
-    written under OUTPUT_DIR/<folder>/base2new/test_{base,new}/ as run_protocol lays them out."""
-    config_file = run_protocol.config_path(args.trainer, args.cfg)
-    epoch = str(run_protocol.max_epoch(config_file, []))
+    written under OUTPUT_DIR/<folder>/base2new/test_{base,new}/ as run_protocol lays them out;
+    each depends on the default's training run of its dataset and seed (trained: {folder: run})."""
+    config_file = protocols.config_path(args.trainer, args.cfg)
+    epoch = str(protocols.max_epoch(config_file, []))
     runs = []
-    for dataset in args.datasets or compare.BUNDLED_BASE2NEW:
+    for dataset in args.datasets or protocols.BUNDLED_BASE2NEW:
         for seed in args.seeds:
             tail = os.path.join(dataset, f"shots_{args.shots}", args.trainer, args.cfg, f"seed{seed}")
             model_dir = os.path.join(args.output_dir, "default", "base2new", "train_base", tail)
             for part, subsample in (("test_base", "base"), ("test_new", "new")):
                 out = os.path.join(args.output_dir, folder, "base2new", part, tail)
-                argv = run_protocol.train_argv(args.python, args.root, seed, args.trainer, dataset, config_file, out,
-                                               ["--model-dir", model_dir, "--load-epoch", epoch, "--eval-only",
-                                                "DATASET.NUM_SHOTS", str(args.shots),
-                                                "DATASET.SUBSAMPLE_CLASSES", subsample, *opts])
-                runs.append(run_protocol.Run(args.trainer, args.cfg, dataset, seed, out, argv, True))
+                argv = protocols.train_argv(args.python, args.root, seed, args.trainer, dataset, config_file, out,
+                                            ["--model-dir", model_dir, "--load-epoch", epoch, "--eval-only",
+                                             "DATASET.NUM_SHOTS", str(args.shots),
+                                             "DATASET.SUBSAMPLE_CLASSES", subsample, *opts])
+                runs.append(protocols.Run(args.trainer, args.cfg, dataset, seed, out, argv, True, trained.get(model_dir)))
     return runs
 
 
-def run_sets(args, plan: Dict[str, List[Tuple[str, str, List[str]]]]) -> int:
-    """Run every distinct folder's compare.py (in --jobs parallel processes), then the
-    inference-only ablations' evaluations (in this process); -> failures."""
+def training_runs(args, folder: str, opts: Sequence[str]) -> List[protocols.Run]:
+    """One value's base-to-new runs (compare's, with the value's opts) under OUTPUT_DIR/<folder>."""
+    kwargs = dict(sweep.run_kwargs(args, list(opts)), output_root=os.path.join(args.output_dir, folder))
+    return protocols.plan("base2new", [args.trainer], args.datasets or list(protocols.BUNDLED_BASE2NEW),
+                          out=sys.stderr, **kwargs)
+
+
+def run_sets(args, plan: Dict[str, List[Tuple[str, str, List[str]]]], out) -> int:
+    """Train every distinct folder's runs and evaluate the inference-only ablations on the
+    default's models, all in one work queue of --jobs processes; -> failures."""
     folders, evaluations = {"default": []}, {}
     for name, rows in plan.items():
         for _, folder, opts in rows:
@@ -113,40 +118,16 @@ def run_sets(args, plan: Dict[str, List[Tuple[str, str, List[str]]]]) -> int:
                 evaluations.setdefault(folder, opts)
             else:
                 folders.setdefault(folder, opts)
-    commands = []
-    for folder, opts in folders.items():
-        cmd = [args.python, os.path.join(ROOT, "tools", "compare.py"), "--trainers", args.trainer,
-               "--seeds", *map(str, args.seeds), "--shots", str(args.shots), "--cfg", args.cfg, "--root", args.root,
-               "--in-process", "--no-tables", "--output-dir", os.path.join(args.output_dir, folder)]
-        if args.datasets:
-            cmd += ["--datasets", *args.datasets]
-        commands.append(cmd + (["--", *opts] if opts else []))
-    if args.dry_run:
-        for cmd in commands:
-            print(" ".join(cmd))
-        for folder, opts in evaluations.items():
-            for run in evaluation_runs(args, folder, opts):
-                print(" ".join(run.argv))
-        return 0
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-
-    def run(cmd):
-        done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if done.returncode:
-            print(done.stdout[-2000:], file=sys.stderr)
-        return done.returncode
-
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        n_failed = sum(1 for rc in pool.map(run, commands) if rc)
-    for folder, opts in evaluations.items():
-        n_failed += run_protocol.execute(evaluation_runs(args, folder, opts), out=sys.stderr, in_process=True)
-    return n_failed
+    planned = [training_runs(args, folder, opts) for folder, opts in folders.items()]
+    trained = {run.output_dir: run for runs in planned for run in runs}
+    planned += [evaluation_runs(args, folder, opts, trained) for folder, opts in evaluations.items()]
+    return sweep.run_sweep(planned, args, out, in_process=True)[1]
 
 
 def folder_results(args, folder: str):
     """The finished runs of one value's folder ([] when it has none yet)."""
     path = os.path.join(args.output_dir, folder)
-    return make_tables.collect_results(path)[0] if os.path.isdir(path) else []
+    return collect_results(path)[0] if os.path.isdir(path) else []
 
 
 def summarize(args, name: str, rows) -> Tuple[str, list]:
@@ -155,32 +136,32 @@ def summarize(args, name: str, rows) -> Tuple[str, list]:
     table, points = [], []
     for label, folder, _ in rows:
         results = folder_results(args, folder)
-        per_seed = paired_stats.seed_averages(results, args.trainer)
-        expected = set(args.datasets or compare.BUNDLED_BASE2NEW)
+        per_seed = paired.seed_averages(results, args.trainer)
+        expected = set(args.datasets or protocols.BUNDLED_BASE2NEW)
         seeds = sorted(s for s, by_dataset in per_seed.items()  # seeds with every dataset finished
                        if {d for d, v in by_dataset.items() if len(v) == 2} >= expected)
         if not seeds:
             table.append([label, "–", "–", "–", "–", "0"])
             continue
-        avgs = [paired_stats.averages(per_seed[s], sorted(expected)) for s in seeds]
+        avgs = [paired.averages(per_seed[s], sorted(expected)) for s in seeds]
         stats = {m: (statistics.fmean(a[m] for a in avgs), statistics.stdev(a[m] for a in avgs) if len(avgs) > 1 else 0.0)
-                 for m in paired_stats.METRICS}
+                 for m in paired.METRICS}
         delta = "(default)" if folder == "default" else "–"
         if folder != "default" and default_results:
-            seeds_d, diffs = paired_stats.seed_differences(paired_stats.seed_averages(results, args.trainer),
-                                                           paired_stats.seed_averages(default_results, args.trainer))
+            seeds_d, diffs = paired.seed_differences(paired.seed_averages(results, args.trainer),
+                                                     paired.seed_averages(default_results, args.trainer))
             if len(seeds_d) >= 2:
-                mean, low, high = paired_stats.t_interval(diffs["H"])
+                mean, low, high = paired.t_interval(diffs["H"])
                 delta = f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"
-        table.append([label] + [f"{stats[m][0]:.2f} ± {stats[m][1]:.2f}" for m in paired_stats.METRICS]
+        table.append([label] + [f"{stats[m][0]:.2f} ± {stats[m][1]:.2f}" for m in paired.METRICS]
                      + [delta, str(len(seeds))])
         points.append((label, stats))
-    md = make_tables.md_table([name, "base", "new", "H", "H - default [95% CI]", "seeds"], table)
+    md = md_table([name, "base", "new", "H", "H - default [95% CI]", "seeds"], table)
     return md, points
 
 
 def plot(name: str, points, path: str) -> str:
-    plt = make_tables._pyplot()
+    plt = plots.pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     xs = list(range(len(points)))
     for i, (metric, style) in enumerate((("base", "o-"), ("new", "s--"), ("H", "^:"))):
@@ -191,7 +172,7 @@ def plot(name: str, points, path: str) -> str:
     ax.set_xlabel(name)
     ax.set_ylabel("accuracy (%), mean ± std over seeds")
     ax.set_title(f"EMPL_CoOp ablation: {name} (synthetic)")
-    return make_tables._save_with_outside_legend(plt, fig, ax, path)
+    return plots.save_with_outside_legend(plt, fig, ax, path)
 
 
 def main(argv=None, out=None) -> int:
@@ -201,15 +182,15 @@ def main(argv=None, out=None) -> int:
     parser.add_argument("--ablations", nargs="+", choices=list(ABLATIONS), default=list(ABLATIONS))
     parser.add_argument("--trainer", default="EMPL_CoOp")
     parser.add_argument("--datasets", nargs="+", help="base-to-new datasets (default: the bundled tasks)")
-    parser.add_argument("--jobs", type=int, default=1, help="compare.py processes in parallel (one per core)")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes of the work queue (one per core)")
     parser.add_argument("--plots", help="folder for one PNG per ablation")
-    run_protocol.add_run_arguments(parser, seeds=(1, 2, 3), output_dir=os.path.join("output", "ablations"))
-    parser.set_defaults(root=compare.BUNDLED["root"], cfg=compare.BUNDLED["cfg"]["base2new"])
+    sweep.add_run_arguments(parser, seeds=(1, 2, 3), output_dir=os.path.join("output", "ablations"))
+    parser.set_defaults(root=protocols.BUNDLED["root"], cfg=protocols.BUNDLED["cfg"]["base2new"])
     args = parser.parse_args(argv)
     defaults = config_defaults(args.trainer, args.cfg)
     plan = {name: [(label, folder_name(opts, defaults), opts) for label, opts in ABLATIONS[name]]
             for name in args.ablations}
-    n_failed = run_sets(args, plan)
+    n_failed = run_sets(args, plan, out)
     if args.dry_run:
         return 0
     for name, rows in plan.items():
@@ -218,7 +199,7 @@ def main(argv=None, out=None) -> int:
         if args.plots and points:
             os.makedirs(args.plots, exist_ok=True)
             print(f"(plot: {plot(name, points, os.path.join(args.plots, f'ablation_{name}.png'))})", file=out)
-    return run_protocol.exit_status(n_failed, out, "run set(s)")
+    return execution.exit_status(n_failed, out, "run set(s)")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Speed and memory of every trainer: training step, peak memory, evaluation throughput.
 
-    python tools/bench.py --device cuda --backbone random-vit-b16 --classes 10 100 1000 --prec amp fp16 \
+    python -m tools.bench --device cuda --backbone random-vit-b16 --classes 10 100 1000 --prec amp fp16 \
         --json bench.json [--reference-coop /path/to/KaiyangZhou/CoOp]
-    python tools/bench.py --device cpu --backbone tiny-vit --classes 10 100      # the CPU table
-    python tools/bench.py --device cpu --backbone random-vit-b16 --classes 100 --count-flops \
+    python -m tools.bench --device cpu --backbone tiny-vit --classes 10 100      # the CPU table
+    python -m tools.bench --device cpu --backbone random-vit-b16 --classes 100 --count-flops \
         --warmup 0 --steps 1 --eval-batches 1     # FLOPs per step at ViT-B/16 shapes, any machine
 
 Inputs are synthetic tensors (no data loading, no disk), so the numbers measure the trainers.
@@ -34,17 +34,16 @@ import types
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import trainers  # noqa: F401  (registers the trainers)
+from dassl.config import get_cfg_default
+from dassl.engine import TRAINER_REGISTRY
+from launch import extend_cfg
+from trainers import clip_backbone
+from trainers.empl import INFERENCE_MODES
+from trainers.open_vocab import clip_bpe_words
+from tools.reporting.tables import md_table
 
-import trainers  # noqa: E402,F401  (registers the trainers)
-from dassl.config import get_cfg_default  # noqa: E402
-from dassl.engine import TRAINER_REGISTRY  # noqa: E402
-from train import extend_cfg  # noqa: E402
-from trainers import clip_backbone  # noqa: E402
-from trainers.empl import INFERENCE_MODES  # noqa: E402
-from trainers.open_vocab import clip_bpe_words  # noqa: E402
-from tools.make_tables import md_table  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # trainer -> (its ViT-B/16 config: batch size and method keys, the node holding PREC). The
 # tiny backbone uses tiny.yaml of the same folder (MaPLe's depth 9 does not fit a 2-block ViT).
@@ -265,7 +264,7 @@ def amp_for(prec: str, device: torch.device):
 
 def bench_reference(repo, trainer_name, n_classes, args, device, clip_model):
     """Time the reference CoOp / CoCoOp CustomCLIP as its trainer drives it."""
-    from check_reference_parity import import_reference_trainers, reference_module
+    from tools.parity.harness import import_reference_trainers, reference_module
 
     pkg = import_reference_trainers(repo)
     module = reference_module(pkg, {"CoOp": "coop", "CoCoOp": "cocoop"}[trainer_name])
@@ -375,7 +374,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
     clip_model = clip_backbone.build_local_clip(args.backbone) if args.reference_coop else None
     present = [t for t in args.trainers if t in TRAINER_REGISTRY.registered_names() and os.path.isfile(config_file(t, args.backbone))]
     for missing in sorted(set(args.trainers) - set(present)):

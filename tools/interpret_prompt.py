@@ -2,9 +2,9 @@
 prompt sets and EMPL samples).
 
     # a checkpoint file (CoOp's usage); the token table comes from --backbone
-    python tools/interpret_prompt.py RUN/prompt_learner/model.pth.tar-5 --backbone tiny-vit --topk 3
+    python -m tools.interpret_prompt RUN/prompt_learner/model.pth.tar-5 --backbone tiny-vit --topk 3
     # a run folder: backbone from its config; EMPL also draws --samples from the loaded anchor
-    python tools/interpret_prompt.py RUN --topk 3 [--metric cosine] [--samples] [--opts KEY VALUE ...]
+    python -m tools.interpret_prompt RUN --topk 3 [--metric cosine] [--samples] [--opts KEY VALUE ...]
 
 Each context vector ctx_m is compared with every row of CLIP's token embedding table
 (Euclidean distance as CoOp's script, or cosine similarity) and its top-k tokens are printed.
@@ -15,16 +15,11 @@ the same anchor); at a deeper block the tool says so and prints the anchor only.
 """
 import argparse
 import os.path as osp
-import sys
 from typing import List, Tuple
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import torch
 
-import torch  # noqa: E402
-
-from trainers.clip_backbone import _tokenizer  # noqa: E402
+from trainers.clip_backbone import _tokenizer
 
 METRICS = ("euclidean", "cosine")
 
@@ -90,7 +85,7 @@ def token_table(backbone: str, clip_checkpoint: str = "") -> torch.Tensor:
 def prompts_of_run(run_dir: str, root, opts, epoch, with_samples: bool):
     """[(name, ctx [M, d])] of a run: its context (every set), and EMPL samples on request;
     plus notes to print. Returns (prompts, token table [V, d], notes)."""
-    from tools.prompt_diversity import trainer_prompts
+    from tools.analysis import trainer_prompts
     from tools.run_loading import build_trainer_from_run
     from trainers.empl import EMPLMixin
 
@@ -114,7 +109,7 @@ def prompts_of_run(run_dir: str, root, opts, epoch, with_samples: bool):
             # Block 0's input is token + positional embedding: remove the context positions' part.
             positional = trainer.split_text.encoder.positional_embedding[1 : 1 + drawn.shape[1]]
             drawn = drawn - positional.to(drawn.dtype)
-            per_group = 1 + trainer.empl_cfg.N_PROMPTS
+            per_group = 1 + trainer.empl_cfg.N_CHAINS
             for i, sample in enumerate(drawn):
                 group, index = divmod(i, per_group)
                 if index:
@@ -167,6 +162,6 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    from train import run_reporting_user_errors
+    from launch import run_reporting_user_errors
 
     run_reporting_user_errors(main)

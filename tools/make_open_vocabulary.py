@@ -1,6 +1,6 @@
 """Build trainers/data/open_vocabulary.txt.gz: EMPL's default open vocabulary for the real CLIPs.
 
-    pip install english-words==2.0.2 && python tools/make_open_vocabulary.py
+    pip install english-words==2.0.2 && python -m tools.make_open_vocabulary
 
 The words are the whole-word entries of CLIP's BPE vocabulary (trainers.open_vocab.clip_bpe_words:
 alphabetic, >= 3 letters) that are also dictionary words in both of english-words' lists (web2,
@@ -12,11 +12,7 @@ import gzip
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from trainers.open_vocab import DEFAULT_VOCAB_FILE, clip_bpe_words  # noqa: E402
+from trainers.open_vocab import DEFAULT_VOCAB_FILE, clip_bpe_words
 
 SUFFIXES = {
     "able", "ably", "ade", "age", "ally", "ance", "ant", "ary", "ate", "ation", "ence", "ent", "ers", "ery",

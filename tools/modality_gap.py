@@ -1,7 +1,7 @@
 """Modality gap of trained prompt learners (EMPL paper, Figure 2): individual and class level,
 magnitude and direction consistency, compared across runs.
 
-    python tools/modality_gap.py RUN [RUN ...] --root DATA --out DIR [--split test]
+    python -m tools.modality_gap RUN [RUN ...] --root DATA --out DIR [--split test]
         [--labels NAME ...] [--opts KEY VALUE ...]
 
 RUN is a train.py --output-dir (ZeroshotCLIP: the folder of its --eval-only run). For each run
@@ -21,19 +21,14 @@ DIR/modality_gap.png, and prints the summary as a Markdown table.
 """
 import argparse
 import os.path as osp
-import sys
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import torch
 
-import torch  # noqa: E402
-
-import parse_test_res  # noqa: E402
-from tools.embedding_stats import modality_gap_stats, summarize_gap_stats  # noqa: E402
-from tools.make_tables import md_table  # noqa: E402
-from tools.run_loading import add_run_folder_arguments, build_trainer_from_run, run_labels, write_csv  # noqa: E402
-from trainers.clip_backbone import l2_normalize  # noqa: E402
+import parse_test_res
+from tools.analysis import add_run_folder_arguments, analyse_runs, write_csv
+from tools.embedding_stats import modality_gap_stats, summarize_gap_stats
+from tools.reporting.tables import md_table
+from trainers.clip_backbone import l2_normalize
 
 SPLITS = ("test", "val", "train")
 SUMMARY_COLUMNS = (
@@ -86,9 +81,8 @@ def last_accuracy(run_dir: str):
         return None
 
 
-def analyse_run(run_dir: str, split: str, root=None, opts=(), epoch=None):
-    """-> (summary dict, per-class rows) of one run."""
-    trainer = build_trainer_from_run(run_dir, root=root, opts=opts, epoch=epoch)
+def analyse_run(trainer, run_dir: str, split: str):
+    """-> (summary dict, per-class rows) of one run's trainer."""
     image_features, text_per_image, labels, class_names = collect_embeddings(trainer, split)
     stats = modality_gap_stats(image_features, text_per_image, labels, len(class_names))
     summary = {"trainer": trainer.cfg.TRAINER.NAME, "n_images": len(labels), **summarize_gap_stats(stats)}
@@ -163,11 +157,13 @@ def build_parser():
 
 def main(argv=None) -> str:
     args = build_parser().parse_args(argv)
-    rows, per_class_rows = [], []
-    for label, run_dir in zip(run_labels(args), args.runs):
-        summary, per_class = analyse_run(run_dir, args.split, args.root or None, args.opts, args.load_epoch)
-        rows.append({"run": label, "run_dir": run_dir, "split": args.split, **summary})
-        per_class_rows += [{"run": label, **r} for r in per_class]
+
+    def measure(trainer, run_dir):
+        summary, per_class = analyse_run(trainer, run_dir, args.split)
+        return {"split": args.split, **summary, "per_class": per_class}
+
+    rows = analyse_runs(args, measure)
+    per_class_rows = [{"run": row["run"], **r} for row in rows for r in row["per_class"]]
     write_csv(osp.join(args.out, "modality_gap_summary.csv"), rows,
               ("run", "trainer", "run_dir", "split", "n_images", *SUMMARY_COLUMNS, "logged_accuracy"))
     write_csv(osp.join(args.out, "modality_gap_per_class.csv"), per_class_rows,
@@ -181,6 +177,6 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    from train import run_reporting_user_errors
+    from launch import run_reporting_user_errors
 
     run_reporting_user_errors(main)

@@ -1,7 +1,7 @@
 """How much a task's frozen image features hold beyond zero-shot: the linear-probe ceiling.
 
-    python tools/probe_bundled.py                     # the bundled tasks, seeds 1 2 3
-    python tools/probe_bundled.py --tasks world_aerial --seeds 1
+    python -m tools.probe_bundled                     # the bundled tasks, seeds 1 2 3
+    python -m tools.probe_bundled --tasks world_aerial --seeds 1
 
 For each base-to-new task of the bundled benchmark (and the cross-dataset source) it prints
 zero-shot accuracy on the base and new test classes, with CoOp's initial prompt "a photo of a {}."
@@ -21,15 +21,13 @@ import torch
 import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 PROBE_STEPS = 300
 
 
 def task_cfg(task: str, root: str, seed: int, subsample: str, shots: int):
-    from train import extend_cfg
+    from launch import extend_cfg
 
     from dassl.config import get_cfg_default
 
@@ -118,14 +116,15 @@ def probe_task(task: str, root: str, seeds, shots: int) -> Dict[str, List[float]
 def main(argv=None, out=None) -> int:
     out = out or sys.stdout
     import benchmark
-    from tools import compare, make_tables
+    from tools import protocols
+    from tools.reporting.tables import md_table
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=list(compare.BUNDLED_BASE2NEW) + [compare.BUNDLED["source"]])
+    parser.add_argument("--tasks", nargs="+", default=list(protocols.BUNDLED_BASE2NEW) + [protocols.BUNDLED["source"]])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--shots", type=int, default=16)
-    parser.add_argument("--root", default=compare.BUNDLED["root"])
+    parser.add_argument("--root", default=protocols.BUNDLED["root"])
     args = parser.parse_args(argv)
     benchmark.register()
     rows = []
@@ -138,7 +137,7 @@ def main(argv=None, out=None) -> int:
                      f"{r['task_zs_base'][0]:.2f} / {r['task_zs_new'][0]:.2f}", f"{statistics.fmean(lp):.2f}{spread}",
                      f"{statistics.fmean(lp) - zs_base:+.2f}"])
     print(f"## Linear-probe ceiling ({args.shots} shots, seeds {' '.join(map(str, args.seeds))})\n", file=out)
-    print(make_tables.md_table(["Task", "Zero-shot base / new (a photo of a {}.)", "Zero-shot base / new (task template)",
+    print(md_table(["Task", "Zero-shot base / new (a photo of a {}.)", "Zero-shot base / new (task template)",
                                 "Linear probe base", "Probe - zero-shot (a photo of a {}.)"],
                                rows), file=out)
     return 0

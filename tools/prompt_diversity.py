@@ -1,9 +1,9 @@
 """Diversity of a trained multi-prompt learner's prompts and of their text features.
 
-    python tools/prompt_diversity.py RUN [RUN ...] --root DATA --out DIR [--labels ...] [--opts KEY VALUE ...]
+    python -m tools.prompt_diversity RUN [RUN ...] --root DATA --out DIR [--labels ...] [--opts KEY VALUE ...]
 
 Prompts per method:
-- EMPL_CoOp / EMPL_ProDA: each anchor plus N_PROMPTS samples drawn by the trainer's own SGLD
+- EMPL_CoOp / EMPL_ProDA: each anchor plus N_CHAINS samples drawn by the trainer's own SGLD
   sampler from the loaded anchor(s), conditioned on the calibration batch (the first training
   batch, as amortized inference does). The samples are hidden states at text block L - l
   (TRAINER.EMPL.SGLD_LAYERS); the anchor is compared at the same block.
@@ -18,52 +18,13 @@ rms distance in units of rms(prompt), the sampler's own `sgld_diversity` measure
 """
 import argparse
 import os.path as osp
-import sys
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import torch
 
-import torch  # noqa: E402
-
-from tools.embedding_stats import prompt_set_diversity  # noqa: E402
-from tools.make_tables import md_table  # noqa: E402
-from tools.run_loading import add_run_folder_arguments, build_trainer_from_run, run_labels, write_csv  # noqa: E402
-from trainers.empl import EMPLMixin  # noqa: E402
-from trainers.sgld import _mean_pairwise_rms, rms  # noqa: E402
-
-
-@torch.no_grad()
-def trainer_prompts(trainer):
-    """The prompts a trained prompt learner predicts with.
-
-    -> dict(context [P, M, d] (P prompts; EMPL: K anchors x (1 + N_PROMPTS), anchor first in
-    each group), text_features [P, C, D] (normalised), level: where the context vectors live).
-    """
-    learner = trainer.model.prompt_learner
-    if isinstance(trainer, EMPLMixin):
-        with trainer.autocast():
-            hidden, eot = trainer.prefix_states([learner.classes])
-            calibration = trainer.calibration_features()
-            features, _, result = trainer.sampled_features(hidden, eot, calibration, sample=True, condition="batch")
-        anchors = trainer.split_text.context_states(hidden[:, 0]).unsqueeze(1)  # [K, 1, M, d]
-        context = anchors if result is None else torch.cat([anchors, result.samples.type(anchors.dtype)], 1)
-        split = trainer.split_text.split
-        level = "token + positional embeddings" if split == 0 else f"hidden states at text block {split}"
-        return {"context": context.flatten(0, 1).float(), "text_features": features.flatten(0, 1).float(), "level": level}
-    if not hasattr(learner, "ctx"):
-        raise ValueError(f"{type(trainer).__name__} has no learned context (ctx) to analyse")
-    if hasattr(learner, "context_sets"):
-        context = learner.context_sets()  # [K, M, d]
-    elif learner.ctx.dim() == 2:
-        context = learner.ctx.unsqueeze(0)  # one shared context
-    else:
-        raise ValueError("class-specific contexts (CSC) are one prompt per class, not a prompt set")
-    return {
-        "context": context.detach().float(),
-        "text_features": trainer.inference_text_features().float(),
-        "level": "token embeddings",
-    }
+from tools.analysis import add_run_folder_arguments, analyse_runs, trainer_prompts, write_csv
+from tools.embedding_stats import prompt_set_diversity
+from tools.reporting.tables import md_table
+from trainers.sgld import _mean_pairwise_rms, rms
 
 
 def prompt_diversity(context: torch.Tensor, text_features: torch.Tensor) -> dict:
@@ -99,20 +60,13 @@ def markdown_table(rows) -> str:
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_run_folder_arguments(parser, "folder for prompt_diversity.csv", "TRAINER.EMPL.N_PROMPTS 16")
+    add_run_folder_arguments(parser, "folder for prompt_diversity.csv", "TRAINER.EMPL.N_CHAINS 16")
     return parser
 
 
 def main(argv=None) -> str:
     args = build_parser().parse_args(argv)
-    rows = []
-    for label, run_dir in zip(run_labels(args), args.runs):
-        trainer = build_trainer_from_run(run_dir, args.root or None, args.opts, args.load_epoch)
-        prompts = trainer_prompts(trainer)
-        row = {"run": label, "trainer": trainer.cfg.TRAINER.NAME,
-               "run_dir": run_dir, "level": prompts["level"]}
-        row.update(prompt_diversity(prompts["context"], prompts["text_features"]))
-        rows.append(row)
+    rows = analyse_runs(args, measure)
     path = osp.join(args.out, "prompt_diversity.csv")
     write_csv(path, rows, ("run", "trainer", "run_dir", "level", *COLUMNS))
     table = markdown_table(rows)
@@ -121,7 +75,14 @@ def main(argv=None) -> str:
     return table
 
 
+def measure(trainer, run_dir: str) -> dict:
+    """One run's row: its trainer, where its prompts live, and their diversity."""
+    prompts = trainer_prompts(trainer)
+    return {"trainer": trainer.cfg.TRAINER.NAME, "level": prompts["level"],
+            **prompt_diversity(prompts["context"], prompts["text_features"])}
+
+
 if __name__ == "__main__":
-    from train import run_reporting_user_errors
+    from launch import run_reporting_user_errors
 
     run_reporting_user_errors(main)

@@ -9,22 +9,13 @@ made before config.yaml existed, read as a fallback) and, for trained methods,
 <model name>/model.pth.tar-<epoch> with a `checkpoint` pointer to the last one. ZeroshotCLIP's
 folder (from --eval-only) has no checkpoint.
 """
-import argparse
-import csv
-import os
 import os.path as osp
-import sys
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import yaml
+from yacs.config import CfgNode as CN
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from yacs.config import CfgNode as CN  # noqa: E402
-
-CONFIG_FILE = "config.yaml"  # train.py's CONFIG_FILE
+CONFIG_FILE = "config.yaml"  # launch.CONFIG_FILE
 LOG_FILE = "log.txt"
 CONFIG_START = "** Config **"
 CONFIG_END = "Collecting env info"
@@ -76,17 +67,21 @@ def _checked_dump(text: str, path: str, what: str) -> dict:
 
 
 def config_value(dump: dict, dotted_key: str):
-    """The value of e.g. TRAINER.EMPL.LAMBDA in a read_config_dump dict; None if absent."""
-    node = dump
-    for key in dotted_key.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node
+    """The value of e.g. TRAINER.EMPL.OPEN_LOSS_WEIGHT in a read_config_dump dict, or under the
+    key's old name in a run made before it was renamed (trainers.empl.RENAMED_KEYS); None if absent."""
+    from trainers.empl import RENAMED_KEYS
+
+    for key in [dotted_key] + [old for old, new in RENAMED_KEYS.items() if new == dotted_key]:
+        node = dump
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            return node
+    return None
 
 
 def run_config_value(run_dir: str, dotted_key: str):
-    """The value of e.g. TRAINER.EMPL.LAMBDA in a run's config (read_config_dump); None if absent."""
+    """The value of e.g. TRAINER.EMPL.OPEN_LOSS_WEIGHT in a run's config (read_config_dump); None if absent."""
     return config_value(read_config_dump(run_dir), dotted_key)
 
 
@@ -110,7 +105,7 @@ def load_run_config(run_dir: str, root: Optional[str] = None, opts: Sequence[str
     root replaces DATASET.ROOT (the dump holds the path as given at training time).
     """
     from dassl.config import get_cfg_default
-    from train import extend_cfg
+    from launch import extend_cfg
 
     dump = read_config_dump(run_dir)
     cfg = get_cfg_default()
@@ -165,39 +160,3 @@ def build_trainer_from_run(
         trainer.load_model(run_dir, epoch=epoch)
         trainer.set_model_mode("eval")
     return trainer
-
-
-def run_label(run_dir: str) -> str:
-    """A short name for a run in tables: its trainer and the folder's last parts."""
-    parts = os.path.normpath(run_dir).split(os.sep)
-    return "/".join(parts[-2:]) if len(parts) >= 2 else parts[-1]
-
-
-def add_run_folder_arguments(parser: argparse.ArgumentParser, out_help: str, opts_example: str) -> None:
-    """The command-line arguments of a tool that analyses trained run folders (runs, --out,
-    --root, --labels, --load-epoch, --opts). (tools/run_protocol.py's add_run_arguments are the
-    options of a tool that launches runs.)"""
-    parser.add_argument("runs", nargs="+", help="train.py output folders")
-    parser.add_argument("--out", required=True, help=out_help)
-    parser.add_argument("--root", default="", help="dataset root (default: the run's DATASET.ROOT)")
-    parser.add_argument("--labels", nargs="+", help="names of the runs in the table (default: folder)")
-    parser.add_argument("--load-epoch", type=int, help="checkpoint epoch (default: the last saved)")
-    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                        help=f"config overrides for every run, e.g. {opts_example}")
-
-
-def run_labels(args: argparse.Namespace) -> List[str]:
-    """--labels, or each run's run_label; also makes the --out folder."""
-    if args.labels and len(args.labels) != len(args.runs):
-        raise ValueError(f"--labels gives {len(args.labels)} names for {len(args.runs)} runs")
-    os.makedirs(args.out, exist_ok=True)
-    return list(args.labels) if args.labels else [run_label(run_dir) for run_dir in args.runs]
-
-
-def write_csv(path: str, rows, columns) -> None:
-    """The analysis tools' CSV output: one line per row dict, the given columns in order."""
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row.get(k) for k in columns})

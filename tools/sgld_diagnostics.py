@@ -1,6 +1,6 @@
 """What EMPL's SGLD does to the prompts of a trained run, at one or more settings.
 
-    python tools/sgld_diagnostics.py --model-dir output/.../EMPL_CoOp/bundled/seed1 \\
+    python -m tools.sgld_diagnostics --model-dir output/.../EMPL_CoOp/bundled/seed1 \\
         --dataset world_aerial --points "" "TRAINER.EMPL.PRIOR_STD 1.0" "TRAINER.EMPL.SGLD_LAYERS 4"
 
 The run's prompt learner (CoOp or EMPL_CoOp: the same weights) is loaded into EMPL_CoOp built
@@ -22,25 +22,22 @@ import statistics
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import torch
 
-import torch  # noqa: E402
-
-from tools import make_tables, run_protocol, tune_bundled  # noqa: E402
-from trainers.empl import feature_spread  # noqa: E402
+from tools import protocols, sweep
+from tools.reporting.tables import md_table
+from trainers.empl import feature_spread
 
 COLUMNS = ("data_energy_z", "shift_ratio", "spread_ratio", "distance_to_anchor", "diversity")
 
 
 def build_trainer(args, opts):
-    import train
+    import launch
 
-    argv = run_protocol.train_argv(sys.executable, args.root, args.seed, args.trainer, args.dataset,
-                                   run_protocol.config_path(args.trainer, args.cfg), args.output_dir,
-                                   ["DATASET.NUM_SHOTS", str(args.shots), "DATASET.SUBSAMPLE_CLASSES", "base", *opts])
-    cfg = train.setup_cfg(train.build_parser().parse_args(argv[2:]))
+    argv = protocols.train_argv(sys.executable, args.root, args.seed, args.trainer, args.dataset,
+                                protocols.config_path(args.trainer, args.cfg), args.output_dir,
+                                ["DATASET.NUM_SHOTS", str(args.shots), "DATASET.SUBSAMPLE_CLASSES", "base", *opts])
+    cfg = launch.config_from_argv(argv[2:])
     from dassl.engine import build_trainer as dassl_build_trainer
 
     trainer = dassl_build_trainer(cfg)
@@ -93,8 +90,8 @@ def main(argv=None, out=None) -> int:
     rows = []
     for point in args.points:
         try:
-            trainer = build_trainer(args, tune_bundled.parse_point(point))
-        except run_protocol.ProtocolError as err:
+            trainer = build_trainer(args, sweep.parse_point(point))
+        except protocols.ProtocolError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         loader = iter(trainer.train_loader_x)
@@ -102,7 +99,7 @@ def main(argv=None, out=None) -> int:
         stats = measure(trainer, batches, args.repeats)
         rows.append([point or "(config file)"] + [f"{stats[k]:.4g}" if k in stats else "–"
                                                    for k in (*COLUMNS, "ms/call")])
-    print(make_tables.md_table(["Setting", *COLUMNS, "ms/call"], rows), file=out)
+    print(md_table(["Setting", *COLUMNS, "ms/call"], rows), file=out)
     return 0
 
 

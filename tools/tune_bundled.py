@@ -1,7 +1,7 @@
 """Choose a trainer's budget on validation data only: the bundled benchmark's tuning protocol.
 
-    python tools/tune_bundled.py --trainers CoOp MaPLe --seeds 1 2           # the grid below, in one process
-    python tools/tune_bundled.py --trainers CoOp --points "OPTIM.LR 0.01 OPTIM.MAX_EPOCH 10"
+    python -m tools.tune_bundled --trainers CoOp MaPLe --seeds 1 2           # the grid below, in one process
+    python -m tools.tune_bundled --trainers CoOp --points "OPTIM.LR 0.01 OPTIM.MAX_EPOCH 10"
 
 For every grid point (config opts on top of configs/trainers/<T>/bundled.yaml), task and seed:
   1. train on the task's base classes (16 shots; the run's own final evaluation is on the val
@@ -28,12 +28,12 @@ import statistics
 import sys
 from typing import Dict, List, Sequence
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import parse_test_res
+from tools import protocols, sweep
+from tools.reporting.summaries import harmonic_mean
+from tools.reporting.tables import md_table
 
-import parse_test_res  # noqa: E402
-from tools import compare, make_tables, run_protocol  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Candidate budgets per trainer (config opts over bundled.yaml): each method's recipe shape at
 # this scale (its context length and init, batch size and prompt depth as in bundled.yaml), over
@@ -120,18 +120,8 @@ def text_depth(trainer: str, cfg: str) -> int:
     from trainers.clip_backbone import LOCAL_CLIP_CONFIGS
 
     benchmark.register()  # the world CLIPs
-    name = run_protocol.config_value(run_protocol.config_path(trainer, cfg), [], "MODEL.BACKBONE.NAME")
+    name = protocols.config_value(protocols.config_path(trainer, cfg), [], "MODEL.BACKBONE.NAME")
     return LOCAL_CLIP_CONFIGS[name]["transformer_layers"] if name in LOCAL_CLIP_CONFIGS else 12
-
-
-def parse_point(point: str) -> List[str]:
-    """"KEY VALUE KEY VALUE" -> opts list (quotes allowed for empty values: '')."""
-    import shlex
-
-    opts = shlex.split(point)
-    if len(opts) % 2:
-        raise run_protocol.ProtocolError(f"a grid point must be KEY VALUE pairs, got {point!r}")
-    return opts
 
 
 # Config keys that change only how a trained model is evaluated (EMPL's inference mode and its
@@ -149,15 +139,15 @@ def point_runs(trainer: str, point: str, tasks: Sequence[str], seeds: Sequence[i
     """(runs in order, {(task, seed): (val run, held-out run[, test-new run])}) of one grid point.
     test_new: also evaluate on the test split's new classes of a bundled task (the agreement
     report after the choice; the selection never reads it)."""
-    opts = parse_point(point)
+    opts = sweep.parse_point(point)
     # Keys that only change the evaluation: points that differ only in them share a training run.
     train_opts = [x for pair in zip(opts[::2], opts[1::2]) if pair[0] not in EVALUATION_KEYS for x in pair]
     slug, train_slug = _slug(opts), _slug(train_opts)
-    config_file = run_protocol.config_path(trainer, cfg)
-    eval_only = run_protocol.is_eval_only(trainer)
-    load_epoch = None if eval_only else str(run_protocol.max_epoch(config_file, train_opts))
-    host = run_protocol.TRAINER_DEFAULTS[trainer].host if trainer in run_protocol.TRAINER_DEFAULTS else None
-    if host is None or str(run_protocol.config_value(config_file, opts, "TRAINER.EMPL.HOST_RUN")) != run_protocol.HOST_RUN_AUTO:
+    config_file = protocols.config_path(trainer, cfg)
+    eval_only = protocols.is_eval_only(trainer)
+    load_epoch = None if eval_only else str(protocols.max_epoch(config_file, train_opts))
+    host = protocols.TRAINER_DEFAULTS[trainer].host if trainer in protocols.TRAINER_DEFAULTS else None
+    if host is None or str(protocols.config_value(config_file, opts, "TRAINER.EMPL.HOST_RUN")) != protocols.HOST_RUN_AUTO:
         host = None
     runs, evals = [], {}
     for task in tasks:
@@ -176,15 +166,15 @@ def point_runs(trainer: str, point: str, tasks: Sequence[str], seeds: Sequence[i
                 first = None
                 if host is not None:  # two-stage: the host's run at its bundled budget (its own "" point)
                     host_dir = os.path.join(output_root, host, "default", task, f"seed{seed}", "train")
-                    first = run_protocol.Run(host, cfg, task, seed, host_dir, run_protocol.train_argv(
-                        python, root, seed, host, task, run_protocol.config_path(host, cfg), host_dir, fit_opts), False)
+                    first = protocols.Run(host, cfg, task, seed, host_dir, protocols.train_argv(
+                        python, root, seed, host, task, protocols.config_path(host, cfg), host_dir, fit_opts), False)
                     runs.append(first)
                     opts_here = [*train_opts, "TRAINER.EMPL.HOST_RUN", host_dir]
                 else:
                     opts_here = train_opts
-                argv = run_protocol.train_argv(python, root, seed, trainer, task, config_file, train_dir,
-                                               [*fit_opts, *opts_here])
-                train = run_protocol.Run(trainer, cfg, task, seed, train_dir, argv, False, first)
+                argv = protocols.train_argv(python, root, seed, trainer, task, config_file, train_dir,
+                                            [*fit_opts, *opts_here])
+                train = protocols.Run(trainer, cfg, task, seed, train_dir, argv, False, first)
                 runs.append(train)
             pair = []
             evaluations = [("val_base", task, ["DATASET.SUBSAMPLE_CLASSES", fit, "TEST.SPLIT", "val"]), ("heldout", *heldout)]
@@ -192,12 +182,12 @@ def point_runs(trainer: str, point: str, tasks: Sequence[str], seeds: Sequence[i
                 evaluations.append(("test_new", task, ["DATASET.SUBSAMPLE_CLASSES", "new"]))
             for name, dataset, extra in evaluations:
                 out = os.path.join(folder, name)
-                argv = run_protocol.train_argv(python, root, seed, trainer, dataset, config_file, out, [])
+                argv = protocols.train_argv(python, root, seed, trainer, dataset, config_file, out, [])
                 if train is not None:
                     argv += ["--model-dir", train.output_dir, "--load-epoch", load_epoch]
                 # (HOST_RUN stays as the point sets it: evaluation loads the EMPL run itself.)
                 argv += ["--eval-only", "DATASET.NUM_SHOTS", "0", *extra, *opts]
-                run = run_protocol.Run(trainer, cfg, dataset, seed, out, argv, True, train)
+                run = protocols.Run(trainer, cfg, dataset, seed, out, argv, True, train)
                 runs.append(run)
                 pair.append(run)
             evals[(task, seed)] = tuple(pair)
@@ -255,11 +245,11 @@ def summarize(evals) -> Dict[str, float]:
     complete = max(len(v) for v in by_seed.values())
     seed_base = [statistics.fmean(b for b, _ in v) for v in by_seed.values() if len(v) == complete]
     seed_held = [statistics.fmean(h for _, h in v) for v in by_seed.values() if len(v) == complete]
-    seed_h = [make_tables.harmonic_mean(b, h) for b, h in zip(seed_base, seed_held)]
+    seed_h = [harmonic_mean(b, h) for b, h in zip(seed_base, seed_held)]
     pairs = [pair for v in by_seed.values() for pair in v]
     mb, mh = statistics.fmean(b for b, _ in pairs), statistics.fmean(h for _, h in pairs)
     (base_m, base_sd), (held_m, held_sd), (h_m, h_sd) = _mean_sd(seed_base), _mean_sd(seed_held), _mean_sd(seed_h)
-    return {"base": mb, "heldout": mh, "H": make_tables.harmonic_mean(mb, mh), "n": len(pairs),
+    return {"base": mb, "heldout": mh, "H": harmonic_mean(mb, mh), "n": len(pairs),
             "base_sd": base_sd, "heldout_sd": held_sd, "H_sd": h_sd,
             "score_base": base_m - base_sd, "score_H": h_m - h_sd, "minutes": seconds / 60,
             "test_new": statistics.fmean(test_new) if test_new else None}
@@ -279,7 +269,7 @@ TIE = 0.5
 def transductive(point: str) -> bool:
     """A point whose evaluation conditions on other test images (EMPL's INFERENCE sample_batch):
     shown for comparison, never chosen as a default."""
-    opts = parse_point(point)
+    opts = sweep.parse_point(point)
     return any(key == "TRAINER.EMPL.INFERENCE" and value == "sample_batch" for key, value in zip(opts[::2], opts[1::2]))
 
 
@@ -314,7 +304,7 @@ def main(argv=None, out=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trainers", nargs="+", default=["ZeroshotCLIP"] + list(GRID))
     parser.add_argument("--points", nargs="+", help="grid points to try (default: GRID of each trainer)")
-    parser.add_argument("--tasks", nargs="+", default=list(compare.BUNDLED_BASE2NEW))
+    parser.add_argument("--tasks", nargs="+", default=list(protocols.BUNDLED_BASE2NEW))
     parser.add_argument("--select", choices=SELECTIONS,
                         help="selection rule for every trainer (default: SELECT_DEFAULT, else base)")
     parser.add_argument("--subprocess", action="store_true", help="one train.py process per run (default: in-process)")
@@ -323,26 +313,25 @@ def main(argv=None, out=None) -> int:
     parser.add_argument("--test-new-after-choice", action="store_true",
                         help="after the choice is printed, evaluate every point on the bundled tasks' test new "
                              "classes and report how well held-out accuracy tracked it (reads the test split)")
-    run_protocol.add_run_arguments(parser, seeds=(1, 2), output_dir=os.path.join("output", "tune"))
-    parser.set_defaults(root=compare.BUNDLED["root"], cfg=compare.BUNDLED["cfg"]["base2new"])
+    sweep.add_run_arguments(parser, seeds=(1, 2), output_dir=os.path.join("output", "tune"))
+    parser.set_defaults(root=protocols.BUNDLED["root"], cfg=protocols.BUNDLED["cfg"]["base2new"])
     args = parser.parse_args(argv)
     try:
         planned = {}  # trainer -> {point: evals}
-        by_folder = {}
+        point_plans = []
         for trainer in args.trainers:
-            points = [""] if run_protocol.is_eval_only(trainer) else args.points or (GRID.get(trainer) or [""])
+            points = [""] if protocols.is_eval_only(trainer) else args.points or (GRID.get(trainer) or [""])
             points = [expand_layers(p, text_depth(trainer, args.cfg)) for p in points] if "{layers:" in "".join(points) else points
             planned[trainer] = {}
             for point in points:
                 runs, evals = point_runs(trainer, point, args.tasks, args.seeds, args.root, args.output_dir,
                                          args.shots, args.cfg, args.python, test_new=args.test_new_after_choice)
-                run_protocol.merge_runs(by_folder, runs)  # a two-stage host's run is its own "" point's
+                point_plans.append(runs)  # a two-stage host's run is its own "" point's: run_sweep runs it once
                 planned[trainer][point] = evals
-        n_failed = run_protocol.execute(list(by_folder.values()), dry_run=args.dry_run, out=out, verbose=args.verbose,
-                                        in_process=not args.subprocess, jobs=args.jobs)
+        n_failed = sweep.run_sweep(point_plans, args, out, in_process=not args.subprocess)[1]
         if n_failed:
             print(f"{n_failed} run(s) failed", file=out)
-    except run_protocol.ProtocolError as err:
+    except protocols.ProtocolError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.dry_run:
@@ -365,7 +354,7 @@ def main(argv=None, out=None) -> int:
     print("Val base and held-out: mean over tasks and seeds ± the std over seeds of each seed's task average. "
           f"Score: the rule's quantity, mean minus std over seeds; the chosen point is the one with the least "
           f"training and evaluation time (Minutes) among those within {TIE} of the best score.\n", file=out)
-    print(make_tables.md_table(["Trainer", "Config opts over bundled.yaml", "Val base", "Held-out", "H", "Score",
+    print(md_table(["Trainer", "Config opts over bundled.yaml", "Val base", "Held-out", "H", "Score",
                                 "Minutes", ""], rows), file=out)
     if args.test_new_after_choice:
         print_agreement(results, out)
@@ -387,7 +376,7 @@ def print_agreement(results, out) -> None:
     if not rows:
         return
     print("\n## Held-out against test new classes (read after the choice, not for it)\n", file=out)
-    print(make_tables.md_table(["Trainer", "Config opts over bundled.yaml", "Held-out", "Test new"], rows), file=out)
+    print(md_table(["Trainer", "Config opts over bundled.yaml", "Held-out", "Test new"], rows), file=out)
     for note in notes:
         print(f"\n{note}", file=out)
 

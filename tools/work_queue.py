@@ -1,6 +1,6 @@
 """A work queue over worker processes: jobs with dependencies, longest first, with progress.
 
-tools/run_protocol.execute(..., jobs=N) runs a sweep through it: N worker processes, each with
+tools/execution.execute(..., jobs=N) runs a sweep through it: N worker processes, each with
 one thread, take the next ready job as soon as they are free, so that no core idles while
 another still has a queue (static groups of trainers did). A job is ready when the jobs it
 depends on have succeeded (an evaluation after its training run, every run after the dataset it

@@ -12,7 +12,12 @@ import torch.nn.functional as F
 from .class_prompts import ClassPromptLearner, init_context
 from .clip_backbone import l2_normalize
 from .prompted_clip import PromptedCLIP
-from .prompt_trainer import ClipPromptTrainer, register_trainer
+from .prompt_trainer import ClipPromptTrainer, declare_node, register_trainer
+
+
+def add_config(cfg):
+    """TRAINER.COCOOP with CoCoOp's defaults (CoOp's train.py)."""
+    declare_node(cfg, "COCOOP", N_CTX=16, CTX_INIT="", PREC="fp16")
 
 
 class PromptLearner(ClassPromptLearner):

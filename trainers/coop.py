@@ -9,7 +9,19 @@ import torch.nn as nn
 from .class_prompts import ClassPromptLearner, init_context
 from .clip_backbone import l2_normalize
 from .prompted_clip import ClassTextCLIP
-from .prompt_trainer import ClipPromptTrainer, register_trainer
+from .prompt_trainer import ClipPromptTrainer, declare_node, register_trainer
+
+
+def add_config(cfg):
+    """TRAINER.COOP with CoOp's defaults (its train.py's extend_cfg), so its config files merge."""
+    declare_node(
+        cfg, "COOP",
+        N_CTX=16,  # number of context vectors
+        CSC=False,  # class-specific context
+        CTX_INIT="",  # initialization words
+        PREC="fp16",  # fp16, fp32, amp
+        CLASS_TOKEN_POSITION="end",  # end, middle or front
+    )
 
 
 class PromptLearner(ClassPromptLearner):

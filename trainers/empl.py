@@ -4,7 +4,7 @@
   there (H) are what SGLD samples; the last l blocks turn any H into class text features.
 - `EMPLMixin`: mixed into a prompt trainer (`class EMPL_X(EMPLMixin, X)`), it builds itself
   after the host's model, builds each training task (seen classes + unseen words), samples
-  prompts, forms L_in + LAMBDA * L_out, and runs the three inference modes. How K prompt sets x
+  prompts, forms L_in + OPEN_LOSS_WEIGHT * L_out, and runs the three inference modes. How K prompt sets x
   S samples of logits become a loss and a prediction: `multi_prompt_loss` /
   `multi_prompt_prediction`, the mixture over all prompts by default (a host may override them).
 """
@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from yacs.config import CfgNode as CN
 
 from .class_prompts import ClassPrompts
 from .clip_backbone import LOCAL_CLIP_VOCABULARIES, l2_normalize
@@ -45,6 +46,71 @@ VOCAB_EXCLUDES = ("training", "dataset")
 IN_LOSSES = ("mixture", "per_prompt")
 # A share of rejected (non-finite) SGLD steps above which the sampler's settings are suspect.
 REJECTED_WARNING_SHARE = 0.05
+
+
+# Keys renamed since configs and runs were written with the old names, which still load (a YAML
+# file, command-line opts, a saved run's config) with a one-line note: N_PROMPTS meant chains per
+# anchor here but learned prompts under TRAINER.PRODA; LAMBDA is the weight of OPEN_LOSS.
+RENAMED_KEYS = {
+    "TRAINER.EMPL.N_PROMPTS": "TRAINER.EMPL.N_CHAINS",
+    "TRAINER.EMPL.LAMBDA": "TRAINER.EMPL.OPEN_LOSS_WEIGHT",
+}
+
+
+def add_config(cfg):
+    """TRAINER.EMPL (docs/EMPL.md; README "EMPL configuration"); the host's keys stay in its own
+    node (TRAINER.COOP, PRODA, MAPLE)."""
+    for old, new in RENAMED_KEYS.items():
+        cfg.register_renamed_key(old, new)
+    cfg.TRAINER.EMPL = CN()
+    # The sampler's defaults were chosen on the bundled benchmark's validation data (docs/EMPL.md,
+    # "Choosing the defaults"); PRIOR_STD, INIT_STD and SGLD_STEP_SIZE are in units of rms(anchor),
+    # so they carry over to other CLIPs; SGLD_LAYERS does not (re-check it on a validation split).
+    cfg.TRAINER.EMPL.N_CHAINS = 4  # N chains (samples) per anchor; 0 turns sampling off
+    cfg.TRAINER.EMPL.SGLD_STEPS = 1  # T per training step (persistent chains continue across steps)
+    cfg.TRAINER.EMPL.SGLD_STEP_SIZE = 0.5  # alpha, Langevin time per step (prior part integrated exactly)
+    cfg.TRAINER.EMPL.NOISE_STD = 1.0  # 1 = exact Langevin noise
+    cfg.TRAINER.EMPL.INIT_STD = 1.0  # chain starts: anchor + INIT_STD * r * eps (= PRIOR_STD: start from the prior)
+    cfg.TRAINER.EMPL.PRIOR_STD = 1.0  # sigma / rms(anchor) of the anchoring prior; <= 0: no prior
+    cfg.TRAINER.EMPL.SGLD_GRADIENT = "exact"  # exact, or anchor: the data energy's gradient taken once, at the anchor
+    cfg.TRAINER.EMPL.SGLD_LAYERS = 2  # l: sample at the input of text block L - l (2: the paper's Table 4)
+    cfg.TRAINER.EMPL.ENERGY_TEMP = 0.01  # T_E: the data term is the batch-mean free energy / T_E
+    # Persistent chains: each training step's chains start where the previous step's ended (in
+    # units of r from the moving anchor) instead of from the prior; CONDITION batch only.
+    cfg.TRAINER.EMPL.PERSISTENT = True
+    cfg.TRAINER.EMPL.CONDITION = "batch"  # batch or image
+    cfg.TRAINER.EMPL.BACKPROP = "detach"  # detach or full (through the chain)
+    cfg.TRAINER.EMPL.N_UNSEEN = 4  # unseen words per batch
+    cfg.TRAINER.EMPL.VOCAB_FILE = ""  # word list; empty = trainers/data/open_vocabulary.txt.gz (or a world CLIP's words)
+    # Which class names leave the open vocabulary: "training" (the run's own classes, the paper's
+    # setting: the names of classes it never sees, the test's new ones included, can be drawn) or
+    # "dataset" (strict: every class of the dataset, base and new).
+    cfg.TRAINER.EMPL.VOCAB_EXCLUDE = "training"
+    cfg.TRAINER.EMPL.OPEN_LOSS_WEIGHT = 0.1  # weight of L_out (the paper's lambda)
+    # L_in over the anchor and its samples: "mixture" (the NLL of their mean softmax) or
+    # "per_prompt" (the mean of each prompt's cross-entropy: the anchor must classify too).
+    # EMPL_ProDA: ProDA's Gaussian bound over all of them pooled ("mixture") or over each chain
+    # position's prompt sets, the anchors' bound being ProDA's own loss ("per_prompt").
+    cfg.TRAINER.EMPL.IN_LOSS = "mixture"
+    cfg.TRAINER.EMPL.OPEN_LOSS = "entropy"  # entropy, energy or none
+    # anchor (the learned prompt alone: chosen on validation, docs/EMPL.md), sample (SGLD per
+    # test image: inductive), sample_batch (conditioned on the test batch: transductive; batches
+    # in a seeded random order) or amortized (trainers/empl.py)
+    cfg.TRAINER.EMPL.INFERENCE = "anchor"
+    cfg.TRAINER.EMPL.TEST_SGLD_STEPS = -1  # SGLD steps at evaluation; < 0: SGLD_STEPS
+    # INFERENCE sample: k > 0 samples each image's prompts on its k classes with the highest
+    # anchor logits only (the energy and the samples' features), and re-ranks those k by the
+    # mixture; the other classes stay below them. 0: every class (the cost grows with the classes).
+    cfg.TRAINER.EMPL.TEST_TOP_K = 0
+    # Two-stage training (the paper starts EMPL from a trained CoOp or ProDA): "" starts from
+    # the host's CTX_INIT; a folder (a host training run's --output-dir) starts from that run's
+    # last epoch, then EMPL trains for its own OPTIM budget; "auto" lets tools/run_protocol.py
+    # (compare.py, quickstart.sh) train the host on the same data, seed and shots first and
+    # pass its folder.
+    cfg.TRAINER.EMPL.HOST_RUN = ""
+    # With HOST_RUN auto: the host's config (a name under configs/trainers/<host>/) the driver
+    # trains; "" = the config name the driver was given, else the host's own for the protocol.
+    cfg.TRAINER.EMPL.HOST_CONFIG = ""
 
 
 class LayerSplitText:
@@ -121,7 +187,7 @@ def check_empl_cfg(empl) -> None:
         raise ValueError(f"TRAINER.EMPL.OPEN_LOSS must be entropy, energy or none, got {empl.OPEN_LOSS!r}")
     if empl.BACKPROP not in BACKPROPS:
         raise ValueError(f"TRAINER.EMPL.BACKPROP must be detach or full, got {empl.BACKPROP!r}")
-    for key in ("N_PROMPTS", "SGLD_STEPS", "N_UNSEEN", "TEST_TOP_K"):
+    for key in ("N_CHAINS", "SGLD_STEPS", "N_UNSEEN", "TEST_TOP_K"):
         if empl[key] < 0:
             raise ValueError(f"TRAINER.EMPL.{key} must be >= 0, got {empl[key]}")
     if empl.SGLD_STEP_SIZE <= 0 or empl.ENERGY_TEMP <= 0:
@@ -181,6 +247,10 @@ class EMPLMixin:
     trains_image_side = False
     sgld_generator: Optional[torch.Generator] = None  # build_empl sets the training chains' generator
 
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        check_empl_cfg(cfg.TRAINER.EMPL)
+
     def build_model(self):
         super().build_model()
         self.build_empl()
@@ -188,7 +258,6 @@ class EMPLMixin:
     def build_empl(self) -> None:
         """EMPL's own setup, on the host's built model (build_model calls it)."""
         empl = self.cfg.TRAINER.EMPL
-        check_empl_cfg(empl)
         learner = self.model.prompt_learner
         deep_blocks = list(self.text_deep_prompts() or ())
         self.split_text = LayerSplitText(self.model.text_encoder, empl.SGLD_LAYERS, learner.n_ctx, deep_blocks)
@@ -198,7 +267,7 @@ class EMPLMixin:
         print(f"Open vocabulary: {len(self.open_vocab)} words without the {empl.VOCAB_EXCLUDE} class names, "
               f"{empl.N_UNSEEN} unseen words per batch")
         # SGLD noise comes from private generators, not torch's global RNG, so the batches and
-        # augmentations a run sees do not depend on the EMPL settings (a sweep over N_PROMPTS or
+        # augmentations a run sees do not depend on the EMPL settings (a sweep over N_CHAINS or
         # SGLD_STEPS compares runs on the same data), and an evaluation draws the same prompts
         # however often and whenever it runs (the evaluation generator restarts at each test()).
         self.sgld_seed = self.cfg.SEED if self.cfg.SEED >= 0 else torch.initial_seed() % 2**62
@@ -416,7 +485,7 @@ class EMPLMixin:
 
         hidden [K, P, T, d]; image_features [B, D] condition the energy.
         -> (features [K, S, P, D] or, conditioned per image, [K, B, S, P, D]; per_image flag;
-        the sampler's result). S = 1 + N_PROMPTS (anchor first); S = 1 without sampling.
+        the sampler's result). S = 1 + N_CHAINS (anchor first); S = 1 without sampling.
         condition: "batch" (one set of chains for the whole batch) or "image" (chains per image);
         default CONDITION (training). generator: the chains' noise, one or (per image) a list of
         B (default: the training generator). n_steps: replaces SGLD_STEPS.
@@ -427,8 +496,8 @@ class EMPLMixin:
         """
         empl = self.empl_cfg
         anchors = self.split_text.context_states(hidden[:, 0])  # [K, M, d]: class-independent
-        per_image = (condition or empl.CONDITION) == "image" and sample and empl.N_PROMPTS > 0
-        if not sample or empl.N_PROMPTS == 0:
+        per_image = (condition or empl.CONDITION) == "image" and sample and empl.N_CHAINS > 0
+        if not sample or empl.N_CHAINS == 0:
             return self.split_text.features(hidden, eot, anchors.unsqueeze(1)), False, None
 
         n_sets, batch = anchors.shape[0], image_features.shape[0]
@@ -457,7 +526,7 @@ class EMPLMixin:
         if persistent:
             # Persistent prior-only chains run beside them on the same noise (a cheap prior step),
             # so the diagnostics compare chains with the same history.
-            chains = (group_anchors.shape[0], empl.N_PROMPTS) + tuple(group_anchors.shape[1:])
+            chains = (group_anchors.shape[0], empl.N_CHAINS) + tuple(group_anchors.shape[1:])
             previous = self.persistent_offsets
             if previous is not None and tuple(previous[0].shape) == chains:
                 init, reference_init = previous
@@ -477,7 +546,7 @@ class EMPLMixin:
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, image, label):
-        """L = L_in + LAMBDA * L_out on one task: seen classes V and N_UNSEEN unseen words.
+        """L = L_in + OPEN_LOSS_WEIGHT * L_out on one task: seen classes V and N_UNSEEN unseen words.
 
         -> (loss, logits, extras): extras are the logged values, loss_in and loss_out, and on
         PRINT_FREQ batches the SGLD diagnostics (sgld_*), in the order the training line prints them."""
@@ -486,7 +555,7 @@ class EMPLMixin:
             image_features = self.model.encode_image(image)
         seen = self.model.prompt_learner.classes
         pieces = [seen]
-        if empl.N_UNSEEN > 0 and (empl.LAMBDA > 0 or empl.OPEN_LOSS != "none"):
+        if empl.N_UNSEEN > 0 and (empl.OPEN_LOSS_WEIGHT > 0 or empl.OPEN_LOSS != "none"):
             pieces.append(self.word_prompts(self.open_vocab.draw(empl.N_UNSEEN)))
         hidden, eot = self.prefix_states(pieces)
         diagnose = getattr(self, "batch_idx", 0) % self.cfg.TRAIN.PRINT_FREQ == 0
@@ -497,7 +566,7 @@ class EMPLMixin:
         anchor_features = (feats[:, 0, 0] if per_image else feats[:, 0])[:, :n_seen]  # [K, V, D]
         loss_in, output = self.multi_prompt_loss(logits[..., :n_seen], label, anchor_features)
         loss_out = logits.new_zeros(())
-        if len(pieces) > 1 and empl.LAMBDA > 0:
+        if len(pieces) > 1 and empl.OPEN_LOSS_WEIGHT > 0:
             anchor_logits = logits[:, 0].mean(0)  # the mean prompt's logits, [B, V+U]
             loss_out = open_vocabulary_loss(anchor_logits[:, :n_seen], anchor_logits[:, n_seen:], empl.OPEN_LOSS)
         extras = {"loss_in": loss_in.item(), "loss_out": loss_out.item()}
@@ -507,7 +576,7 @@ class EMPLMixin:
                 seen_feats = feats[:, 0] if per_image else feats  # [K, S, P, D]
                 extras.update(feature_spread(seen_feats[:, :, :n_seen].detach()))
             self.check_linearisation_range(result)
-        return loss_in + empl.LAMBDA * loss_out, output, extras
+        return loss_in + empl.OPEN_LOSS_WEIGHT * loss_out, output, extras
 
     def check_linearisation_range(self, result: SGLDResult) -> None:
         """Warn once when SGLD_GRADIENT anchor runs chains farther from the anchor than where
@@ -614,7 +683,7 @@ class EMPLMixin:
     @torch.no_grad()
     def inference_text_features(self, image_features=None):
         """Normalised class text features of the anchors and their samples under
-        TRAINER.EMPL.INFERENCE, for the analyses: [K * S, C, D] (S = 1 + N_PROMPTS; S = 1 in
+        TRAINER.EMPL.INFERENCE, for the analyses: [K * S, C, D] (S = 1 + N_CHAINS; S = 1 in
         anchor mode).
 
         sample, sample_batch: SGLD conditioned on image_features [B, D] as one batch (per-image

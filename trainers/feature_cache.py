@@ -12,7 +12,7 @@ matrix kernels are chosen by the shape of the call, and on some CPUs batches of 
 round differently in the last bits (AMD EPYC: 1-3 images against 5 or more). At one fixed shape
 each row's arithmetic does not depend on the other rows, so a cached feature is the same bits
 whichever images missed with it, in whatever order the runs of a process meet them: a run gives
-the same numbers in one process (tools/run_protocol.py --in-process) or many. Against the
+the same numbers in one process (python -m tools.run_protocol --in-process) or many. Against the
 uncached encoder, which encodes each batch as it comes, the features agree to a few float32
 ulps, not bit for bit (tests/test_feature_cache.py).
 """

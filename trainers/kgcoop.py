@@ -47,6 +47,16 @@ from .clip_backbone import l2_normalize, tokenize
 from .prompt_trainer import register_trainer
 from .zsclip import CUSTOM_TEMPLATES, DEFAULT_TEMPLATE
 
+
+def add_config(cfg):
+    """TRAINER.COOP.W, KgCoOp's one key on top of CoOp's node (coop.add_config declares it first)."""
+    # As in htyao89/KgCoOp: W, the weight of the knowledge-guided term (its train.py's default
+    # 1.0; its base-to-new scripts pass 8.0). Declared only where absent, so a KgCoOp
+    # checkout's own declaration stands.
+    if "COOP" in cfg.TRAINER and "W" not in cfg.TRAINER.COOP:
+        cfg.TRAINER.COOP.W = 1.0
+
+
 # The reference's CUSTOM_TEMPLATES: CoOp's, but for DescribableTextures.
 KGCOOP_TEMPLATES = {**CUSTOM_TEMPLATES, "DescribableTextures": "a photo of a {}, a type of texture."}
 

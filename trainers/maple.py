@@ -24,7 +24,12 @@ import torch.nn as nn
 
 from .class_prompts import ClassPromptLearner, leading_words_context
 from .prompted_clip import DeepPromptedCLIP
-from .prompt_trainer import ClipPromptTrainer, register_trainer
+from .prompt_trainer import ClipPromptTrainer, declare_node, register_trainer
+
+
+def add_config(cfg):
+    """TRAINER.MAPLE with MaPLe's defaults (its train.py)."""
+    declare_node(cfg, "MAPLE", N_CTX=2, CTX_INIT="a photo of a", PREC="fp16", PROMPT_DEPTH=9)  # depth 1: shallow MaPLe
 
 def check_prompt_depth(depth: int, text_layers: int, vision_layers: int) -> None:
     if not 1 <= depth <= min(text_layers, vision_layers):

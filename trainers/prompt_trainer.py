@@ -12,6 +12,7 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from yacs.config import CfgNode as CN
 
 from dassl.engine import TRAINER_REGISTRY, TrainerX
 from dassl.metrics import compute_accuracy
@@ -36,6 +37,14 @@ class EvalCache:
     # image's classes (None without TEST_TOP_K).
     prefix_states: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
     anchor_features: Optional[torch.Tensor] = None
+
+
+def declare_node(cfg, node: str, **defaults) -> None:
+    """cfg.TRAINER.<node> with these defaults, unless the config declares it already (a CoOp or
+    MaPLe checkout's own extend_cfg does: its declaration stands)."""
+    if node not in cfg.TRAINER:
+        cfg.TRAINER[node] = CN(defaults)
+
 
 def register_trainer(cls):
     """TRAINER_REGISTRY.register(), except that a name already registered by another module

@@ -39,7 +39,26 @@ from .clip_backbone import LEARNED_DTYPE, l2_normalize, tokenize
 from .clip_encoders import TextEncoder
 from .prompted_clip import DeepPromptedCLIP, PromptedCLIP
 from .imagenet_templates import IMAGENET_TEMPLATES
-from .prompt_trainer import ClipPromptTrainer, register_trainer
+from .prompt_trainer import ClipPromptTrainer, declare_node, register_trainer
+
+
+def add_config(cfg):
+    """TRAINER.PROMPTSRC with the defaults of muzairkhattak/PromptSRC's train.py (a PromptSRC
+    checkout declares it itself)."""
+    declare_node(
+        cfg, "PROMPTSRC",
+        N_CTX_VISION=4,  # vision prompt tokens
+        N_CTX_TEXT=4,  # text prompt tokens
+        CTX_INIT="a photo of a",
+        PREC="fp16",
+        PROMPT_DEPTH_VISION=9,  # blocks with vision prompts (1 = shallow)
+        PROMPT_DEPTH_TEXT=9,  # blocks with text prompts (1 = shallow)
+        TEXT_LOSS_WEIGHT=25,  # L1 between learned and frozen text features
+        IMAGE_LOSS_WEIGHT=10,  # L1 between learned and frozen image features
+        GPA_MEAN=15,  # Gaussian prompt aggregation: mean epoch
+        GPA_STD=1,  # ... and its standard deviation in epochs
+    )
+
 
 # The reference's trainers/imagenet_templates.py holds 60 of CLIP's 80 ImageNet templates: the
 # first 60 of the list in trainers/imagenet_templates.py, with "a photo of a {}." moved first.

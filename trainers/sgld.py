@@ -137,16 +137,8 @@ def langevin_sample(
     BACKPROP full needs an anchor with a gradient in grad mode (training); elsewhere (evaluation,
     under no_grad) there is nothing to backpropagate to and the chains run as with detach.
     """
-    if backprop not in BACKPROPS:
-        raise ValueError(f"TRAINER.EMPL.BACKPROP must be 'detach' or 'full', got {backprop!r}")
-    if gradient not in SGLD_GRADIENTS:
-        raise ValueError(f"TRAINER.EMPL.SGLD_GRADIENT must be one of {SGLD_GRADIENTS}, got {gradient!r}")
-    if n_chains < 1 or n_steps < 0:
-        raise ValueError(f"need N_PROMPTS >= 1 and SGLD_STEPS >= 0, got {n_chains} and {n_steps}")
     if isinstance(generator, (list, tuple)) and len(generator) != anchor.shape[0]:
         raise ValueError(f"got {len(generator)} generators for {anchor.shape[0]} anchors")
-    if step_size <= 0:
-        raise ValueError(f"TRAINER.EMPL.SGLD_STEP_SIZE must be > 0, got {step_size}")
     if backprop == "full" and not (anchor.requires_grad and torch.is_grad_enabled()):
         backprop = "detach"  # evaluation: no graph to keep
     chains = LangevinChains(anchor, energy_fn, n_chains, n_steps, step_size, noise_std, prior_std, backprop,
@@ -389,13 +381,13 @@ def _mean_pairwise_rms(offset: torch.Tensor) -> float:
 def sgld_options(empl) -> dict:
     """The TRAINER.EMPL node's sampler settings as langevin_sample's keyword arguments.
 
-    A plain mapping: the values are checked once, by trainers.empl.check_empl_cfg (and by
-    langevin_sample's own argument checks). The per-call keywords (generator, compute_energy_after,
+    A plain mapping: the values are checked once, before the trainer is built (EMPLMixin.check_cfg,
+    trainers.empl.check_empl_cfg). The per-call keywords (generator, compute_energy_after,
     compare_prior_only, init_offset, reference_init_offset, keep_reference) are the caller's.
     gradient_scale is ENERGY_TEMP, so that the energy's 1 / T_E factor never meets fp16.
     """
     return dict(
-        n_chains=empl.N_PROMPTS,
+        n_chains=empl.N_CHAINS,
         n_steps=empl.SGLD_STEPS,
         step_size=empl.SGLD_STEP_SIZE,
         noise_std=empl.NOISE_STD,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from difflib import SequenceMatcher
 from typing import Optional
 
@@ -96,42 +97,113 @@ class CfgNode(_YacsCfgNode):
         if not os.path.isfile(cfg_filename):
             raise FileNotFoundError(f"config file {cfg_filename} not found (working directory {os.getcwd()}): "
                                     "check the --config-file / --dataset-config-file path")
-        try:
-            with open(cfg_filename, "r") as f:
-                cfg = _YacsCfgNode.load_cfg(f)  # plain nodes, see class docstring
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(err, "problem", None) or err
-            raise ValueError(f"config file {cfg_filename} is not valid YAML{where}: {problem}") from None
+        cfg = self._with_new_names(load_with_bases(cfg_filename), cfg_filename)
         self._merge(super().merge_from_other_cfg, cfg, cfg_filename)
 
     def merge_from_other_cfg(self, cfg_other) -> None:
-        self._merge(super().merge_from_other_cfg, _without(cfg_other, RETIRED_KEYS), None)
+        cfg_other = self._with_new_names(_without(cfg_other, RETIRED_KEYS), "a saved config")
+        self._merge(super().merge_from_other_cfg, cfg_other, None)
 
     def merge_from_list(self, cfg_list: list) -> None:
         if len(cfg_list) % 2 != 0:
             raise ValueError(
                 f"Config overrides must be KEY VALUE pairs, got an odd number of items: {cfg_list}"
             )
+        renamed = self.renamed_keys()
+        cfg_list = list(cfg_list)
+        for i in range(0, len(cfg_list), 2):
+            if cfg_list[i] in renamed:
+                cfg_list[i] = _renamed_note(cfg_list[i], renamed[cfg_list[i]], "command-line opts")
         self._merge(super().merge_from_list, cfg_list, "command-line opts")
+
+    def renamed_keys(self) -> dict:
+        """{old dotted key: its new name}, as registered with yacs's register_renamed_key: a
+        config that still uses an old name is read as the new one (yacs itself would refuse it)."""
+        registered = self.__dict__[_YacsCfgNode.RENAMED_KEYS].items()
+        return {old: new[0] if isinstance(new, tuple) else new for old, new in registered}
+
+    def _with_new_names(self, cfg: _YacsCfgNode, source: str) -> _YacsCfgNode:
+        """cfg, or a copy of it with each renamed key it holds under its new name."""
+        present = {old: new for old, new in self.renamed_keys().items() if _has(cfg, old)}
+        if not present:
+            return cfg
+        cfg = cfg.clone()
+        for old, new in present.items():
+            if _has(cfg, new):
+                raise ValueError(f"{source} sets both {new} and its old name {old}: keep {new}")
+            value = _pop(cfg, old)
+            node = cfg
+            for part in new.split(".")[:-1]:
+                node = node.setdefault(part, _YacsCfgNode())
+            node[new.split(".")[-1]] = value
+            _renamed_note(old, new, source)
+        return cfg
+
+
+# A config file's key naming the file it builds on, as in detectron2: the base (a path relative to
+# the file) is read first, then the file's own keys override it; a base may have a base.
+BASE_KEY = "_BASE_"
+
+
+def load_with_bases(path: str, seen=()) -> _YacsCfgNode:
+    """The config file's keys over those of its _BASE_ file(s), as plain yacs nodes."""
+    try:
+        with open(path, "r") as f:
+            cfg = _YacsCfgNode.load_cfg(f)  # plain nodes, see CfgNode's docstring
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or err
+        raise ValueError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    base = cfg.pop(BASE_KEY, None)
+    if base is None:
+        return cfg
+    base_path = os.path.normpath(os.path.join(os.path.dirname(path), base))
+    if not os.path.isfile(base_path):
+        raise FileNotFoundError(f"{BASE_KEY} {base} of config file {path} not found ({base_path}): "
+                                "give a path relative to that file")
+    if base_path in seen:
+        raise ValueError(f"{BASE_KEY} of config file {path} leads back to {base_path}: remove the cycle")
+    return _override(load_with_bases(base_path, seen + (os.path.normpath(path),)), cfg)
+
+
+def _override(base: dict, cfg: dict) -> dict:
+    """base with cfg's values over it, node by node (cfg may add keys base lacks)."""
+    for key, value in cfg.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _override(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _renamed_note(old: str, new: str, source: str) -> str:
+    print(f"note: {old} is now {new} (in {source}); the old name still works", file=sys.stderr)
+    return new
+
+
+def _has(cfg: dict, key: str) -> bool:
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _pop(cfg: dict, key: str):
+    node = cfg
+    for part in key.split(".")[:-1]:
+        node = node[part]
+    return node.pop(key.split(".")[-1])
 
 
 def _without(cfg: _YacsCfgNode, keys) -> _YacsCfgNode:
     """``cfg``, or a copy of it without the dotted ``keys`` it holds."""
-    present = []
-    for key in keys:
-        node, parts = cfg, key.split(".")
-        for part in parts[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and parts[-1] in node:
-            present.append(parts)
+    present = [key for key in keys if _has(cfg, key)]
     if not present:
         return cfg
     cfg = cfg.clone()
-    for parts in present:
-        node = cfg
-        for part in parts[:-1]:
-            node = node[part]
-        node.pop(parts[-1])
+    for key in present:
+        _pop(cfg, key)
     return cfg

@@ -213,7 +213,7 @@ class DataManager:
 
 # DATALOADER.CACHE_IMAGES: (image file, its mtime and size, how it is transformed) -> the item's
 # image entries. Shared by every loader of the process, so that the runs of an in-process sweep
-# (tools/run_protocol.py --in-process) decode each image once.
+# (python -m tools.run_protocol --in-process) decode each image once.
 _IMAGE_MEMO = {}
 
 
