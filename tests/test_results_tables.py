@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from tools import compare, execution, make_tables, protocols, run_protocol, sweep
+from tools import compare, execution, make_tables, protocols, run_loading, run_protocol, sweep
 from tools.reporting import paired
-from tools.reporting.results import collect_results, read_config_value
+from tools.reporting.results import collect_results, config_string
 from tools.reporting.summaries import sweep_points
 from tools.reporting.tables import load_reference, write_tables
 
@@ -275,13 +275,13 @@ def test_plots_and_sweeps_are_valid_pngs(tmp_path):
     assert "EMPL_CoOp (lambda0.1)" in md and "EMPL_CoOp (n8)" in md
 
 
-def test_read_config_value_from_the_dump(tmp_path):
-    path = tmp_path / "log.txt"
-    path.write_text(fake_log(50.0, True, lam=0.3, n_prompts=6))
-    assert read_config_value(str(path), "TRAINER.EMPL.OPEN_LOSS_WEIGHT") == "0.3"  # a run made before the renames
-    assert read_config_value(str(path), "TRAINER.EMPL.N_CHAINS") == "6"
-    assert read_config_value(str(path), "TRAINER.PRODA.N_PROMPTS") == "7"
-    assert read_config_value(str(path), "TRAINER.EMPL.NOPE") is None
+def test_config_values_from_the_dump_under_old_and_new_names(tmp_path):
+    (tmp_path / "log.txt").write_text(fake_log(50.0, True, lam=0.3, n_prompts=6))
+    dump = run_loading.read_config_dump(str(tmp_path))
+    assert config_string(dump, "TRAINER.EMPL.OPEN_LOSS_WEIGHT") == "0.3"  # a run made before the renames
+    assert config_string(dump, "TRAINER.EMPL.N_CHAINS") == "6"
+    assert config_string(dump, "TRAINER.PRODA.N_PROMPTS") == "7"
+    assert config_string(dump, "TRAINER.EMPL.NOPE") is None
 
 
 def test_no_runs_is_a_clear_error(tmp_path, capsys):

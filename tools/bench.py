@@ -348,7 +348,7 @@ def print_table(rows, with_flops=False):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--backbone", default="random-vit-b16", choices=sorted(clip_backbone.LOCAL_CLIP_CONFIGS))
     parser.add_argument("--classes", type=int, nargs="+", default=[10, 100, 1000])

@@ -24,7 +24,7 @@ from trainers.clip_backbone import LOCAL_CLIP_CONFIGS
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.check_reference_parity", description=__doc__.split("\n")[0])
     parser.add_argument("--coop-repo", help="root of a KaiyangZhou/CoOp checkout (CoOp, CoCoOp, ZeroshotCLIP)")
     parser.add_argument("--maple-repo", help="root of a muzairkhattak/multimodal-prompt-learning checkout (MaPLe)")
     parser.add_argument("--kgcoop-repo", help="root of a htyao89/KgCoOp checkout (KgCoOp; uses --backbone)")

@@ -33,6 +33,7 @@ def main(argv=None, out=None) -> int:
     out = out or sys.stdout
     own, extra_opts = sweep.split_extra_opts(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
+        prog="python -m tools.compare",
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Config opts after '--' (KEY VALUE ...) go to every train.py call of every trainer.",
     )

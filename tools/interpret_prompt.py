@@ -125,7 +125,7 @@ def label_contexts(ctx: torch.Tensor):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.interpret_prompt", description=__doc__.split("\n")[0])
     parser.add_argument("source", help="a prompt_learner checkpoint file, or a train.py output folder")
     parser.add_argument("--topk", type=int, default=5, help="words per context vector")
     parser.add_argument("--metric", default="euclidean", choices=METRICS)

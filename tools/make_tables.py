@@ -48,7 +48,7 @@ from tools.protocols import DEFAULT_SOURCE
 
 
 def main(argv=None, stream=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m tools.make_tables", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="output root (the folder holding base2new/, evaluation/, <source>/)")
     parser.add_argument("--out", help="folder for the .md and .csv files (default: ROOT/tables)")

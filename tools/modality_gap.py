@@ -148,7 +148,7 @@ def plot_gaps(rows, path: str, title: str = "") -> None:
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.modality_gap", description=__doc__.split("\n")[0])
     add_run_folder_arguments(parser, "folder for the CSV files and the figure", "TRAINER.EMPL.INFERENCE anchor")
     parser.add_argument("--split", default="test", choices=SPLITS)
     parser.add_argument("--title", default="", help="figure title")

@@ -119,7 +119,7 @@ def main(argv=None, out=None) -> int:
     from tools import protocols
     from tools.reporting.tables import md_table
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m tools.probe_bundled", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(protocols.BUNDLED_BASE2NEW) + [protocols.BUNDLED["source"]])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])

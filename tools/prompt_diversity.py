@@ -59,7 +59,7 @@ def markdown_table(rows) -> str:
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.prompt_diversity", description=__doc__.split("\n")[0])
     add_run_folder_arguments(parser, "folder for prompt_diversity.csv", "TRAINER.EMPL.N_CHAINS 16")
     return parser
 

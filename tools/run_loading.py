@@ -1,6 +1,6 @@
 """Read a train.py output folder ("run folder"): its config, and the trained model rebuilt as
 `train.py --eval-only --model-dir RUN` does, for the analysis and table tools. The one reader of
-a run's config: every tool goes through read_config_dump / load_run_config / run_config_value.
+a run's config: every tool goes through read_config_dump / load_run_config / config_value.
 
 A run folder holds config.yaml (train.py writes cfg.dump() there; a later run of another config
 in the same folder writes config.yaml-<time> and leaves it alone), log.txt (train.py also prints
@@ -78,11 +78,6 @@ def config_value(dump: dict, dotted_key: str):
         if node is not None:
             return node
     return None
-
-
-def run_config_value(run_dir: str, dotted_key: str):
-    """The value of e.g. TRAINER.EMPL.OPEN_LOSS_WEIGHT in a run's config (read_config_dump); None if absent."""
-    return config_value(read_config_dump(run_dir), dotted_key)
 
 
 def _fill_empty_strings(dump: dict, defaults: CN, prefix: str = "") -> dict:

@@ -42,6 +42,7 @@ from tools.sweep import add_run_arguments, run_kwargs, split_extra_opts
 def main(argv=None, out=None) -> int:
     own, extra_opts = split_extra_opts(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
+        prog="python -m tools.run_protocol",
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Config opts after '--' (KEY VALUE ...) go to every train.py call.",
     )

@@ -72,7 +72,7 @@ def measure(trainer, batches, repeats: int):
 
 def main(argv=None, out=None) -> int:
     out = out or sys.stdout
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m tools.sgld_diagnostics", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", default="", help="a training run's output folder (empty: the initial context)")
     parser.add_argument("--load-epoch", type=int, default=None)

@@ -300,7 +300,7 @@ def agreement(results: Dict[str, Dict[str, float]]):
 
 def main(argv=None, out=None) -> int:
     out = out or sys.stdout
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m tools.tune_bundled", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trainers", nargs="+", default=["ZeroshotCLIP"] + list(GRID))
     parser.add_argument("--points", nargs="+", help="grid points to try (default: GRID of each trainer)")

@@ -67,7 +67,7 @@ class CfgNode(_YacsCfgNode):
         guess = _suggest(self, key)
         if guess is not None:
             msg += f" Did you mean {guess}?"
-        msg += " Fix the spelling, or declare the key (e.g. in train.py's extend_cfg) before merging."
+        msg += " Fix the spelling, or declare the key before merging (in its method's add_config beside the trainer; in a CoOp checkout, train.py's extend_cfg)."
         return ConfigKeyError(msg)
 
     def _merge(self, merge_fn, arg, source: Optional[str]) -> None:

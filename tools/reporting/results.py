@@ -123,18 +123,9 @@ def collect_results(root: str) -> Tuple[List[RunResult], int]:
     return results, unfinished
 
 
-def read_config_value(log_path: str, dotted_key: str) -> Optional[str]:
-    """The value of e.g. TRAINER.EMPL.OPEN_LOSS_WEIGHT in the config of the run whose log is log_path
-    (tools/run_loading.py: its config.yaml, or the config dump in log.txt), as a string; None if
-    absent or the run has no readable config."""
-    try:
-        dump = run_loading.read_config_dump(os.path.dirname(log_path))
-    except run_loading.NotARunDirError:
-        return None
-    return config_string(dump, dotted_key)
-
-
 def config_string(dump: dict, dotted_key: str) -> Optional[str]:
+    """The value of e.g. TRAINER.EMPL.OPEN_LOSS_WEIGHT in a run's config dump
+    (run_loading.read_config_dump) as a string; None if absent or a node."""
     value = run_loading.config_value(dump, dotted_key)
     return None if value is None or isinstance(value, dict) else str(value)
 
