@@ -169,10 +169,9 @@ def config_value(config_file: str, opts: Sequence[str], key: str):
         if opts[i] == key:
             return opts[i + 1]
     from dassl.config.cfg_node import load_with_bases
+    from tools.run_loading import config_value as value_in
 
-    node = load_with_bases(config_file)
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
+    node = value_in(load_with_bases(config_file), key)  # also under the key's old name
     if node is not None:
         return node
     import launch
