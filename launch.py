@@ -16,8 +16,7 @@ import torch
 from dassl.config import get_cfg_default
 from dassl.engine import build_trainer
 from dassl.utils import (
-    CheckpointWriteError,
-    UnreadableImageError,
+    UserError,
     atomic_write,
     cleanup_distributed,
     collect_env_info,
@@ -222,9 +221,9 @@ def build_parser():
 
 # Errors that mean "fix your input" (or, for FloatingPointError, "your settings made the loss
 # diverge"): shown as one line instead of a traceback (set TRAIN_DEBUG=1 to see the traceback
-# anyway).
-USER_ERRORS = (FileNotFoundError, NotADirectoryError, PermissionError, KeyError, ValueError,
-               UnreadableImageError, FloatingPointError, CheckpointWriteError)
+# anyway). UserError is what the code raises on purpose for bad input (dassl/utils/errors.py); a
+# ValueError or KeyError from anywhere else is a bug and keeps its traceback.
+USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, PermissionError, FloatingPointError)
 
 
 def one_line(err):

@@ -33,6 +33,7 @@ from trainers.clip_backbone import l2_normalize, tokenize
 from trainers.clip_encoders import TextEncoder
 
 from . import render, world
+from dassl.utils import UserKeyError, UserValueError
 
 WORLD_CLIP_CONFIGS = {
     # 32x32 images in 4x4 patches (64 tokens + class token); width 64, 4 vision and 4 text blocks.
@@ -91,7 +92,7 @@ def load_shipped_weights(name: str) -> Dict[str, torch.Tensor]:
     expected = SHIPPED_SHA256.get(name)
     actual = file_sha256(path)
     if expected is not None and actual != expected:
-        raise ValueError(
+        raise UserValueError(
             f"{path} is not the shipped {name} (sha256 {actual[:12]}..., expected {expected[:12]}...): restore it "
             f"with `git checkout -- {os.path.relpath(path)}`; to use weights you pretrained yourself, set "
             "MODEL.BACKBONE.CHECKPOINT to their file instead"
@@ -138,9 +139,9 @@ def read_weights(path: str, name: str) -> Dict[str, torch.Tensor]:
         payload = torch.load(path, map_location="cpu", weights_only=False)
         missing = WEIGHT_FILE_KEYS - set(payload)
         if missing:
-            raise KeyError(f"not a weight file of {COMMAND} (no {sorted(missing)})")
+            raise UserKeyError(f"not a weight file of {COMMAND} (no {sorted(missing)})")
     except Exception as err:  # truncated zip, pickle garbage, not our file
-        raise ValueError(f"cannot read the {name} weights {path} ({type(err).__name__}: {err})") from None
+        raise UserValueError(f"cannot read the {name} weights {path} ({type(err).__name__}: {err})") from None
     return _full_state(payload, name)
 
 
@@ -170,11 +171,11 @@ def read_checkpoint(path: str, name: str) -> Dict[str, torch.Tensor]:
 def pretrain_config(name: str = "world-vit", **overrides) -> Dict:
     """Architecture, recipe and world version of a world CLIP, with ``overrides`` of recipe keys."""
     if name not in PRETRAIN_RECIPES:
-        raise ValueError(f"unknown world CLIP {name!r}; choose from {sorted(PRETRAIN_RECIPES)}")
+        raise UserValueError(f"unknown world CLIP {name!r}; choose from {sorted(PRETRAIN_RECIPES)}")
     recipe = dict(PRETRAIN_RECIPES[name])
     unknown = set(overrides) - set(recipe)
     if unknown:
-        raise ValueError(f"unknown pretraining keys {sorted(unknown)}; valid: {sorted(recipe)}")
+        raise UserValueError(f"unknown pretraining keys {sorted(unknown)}; valid: {sorted(recipe)}")
     recipe.update(overrides)
     return {"name": name, "architecture": WORLD_CLIP_CONFIGS[name], "recipe": recipe,
             "world_version": world.WORLD_VERSION}
@@ -247,7 +248,7 @@ def pretrain(config: Dict, device: str = "cpu", log_every: int = 250, log=log_li
     """
     recipe = config["recipe"]
     if recipe["warmup_fraction"] * recipe["steps"] < 2:
-        raise ValueError(f"warmup_fraction * steps must be at least 2 (one-cycle warmup), got {recipe}")
+        raise UserValueError(f"warmup_fraction * steps must be at least 2 (one-cycle warmup), got {recipe}")
     torch.manual_seed(recipe["seed"])
     model = clip_backbone.build_local_clip(config["name"]).to(device).train()
     heads = aux_heads(model.text_projection.shape[1]).to(device)

@@ -10,6 +10,7 @@ import pickle
 from collections import Counter
 
 from dassl.data.datasets import Datum
+from dassl.utils import UserValueError
 
 DOCS = "docs/DATASETS.md"
 # base_fit / base_heldout split the base classes again (first ceil(m/2) / the rest): tuning on a
@@ -20,7 +21,7 @@ SUBSAMPLE_CHOICES = ("all", "base", "new", "base_fit", "base_heldout")
 def check_subsample(cfg):
     subsample = cfg.DATASET.get("SUBSAMPLE_CLASSES", "all")
     if subsample not in SUBSAMPLE_CHOICES:
-        raise ValueError(
+        raise UserValueError(
             f"DATASET.SUBSAMPLE_CLASSES must be one of {', '.join(SUBSAMPLE_CHOICES)}, got {subsample!r}"
         )
     return subsample
@@ -57,21 +58,21 @@ def check_split(splits, source, fix):
     named = dict(zip(("train", "val", "test"), splits))
     for key, items in named.items():
         if items is not None and not items:
-            raise ValueError(f"{source}: the '{key}' split is empty. {fix}")
+            raise UserValueError(f"{source}: the '{key}' split is empty. {fix}")
     names = {x.label: x.classname for x in named["train"]}
     gaps = sorted(set(range(max(names) + 1)) - set(names))
     if gaps:
-        raise ValueError(f"{source}: the 'train' split has no images of label(s) {gaps[:5]} "
+        raise UserValueError(f"{source}: the 'train' split has no images of label(s) {gaps[:5]} "
                          f"(its labels run 0..{max(names)}). {fix}")
     for key in ("val", "test"):
         labels = {x.label for x in named[key]} if named[key] is not None else set(names)
         extra = sorted(labels - set(names))
         if extra:
-            raise ValueError(f"{source}: the '{key}' split has label(s) {extra[:5]} that 'train' lacks. {fix}")
+            raise UserValueError(f"{source}: the '{key}' split has label(s) {extra[:5]} that 'train' lacks. {fix}")
         absent = sorted(set(names) - labels)
         if key == "test" and absent:
             listed = ", ".join(repr(names[y]) for y in absent[:5])
-            raise ValueError(f"{source}: {len(absent)} class(es) have no 'test' images ({listed}). {fix}")
+            raise UserValueError(f"{source}: {len(absent)} class(es) have no 'test' images ({listed}). {fix}")
 
 
 def check_fewshot_cache(data, sources, path):
@@ -83,13 +84,13 @@ def check_fewshot_cache(data, sources, path):
         available = Counter(labels.values())
         foreign = [x.impath for x in data[key] if labels.get(x.impath, -1) != x.label]
         if foreign:
-            raise ValueError(f"{path} does not match the split: its '{key}' set has {len(foreign)} images the "
+            raise UserValueError(f"{path} does not match the split: its '{key}' set has {len(foreign)} images the "
                              f"split's '{key}' set lacks, e.g. {foreign[0]} (another split, or the dataset moved). {fix}")
         counts = Counter(x.label for x in data[key])
         wrong = sorted(y for y in available if counts[y] != min(shots, available[y]))
         if wrong:
             y = wrong[0]
-            raise ValueError(f"{path} does not match the split: its '{key}' set has {counts[y]} images of label {y}, "
+            raise UserValueError(f"{path} does not match the split: its '{key}' set has {counts[y]} images of label {y}, "
                              f"expected {min(shots, available[y])} ({len(wrong)} class(es) differ). {fix}")
 
 
@@ -101,7 +102,7 @@ def check_enough_shots(data_source, num_shots, source):
     if short:
         listed = ", ".join(f"'{names[label]}' (label {label}) has {n}" for n, label in short[:5])
         more = f" and {len(short) - 5} more classes" if len(short) > 5 else ""
-        raise ValueError(
+        raise UserValueError(
             f"DATASET.NUM_SHOTS={num_shots} but some classes have fewer training images: {listed}"
             f"{more} in {source}. Lower DATASET.NUM_SHOTS to at most {short[0][0]}."
         )
@@ -114,11 +115,11 @@ def load_fewshot_cache(path, keys, what="few-shot cache"):
         with open(path, "rb") as f:
             data = pickle.load(f)
     except Exception as err:  # truncated, not a pickle, or from an incompatible codebase
-        raise ValueError(f"malformed {what} {path}: {err!r}. Delete it to regenerate it.") from err
+        raise UserValueError(f"malformed {what} {path}: {err!r}. Delete it to regenerate it.") from err
     if not isinstance(data, dict) or not all(
         isinstance(data.get(k), list) and all(isinstance(x, Datum) for x in data[k]) for k in keys
     ):
-        raise ValueError(
+        raise UserValueError(
             f"malformed {what} {path}: expected lists of Datum under {list(keys)}. Delete it to regenerate it."
         )
     # One image per class and list: cheap on ImageNet's 1.3M, and catches a moved dataset.

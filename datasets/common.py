@@ -45,6 +45,7 @@ from .checks import (
     images_per_class,
     load_fewshot_cache,
 )
+from dassl.utils import UserKeyError, UserValueError
 
 
 # ----------------------------------------------------------------------------- file helpers
@@ -59,7 +60,7 @@ def read_json_file(path, what="file"):
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(
+        raise UserValueError(
             f"malformed {what} {path}: {err}. Delete it and fetch it again "
             "(python -m datasets.fetch_splits) or let it be rebuilt."
         ) from err
@@ -252,7 +253,7 @@ class CoOpDataset(DatasetBase):
         print(f"Reading split from {filepath}")
         split = read_json_file(filepath, "split file")
         if not isinstance(split, dict) or not all(isinstance(split.get(k), list) for k in ("train", "val", "test")):
-            raise ValueError(
+            raise UserValueError(
                 f"malformed split file {filepath}: expected a JSON object with lists 'train', 'val' and 'test'"
             )
         if not os.path.isdir(path_prefix):
@@ -268,7 +269,7 @@ class CoOpDataset(DatasetBase):
                     impath, label, classname = entry
                     out.append((os.path.join(path_prefix, impath), int(label), str(classname)))
                 except (TypeError, ValueError) as err:
-                    raise ValueError(
+                    raise UserValueError(
                         f"malformed split file {filepath}: bad '{key}' entry {entry!r} (expected "
                         f"[relative path, label, classname]): {err}"
                     ) from None
@@ -313,7 +314,7 @@ class CoOpDataset(DatasetBase):
         for label, idxs in tracker.items():
             n_val = round(len(idxs) * p_val)
             if n_val < 1:
-                raise ValueError(f"class {label} has {len(idxs)} trainval images: too few to split off a val set")
+                raise UserValueError(f"class {label} has {len(idxs)} trainval images: too few to split off a val set")
             random.shuffle(idxs)
             for n, idx in enumerate(idxs):
                 (val if n < n_val else train).append(trainval[idx])
@@ -325,7 +326,7 @@ class CoOpDataset(DatasetBase):
         0) classes of each data source; "all" returns them unchanged. base_fit / base_heldout:
         the first ceil(m/2) of the m base classes / the other base classes (tuning only)."""
         if subsample not in SUBSAMPLE_CHOICES:
-            raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be one of {SUBSAMPLE_CHOICES}, got {subsample!r}")
+            raise UserValueError(f"DATASET.SUBSAMPLE_CLASSES must be one of {SUBSAMPLE_CHOICES}, got {subsample!r}")
         if subsample == "all":
             return args
         labels = sorted({item.label for item in args[0]})
@@ -405,7 +406,7 @@ class ImageNetVariant(DatasetBase):
         folders = _subdirs(self.image_dir)  # skips README.txt and other files
         missing = [f for f in folders if f not in classnames]
         if missing:
-            raise KeyError(f"{self.image_dir}: folders {missing[:5]} are not in classnames.txt (ImageNet's is needed)")
+            raise UserKeyError(f"{self.image_dir}: folders {missing[:5]} are not in classnames.txt (ImageNet's is needed)")
         return [(f, classnames[f]) for f in folders]
 
     def read_data(self, classnames):

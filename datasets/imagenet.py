@@ -9,6 +9,7 @@ from dassl.utils import listdir_nohidden
 
 from .checks import check_split, images_per_class, load_fewshot_cache
 from .common import CoOpDataset, read_classnames, try_cache_write, write_pickle_atomic
+from dassl.utils import UserKeyError
 
 
 @DATASET_REGISTRY.register()
@@ -54,7 +55,7 @@ class ImageNet(CoOpDataset):
         items = []
         for label, folder in enumerate(folders):
             if folder not in classnames:
-                raise KeyError(f"ImageNet: folder {folder} of {split_dir} is not in classnames.txt")
+                raise UserKeyError(f"ImageNet: folder {folder} of {split_dir} is not in classnames.txt")
             for imname in files[folder]:
                 impath = os.path.join(split_dir, folder, imname)
                 items.append(Datum(impath=impath, label=label, classname=classnames[folder]))

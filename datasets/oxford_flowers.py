@@ -6,6 +6,7 @@ from collections import defaultdict
 from dassl.data.datasets import DATASET_REGISTRY, Datum
 
 from .common import CoOpDataset, read_json_file
+from dassl.utils import UserValueError
 
 
 @DATASET_REGISTRY.register()
@@ -35,7 +36,7 @@ class OxfordFlowers(CoOpDataset):
             random.shuffle(impaths)
             n_train, n_val = round(len(impaths) * 0.5), round(len(impaths) * 0.2)
             if min(n_train, n_val, len(impaths) - n_train - n_val) < 1:
-                raise ValueError(f"flower class {label} has {len(impaths)} images: too few to split")
+                raise UserValueError(f"flower class {label} has {len(impaths)} images: too few to split")
             cname = lab2cname[str(label)]
             for part, ims in ((train, impaths[:n_train]), (val, impaths[n_train:n_train + n_val]),
                               (test, impaths[n_train + n_val:])):

@@ -217,6 +217,11 @@ def _(c):
     return command(c, "OPTIM.LRR", "0.1")
 
 
+@case("command-line opts without a value", "odd number of items")
+def _(c):
+    return command(c, "OPTIM.LR")
+
+
 @case("config value of the wrong type", "OPTIM.MAX_EPOCH")
 def _(c):
     return command(c, "OPTIM.MAX_EPOCH", "ten")

@@ -12,6 +12,7 @@ import torch
 
 from tools.run_loading import build_trainer_from_run
 from trainers.empl import EMPLMixin
+from dassl.utils import UserValueError
 
 
 def run_label(run_dir: str) -> str:
@@ -36,7 +37,7 @@ def add_run_folder_arguments(parser: argparse.ArgumentParser, out_help: str, opt
 def run_labels(args: argparse.Namespace) -> List[str]:
     """--labels, or each run's run_label; also makes the --out folder."""
     if args.labels and len(args.labels) != len(args.runs):
-        raise ValueError(f"--labels gives {len(args.labels)} names for {len(args.runs)} runs")
+        raise UserValueError(f"--labels gives {len(args.labels)} names for {len(args.runs)} runs")
     os.makedirs(args.out, exist_ok=True)
     return list(args.labels) if args.labels else [run_label(run_dir) for run_dir in args.runs]
 
@@ -79,13 +80,13 @@ def trainer_prompts(trainer):
         level = "token + positional embeddings" if split == 0 else f"hidden states at text block {split}"
         return {"context": context.flatten(0, 1).float(), "text_features": features.flatten(0, 1).float(), "level": level}
     if not hasattr(learner, "ctx"):
-        raise ValueError(f"{type(trainer).__name__} has no learned context (ctx) to analyse")
+        raise UserValueError(f"{type(trainer).__name__} has no learned context (ctx) to analyse")
     if hasattr(learner, "context_sets"):
         context = learner.context_sets()  # [K, M, d]
     elif learner.ctx.dim() == 2:
         context = learner.ctx.unsqueeze(0)  # one shared context
     else:
-        raise ValueError("class-specific contexts (CSC) are one prompt per class, not a prompt set")
+        raise UserValueError("class-specific contexts (CSC) are one prompt per class, not a prompt set")
     return {
         "context": context.detach().float(),
         "text_features": trainer.inference_text_features().float(),

@@ -20,6 +20,7 @@ from typing import List, Tuple
 import torch
 
 from trainers.clip_backbone import _tokenizer
+from dassl.utils import UserValueError
 
 METRICS = ("euclidean", "cosine")
 
@@ -31,10 +32,10 @@ def nearest_tokens(ctx: torch.Tensor, token_embedding: torch.Tensor, topk: int =
     euclidean: ascending distance (CoOp's torch.cdist); cosine: descending cosine similarity.
     """
     if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        raise UserValueError(f"metric must be one of {METRICS}, got {metric!r}")
     ctx, table = ctx.float(), token_embedding.float()
     if ctx.shape[-1] != table.shape[-1]:
-        raise ValueError(
+        raise UserValueError(
             f"context width {ctx.shape[-1]} does not match the token embedding width {table.shape[-1]}: "
             "wrong --backbone for this checkpoint?"
         )
@@ -68,7 +69,7 @@ def context_from_checkpoint(path: str) -> torch.Tensor:
     state = load_checkpoint(path)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or "ctx" not in state:
-        raise ValueError(f"{path} holds no learned context 'ctx' (not a prompt_learner checkpoint?)")
+        raise UserValueError(f"{path} holds no learned context 'ctx' (not a prompt_learner checkpoint?)")
     return state["ctx"]
 
 
@@ -141,11 +142,11 @@ def build_parser():
 def main(argv=None) -> str:
     args = build_parser().parse_args(argv)
     if args.topk < 1:
-        raise ValueError(f"--topk must be >= 1, got {args.topk}")
+        raise UserValueError(f"--topk must be >= 1, got {args.topk}")
     notes = []
     if osp.isfile(args.source):
         if not args.backbone:
-            raise ValueError("a checkpoint file needs --backbone (the CLIP it was trained on), e.g. --backbone ViT-B/16")
+            raise UserValueError("a checkpoint file needs --backbone (the CLIP it was trained on), e.g. --backbone ViT-B/16")
         prompts = label_contexts(context_from_checkpoint(args.source))
         table = token_table(args.backbone, args.clip_checkpoint)
     elif osp.isdir(args.source):

@@ -29,6 +29,7 @@ from tools.analysis import add_run_folder_arguments, analyse_runs, write_csv
 from tools.embedding_stats import modality_gap_stats, summarize_gap_stats
 from tools.reporting.tables import md_table
 from trainers.clip_backbone import l2_normalize
+from dassl.utils import UserValueError
 
 SPLITS = ("test", "val", "train")
 SUMMARY_COLUMNS = (
@@ -47,7 +48,7 @@ def split_loader(trainer, split: str):
         return trainer.val_loader if trainer.val_loader is not None else trainer.test_loader
     if split == "train":
         return trainer.train_loader_x
-    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    raise UserValueError(f"split must be one of {SPLITS}, got {split!r}")
 
 
 @torch.no_grad()

@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from dassl.utils import UserValueError
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ BUNDLED = {
 }
 
 
-class ProtocolError(ValueError):
+class ProtocolError(UserValueError):
     """Bad input (unknown protocol, trainer, dataset, config): shown as one line."""
 
 

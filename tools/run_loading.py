@@ -15,13 +15,15 @@ from typing import Optional, Sequence
 import yaml
 from yacs.config import CfgNode as CN
 
+from dassl.utils import UserValueError
+
 CONFIG_FILE = "config.yaml"  # launch.CONFIG_FILE
 LOG_FILE = "log.txt"
 CONFIG_START = "** Config **"
 CONFIG_END = "Collecting env info"
 
 
-class NotARunDirError(ValueError):
+class NotARunDirError(UserValueError):
     """The folder was not written by train.py (or its checkpoints are missing)."""
 
 

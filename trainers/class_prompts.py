@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from .clip_backbone import CLIP, LEARNED_DTYPE, _tokenizer, clip, tokenize
+from .errors import UserValueError
 
 
 def clean_classname(name: str) -> str:
@@ -64,7 +65,7 @@ def leading_words_context(clip_model: CLIP, n_ctx: int, ctx_init: str, node: str
         words = ctx_init.replace("_", " ")
         embeddings = word_embeddings(clip_model, words)  # [n_tokens, d]
         if embeddings.shape[0] < n_ctx:
-            raise ValueError(
+            raise UserValueError(
                 f"{node}.CTX_INIT {ctx_init!r} has {embeddings.shape[0]} tokens, fewer than "
                 f"{node}.{n_ctx_key}={n_ctx}: use longer words or a smaller {n_ctx_key}"
             )
@@ -108,7 +109,7 @@ class ClassPrompts(nn.Module):
         if position == "end":
             return torch.cat([prefix, ctx, suffix], dim=1)
         if position not in ("middle", "front"):
-            raise ValueError(f"CLASS_TOKEN_POSITION must be end, middle or front, got {position!r}")
+            raise UserValueError(f"CLASS_TOKEN_POSITION must be end, middle or front, got {position!r}")
         half = self.n_ctx // 2
         prompts = []
         for i, name_len in enumerate(self.name_lens):

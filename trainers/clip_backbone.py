@@ -25,6 +25,7 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 from clip import clip  # noqa: E402
 from clip.model import CLIP
 from clip.simple_tokenizer import SimpleTokenizer
+from .errors import UserValueError
 
 _tokenizer = SimpleTokenizer()
 
@@ -88,7 +89,7 @@ def build_local_clip(name: str) -> CLIP:
     """A CLIP of LOCAL_CLIP_CONFIGS in fp32, initialised deterministically (same weights on
     every machine)."""
     if name not in LOCAL_CLIP_CONFIGS:
-        raise ValueError(f"unknown local CLIP {name!r}; choose from {sorted(LOCAL_CLIP_CONFIGS)}")
+        raise UserValueError(f"unknown local CLIP {name!r}; choose from {sorted(LOCAL_CLIP_CONFIGS)}")
     cpu_rng_state = torch.random.get_rng_state()
     torch.manual_seed(LOCAL_CLIP_SEED)
     try:
@@ -107,14 +108,14 @@ def read_clip_state_dict(path: str) -> Dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # truncated zip, pickle garbage, ...
-        raise ValueError(
+        raise UserValueError(
             f"cannot read CLIP weights from {path} ({type(err).__name__}: {err}); the file is "
             "corrupt or not a CLIP checkpoint: delete it and download it again"
         ) from err
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or "text_projection" not in state:
-        raise ValueError(f"{path} is not a CLIP checkpoint (no 'text_projection' weight)")
+        raise UserValueError(f"{path} is not a CLIP checkpoint (no 'text_projection' weight)")
     return state
 
 
@@ -133,7 +134,7 @@ def load_clip(cfg) -> CLIP:
         raise FileNotFoundError(f"MODEL.BACKBONE.CHECKPOINT={checkpoint}: no such file")
 
     if name.startswith(PRETRAINED_PREFIX) and name not in LOCAL_CLIP_WEIGHTS and not checkpoint:
-        raise ValueError(
+        raise UserValueError(
             f"MODEL.BACKBONE.NAME {name!r} is a world CLIP of the bundled benchmark, but no world CLIP of that "
             "name is registered: call benchmark.register() before building the trainer (train.py does), and "
             f"check the name (registered: {sorted(n for n in LOCAL_CLIP_WEIGHTS if n.startswith(PRETRAINED_PREFIX))})"
@@ -148,7 +149,7 @@ def load_clip(cfg) -> CLIP:
 
     if not checkpoint:
         if name not in clip._MODELS:
-            raise ValueError(
+            raise UserValueError(
                 f"unknown MODEL.BACKBONE.NAME {name!r}: use one of {sorted(clip._MODELS)} or "
                 f"{sorted(LOCAL_CLIP_CONFIGS)}, or set MODEL.BACKBONE.CHECKPOINT to a local file"
             )
@@ -171,7 +172,7 @@ def resolve_precision(prec: str, device: torch.device, half_on_cpu: bool = False
     unless half_on_cpu (MODEL.BACKBONE.HALF_ON_CPU) asks for the GPU's half-precision path there
     too: fp16 weights, or autocast (`autocast_dtype`) with a GradScaler."""
     if prec not in PRECISIONS:
-        raise ValueError(f"PREC must be one of {PRECISIONS}, got {prec!r}")
+        raise UserValueError(f"PREC must be one of {PRECISIONS}, got {prec!r}")
     if half_on_cpu:
         return prec
     if prec == "fp16" and device.type == "cpu":

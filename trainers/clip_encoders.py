@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .clip_backbone import CLIP
+from .errors import UserValueError
 
 
 def self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, causal: bool) -> torch.Tensor:
@@ -119,7 +120,7 @@ class VisionEncoder(nn.Module):
     def __init__(self, visual: nn.Module):
         super().__init__()
         if not hasattr(visual, "transformer") or not hasattr(visual, "class_embedding"):
-            raise ValueError(
+            raise UserValueError(
                 f"prompted image encoding needs a ViT CLIP (got {type(visual).__name__}); "
                 "use a ViT backbone such as ViT-B/16"
             )

@@ -10,6 +10,7 @@ from .class_prompts import ClassPromptLearner, init_context
 from .clip_backbone import l2_normalize
 from .prompted_clip import ClassTextCLIP
 from .prompt_trainer import ClipPromptTrainer, declare_node, register_trainer
+from .errors import UserValueError
 
 
 def add_config(cfg):
@@ -51,7 +52,7 @@ class PromptLearner(ClassPromptLearner):
     def context_sets(self):
         """The shared context as one prompt set (EMPL's anchor): [M, d] -> [1, M, d]."""
         if self.ctx.dim() != 2:
-            raise ValueError(
+            raise UserValueError(
                 "class-specific contexts (TRAINER.COOP.CSC True) are one context per class, not a prompt set "
                 "shared by all classes: context_sets() needs CSC False (or CTX_INIT, which gives a shared context)"
             )
@@ -81,7 +82,7 @@ class CoOp(ClipPromptTrainer):
         super().check_cfg(cfg)
         position = cfg.TRAINER.COOP.CLASS_TOKEN_POSITION
         if position not in ("end", "middle", "front"):
-            raise ValueError(f"TRAINER.COOP.CLASS_TOKEN_POSITION must be end, middle or front, got {position!r}")
+            raise UserValueError(f"TRAINER.COOP.CLASS_TOKEN_POSITION must be end, middle or front, got {position!r}")
 
     def build_custom_clip(self, cfg, classnames, clip_model):
         return CustomCLIP(cfg, classnames, clip_model)

@@ -26,6 +26,7 @@ from .multi_prompt_losses import (free_energy, mixture_log_probs, mixture_nll, o
 from .open_vocab import OpenVocabulary
 from .prompt_trainer import EvalCache
 from .sgld import BACKPROPS, SGLD_GRADIENTS, SGLDResult, langevin_sample, sgld_options
+from .errors import UserValueError
 
 CONDITIONS = ("batch", "image")
 # Private generators are seeded at cfg.SEED plus an offset, so their streams differ from the
@@ -124,12 +125,12 @@ class LayerSplitText:
     def __init__(self, text_encoder, sgld_layers: int, n_ctx: int, deep_prompt_blocks: Collection[int] = ()):
         depth = text_encoder.num_layers
         if not 1 <= sgld_layers <= depth:
-            raise ValueError(f"TRAINER.EMPL.SGLD_LAYERS must be in 1..{depth} for this CLIP, got {sgld_layers}")
+            raise UserValueError(f"TRAINER.EMPL.SGLD_LAYERS must be in 1..{depth} for this CLIP, got {sgld_layers}")
         self.encoder = text_encoder
         self.split = depth - sgld_layers
         self.n_ctx = n_ctx
         if deep_prompt_blocks and max(deep_prompt_blocks) > self.split:
-            raise ValueError(
+            raise UserValueError(
                 f"TRAINER.EMPL.SGLD_LAYERS={sgld_layers} samples prompts at text block {self.split}, but the host "
                 f"has deep text prompts up to block {max(deep_prompt_blocks)}, which would overwrite them: "
                 f"use SGLD_LAYERS <= {depth - max(deep_prompt_blocks)} or a smaller prompt depth"
@@ -178,26 +179,26 @@ class LayerSplitText:
 def check_empl_cfg(empl) -> None:
     """Clear errors for TRAINER.EMPL values the code cannot run with."""
     if empl.CONDITION not in CONDITIONS:
-        raise ValueError(f"TRAINER.EMPL.CONDITION must be one of {CONDITIONS}, got {empl.CONDITION!r}")
+        raise UserValueError(f"TRAINER.EMPL.CONDITION must be one of {CONDITIONS}, got {empl.CONDITION!r}")
     if empl.INFERENCE not in INFERENCE_MODES:
-        raise ValueError(f"TRAINER.EMPL.INFERENCE must be one of {INFERENCE_MODES}, got {empl.INFERENCE!r}")
+        raise UserValueError(f"TRAINER.EMPL.INFERENCE must be one of {INFERENCE_MODES}, got {empl.INFERENCE!r}")
     if empl.SGLD_GRADIENT not in SGLD_GRADIENTS:
-        raise ValueError(f"TRAINER.EMPL.SGLD_GRADIENT must be one of {SGLD_GRADIENTS}, got {empl.SGLD_GRADIENT!r}")
+        raise UserValueError(f"TRAINER.EMPL.SGLD_GRADIENT must be one of {SGLD_GRADIENTS}, got {empl.SGLD_GRADIENT!r}")
     if empl.OPEN_LOSS not in ("entropy", "energy", "none"):
-        raise ValueError(f"TRAINER.EMPL.OPEN_LOSS must be entropy, energy or none, got {empl.OPEN_LOSS!r}")
+        raise UserValueError(f"TRAINER.EMPL.OPEN_LOSS must be entropy, energy or none, got {empl.OPEN_LOSS!r}")
     if empl.BACKPROP not in BACKPROPS:
-        raise ValueError(f"TRAINER.EMPL.BACKPROP must be detach or full, got {empl.BACKPROP!r}")
+        raise UserValueError(f"TRAINER.EMPL.BACKPROP must be detach or full, got {empl.BACKPROP!r}")
     for key in ("N_CHAINS", "SGLD_STEPS", "N_UNSEEN", "TEST_TOP_K"):
         if empl[key] < 0:
-            raise ValueError(f"TRAINER.EMPL.{key} must be >= 0, got {empl[key]}")
+            raise UserValueError(f"TRAINER.EMPL.{key} must be >= 0, got {empl[key]}")
     if empl.SGLD_STEP_SIZE <= 0 or empl.ENERGY_TEMP <= 0:
-        raise ValueError("TRAINER.EMPL.SGLD_STEP_SIZE and ENERGY_TEMP must be > 0")
+        raise UserValueError("TRAINER.EMPL.SGLD_STEP_SIZE and ENERGY_TEMP must be > 0")
     if empl.IN_LOSS not in IN_LOSSES:
-        raise ValueError(f"TRAINER.EMPL.IN_LOSS must be one of {IN_LOSSES}, got {empl.IN_LOSS!r}")
+        raise UserValueError(f"TRAINER.EMPL.IN_LOSS must be one of {IN_LOSSES}, got {empl.IN_LOSS!r}")
     if empl.VOCAB_EXCLUDE not in VOCAB_EXCLUDES:
-        raise ValueError(f"TRAINER.EMPL.VOCAB_EXCLUDE must be one of {VOCAB_EXCLUDES}, got {empl.VOCAB_EXCLUDE!r}")
+        raise UserValueError(f"TRAINER.EMPL.VOCAB_EXCLUDE must be one of {VOCAB_EXCLUDES}, got {empl.VOCAB_EXCLUDE!r}")
     if empl.PERSISTENT and empl.CONDITION == "image":
-        raise ValueError(
+        raise UserValueError(
             "TRAINER.EMPL.PERSISTENT True continues each training step's chains from the previous step's, "
             "which needs chains that outlive a batch; with CONDITION image the chains belong to the images of "
             "one batch: set PERSISTENT False, or CONDITION batch"
@@ -296,7 +297,7 @@ class EMPLMixin:
         """Two-stage training (TRAINER.EMPL.HOST_RUN): load the prompt learner of a host training
         run's last epoch before EMPL's own training starts."""
         if host_run == "auto":
-            raise ValueError(
+            raise UserValueError(
                 "TRAINER.EMPL.HOST_RUN auto asks the protocol driver (tools/run_protocol.py, compare.py, "
                 "scripts/quickstart.sh) to train the host first and pass its folder; with train.py alone, "
                 "pass the --output-dir of the host's training run (or leave the key empty to start from CTX_INIT)"
@@ -330,7 +331,7 @@ class EMPLMixin:
         with open(path, encoding="utf-8") as f:
             host_backbone = ((yaml.safe_load(f) or {}).get("MODEL") or {}).get("BACKBONE", {}).get("NAME")
         if host_backbone is not None and host_backbone != self.cfg.MODEL.BACKBONE.NAME:
-            raise ValueError(
+            raise UserValueError(
                 f"TRAINER.EMPL.HOST_RUN {host_run} was trained with MODEL.BACKBONE.NAME {host_backbone}, this run "
                 f"uses {self.cfg.MODEL.BACKBONE.NAME}: train the host with the same CLIP (TRAINER.EMPL.HOST_CONFIG "
                 "names the host's config that HOST_RUN auto trains)"
@@ -357,7 +358,7 @@ class EMPLMixin:
             return list(dataset.classnames)
         every = getattr(dataset, "all_classnames", None)
         if every is None:
-            raise ValueError(
+            raise UserValueError(
                 f"TRAINER.EMPL.VOCAB_EXCLUDE dataset removes every class of the dataset from the open vocabulary, "
                 f"but {type(dataset).__name__} does not list them (this repository's datasets record all_classnames): "
                 "add it to the dataset, or use VOCAB_EXCLUDE training"
@@ -506,7 +507,7 @@ class EMPLMixin:
         group_hidden = hidden.repeat_interleave(groups, dim=0) if per_image else hidden
         if class_index is not None:  # per image, its own classes
             if not per_image or not torch.is_tensor(eot):
-                raise ValueError("TRAINER.EMPL.TEST_TOP_K needs per-image sampling of prompts with the class name at the end")
+                raise UserValueError("TRAINER.EMPL.TEST_TOP_K needs per-image sampling of prompts with the class name at the end")
             group_hidden = hidden[:, class_index].flatten(0, 1)  # [K*B, k, T, d]
             eot = eot[class_index].repeat(n_sets, 1)  # [K*B, k]
         # The energy is a function of H alone: the images are constants in it.
@@ -620,7 +621,7 @@ class EMPLMixin:
         """Amortized mode's condition [B, D], saved by the training run (refresh_calibration)."""
         features = self.model.prompt_learner.calibration_features
         if features.numel() == 0:
-            raise ValueError(
+            raise UserValueError(
                 "TRAINER.EMPL.INFERENCE amortized conditions on training images saved with the checkpoint, and "
                 "this model has none (a checkpoint from before they were saved, or no --model-dir): retrain it, "
                 "or evaluate with TRAINER.EMPL.INFERENCE sample or anchor"

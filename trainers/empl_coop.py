@@ -7,6 +7,7 @@ N+1 softmaxes (EMPLMixin's default). Keys: TRAINER.EMPL.* (README, "EMPL configu
 from . import coop
 from .empl import EMPLMixin
 from .prompt_trainer import register_trainer
+from .errors import UserValueError
 
 
 @register_trainer
@@ -16,7 +17,7 @@ class EMPL_CoOp(EMPLMixin, coop.CoOp):
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
         if cfg.TRAINER.COOP.CSC or cfg.TRAINER.COOP.CLASS_TOKEN_POSITION != "end":
-            raise ValueError(
+            raise UserValueError(
                 "EMPL_CoOp samples one context shared by all classes: it needs TRAINER.COOP.CSC False "
                 "and TRAINER.COOP.CLASS_TOKEN_POSITION end"
             )

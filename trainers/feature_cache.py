@@ -20,6 +20,7 @@ import hashlib
 from typing import Callable, Dict, Hashable
 
 import torch
+from .errors import UserValueError
 
 # Dassl's random INPUT.TRANSFORMS (the names both Dassl.pytorch and the bundled dassl use).
 # Kept here rather than imported: real Dassl, in a CoOp checkout, exports no such list.
@@ -38,7 +39,7 @@ def check_cacheable(cfg) -> None:
     """CACHE_IMAGE_FEATURES needs training images that are the same at every epoch."""
     random_ones = [t for t in cfg.INPUT.TRANSFORMS if t in RANDOM_TRANSFORMS]
     if random_ones:
-        raise ValueError(
+        raise UserValueError(
             f"MODEL.BACKBONE.CACHE_IMAGE_FEATURES True needs deterministic INPUT.TRANSFORMS, but {random_ones} "
             "change the images at every epoch: drop them or set CACHE_IMAGE_FEATURES False"
         )

@@ -46,6 +46,7 @@ from .class_prompts import clean_classname
 from .clip_backbone import l2_normalize, tokenize
 from .prompt_trainer import register_trainer
 from .zsclip import CUSTOM_TEMPLATES, DEFAULT_TEMPLATE
+from .errors import UserValueError
 
 
 def add_config(cfg):
@@ -110,7 +111,7 @@ class KgCoOp(coop.CoOp):
         super().check_cfg(cfg)
         weight = cfg.TRAINER.COOP.W
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-            raise ValueError(f"TRAINER.COOP.W (weight of KgCoOp's knowledge-guided term) must be >= 0, got {weight!r}")
+            raise UserValueError(f"TRAINER.COOP.W (weight of KgCoOp's knowledge-guided term) must be >= 0, got {weight!r}")
 
     def template(self) -> str:
         """The dataset's hand-written prompt: its own (zero_shot_template), else the reference's table."""

@@ -25,6 +25,7 @@ import torch.nn as nn
 from .class_prompts import ClassPromptLearner, leading_words_context
 from .prompted_clip import DeepPromptedCLIP
 from .prompt_trainer import ClipPromptTrainer, declare_node, register_trainer
+from .errors import UserValueError
 
 
 def add_config(cfg):
@@ -33,7 +34,7 @@ def add_config(cfg):
 
 def check_prompt_depth(depth: int, text_layers: int, vision_layers: int) -> None:
     if not 1 <= depth <= min(text_layers, vision_layers):
-        raise ValueError(
+        raise UserValueError(
             f"TRAINER.MAPLE.PROMPT_DEPTH must be in 1..{min(text_layers, vision_layers)} for this CLIP "
             f"({text_layers} text and {vision_layers} vision blocks), got {depth}"
         )
@@ -108,9 +109,9 @@ class MaPLe(ClipPromptTrainer):
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
         if cfg.TRAINER.MAPLE.PROMPT_DEPTH < 1:
-            raise ValueError(f"TRAINER.MAPLE.PROMPT_DEPTH must be >= 1, got {cfg.TRAINER.MAPLE.PROMPT_DEPTH}")
+            raise UserValueError(f"TRAINER.MAPLE.PROMPT_DEPTH must be >= 1, got {cfg.TRAINER.MAPLE.PROMPT_DEPTH}")
         if cfg.TRAINER.MAPLE.N_CTX < 1:
-            raise ValueError(f"TRAINER.MAPLE.N_CTX must be >= 1, got {cfg.TRAINER.MAPLE.N_CTX}")
+            raise UserValueError(f"TRAINER.MAPLE.N_CTX must be >= 1, got {cfg.TRAINER.MAPLE.N_CTX}")
 
     def build_custom_clip(self, cfg, classnames, clip_model):
         return CustomCLIP(cfg, classnames, clip_model)

@@ -5,6 +5,7 @@ Shapes: B images, C classes, K (or S) prompts, D feature width. Features are L2-
 """
 import torch
 import torch.nn.functional as F
+from .errors import UserValueError
 
 
 def free_energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -55,7 +56,7 @@ def open_vocabulary_loss(seen_logits: torch.Tensor, unseen_logits: torch.Tensor,
     if kind == "energy":
         gap = torch.logsumexp(unseen_logits.float(), -1) - torch.logsumexp(seen_logits.float(), -1)
         return F.relu(gap).mean()
-    raise ValueError(f"TRAINER.EMPL.OPEN_LOSS must be 'entropy', 'energy' or 'none', got {kind!r}")
+    raise UserValueError(f"TRAINER.EMPL.OPEN_LOSS must be 'entropy', 'energy' or 'none', got {kind!r}")
 
 
 def proda_gaussian_bound_loss(prompt_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ import os
 import random
 import re
 from typing import Iterable, List, Sequence
+from .errors import UserValueError
 
 MIN_WORD_LENGTH = 3
 DEFAULT_VOCAB_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "open_vocabulary.txt.gz")
@@ -52,7 +53,7 @@ def read_word_file(path: str) -> tuple:
         words = [line.strip().lower() for line in f]
     words = tuple(sorted({w for w in words if w and not w.startswith("#")}))
     if not words:
-        raise ValueError(f"TRAINER.EMPL.VOCAB_FILE: {path} holds no words")
+        raise UserValueError(f"TRAINER.EMPL.VOCAB_FILE: {path} holds no words")
     return words
 
 
@@ -75,7 +76,7 @@ class OpenVocabulary:
         excluded = name_words(exclude_classnames)
         self.words: List[str] = [w for w in words if w.lower() not in excluded]
         if not self.words:
-            raise ValueError("the open vocabulary is empty once the class names are removed")
+            raise UserValueError("the open vocabulary is empty once the class names are removed")
         self._rng = random.Random(seed)
 
     def __len__(self):

@@ -31,6 +31,7 @@ from .multi_prompt_losses import (
     prompt_orthogonality,
 )
 from .prompt_trainer import ClipPromptTrainer, register_trainer
+from .errors import UserValueError
 
 
 def add_config(cfg):
@@ -73,21 +74,21 @@ INFERENCE_TEXT_BATCH = 8192
 def check_proda_cfg(proda) -> None:
     """Clear errors for TRAINER.PRODA values the code cannot run with."""
     if proda.N_PROMPTS < 1:
-        raise ValueError(f"TRAINER.PRODA.N_PROMPTS must be >= 1, got {proda.N_PROMPTS}")
+        raise UserValueError(f"TRAINER.PRODA.N_PROMPTS must be >= 1, got {proda.N_PROMPTS}")
     batch = proda.PROMPT_BATCH
     if batch < 0 or batch > proda.N_PROMPTS or (batch > 0 and proda.N_PROMPTS % batch):
-        raise ValueError(
+        raise UserValueError(
             f"TRAINER.PRODA.PROMPT_BATCH must be 0 (all prompts every step) or divide N_PROMPTS "
             f"({proda.N_PROMPTS}): the prompts are drawn in batches of it, every prompt once per round; got {batch}"
         )
     if proda.CLASS_TOKEN_POSITION not in CLASS_TOKEN_POSITIONS:
-        raise ValueError(
+        raise UserValueError(
             f"TRAINER.PRODA.CLASS_TOKEN_POSITION must be one of {CLASS_TOKEN_POSITIONS}, "
             f"got {proda.CLASS_TOKEN_POSITION!r}")
     if proda.COVARIANCE not in COVARIANCES:
-        raise ValueError(f"TRAINER.PRODA.COVARIANCE must be one of {COVARIANCES}, got {proda.COVARIANCE!r}")
+        raise UserValueError(f"TRAINER.PRODA.COVARIANCE must be one of {COVARIANCES}, got {proda.COVARIANCE!r}")
     if proda.ORTHO_LOSS not in ORTHO_LOSSES:
-        raise ValueError(f"TRAINER.PRODA.ORTHO_LOSS must be one of {ORTHO_LOSSES}, got {proda.ORTHO_LOSS!r}")
+        raise UserValueError(f"TRAINER.PRODA.ORTHO_LOSS must be one of {ORTHO_LOSSES}, got {proda.ORTHO_LOSS!r}")
 
 
 def prompt_positions(n_prompts: int, position: str) -> Tuple[str, ...]:
@@ -153,7 +154,7 @@ class PromptLearner(ClassPromptLearner):
         super().__init__()
         proda = cfg.TRAINER.PRODA
         if proda.N_PROMPTS < 1:
-            raise ValueError(f"TRAINER.PRODA.N_PROMPTS must be >= 1, got {proda.N_PROMPTS}")
+            raise UserValueError(f"TRAINER.PRODA.N_PROMPTS must be >= 1, got {proda.N_PROMPTS}")
         ctx, prompt_prefix = init_context(clip_model, proda.N_CTX, proda.CTX_INIT, n_sets=proda.N_PROMPTS)
         if proda.CTX_INIT:  # identical sets would have zero spread: perturb all but the first
             ctx[1:] += 0.02 * torch.randn_like(ctx[1:])

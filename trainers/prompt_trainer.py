@@ -21,6 +21,7 @@ from dassl.utils import load_checkpoint, load_pretrained_weights
 
 from .clip_backbone import autocast_dtype, half_on_cpu, load_clip, resolve_precision, set_clip_precision
 from .feature_cache import image_feature_cache
+from .errors import UserValueError
 
 
 @dataclass
@@ -74,7 +75,7 @@ class ClipPromptTrainer(TrainerX):
     def check_cfg(self, cfg):
         prec = cfg.TRAINER[self.cfg_node].PREC
         if prec not in ("fp16", "fp32", "amp"):
-            raise ValueError(f"TRAINER.{self.cfg_node}.PREC must be fp16, fp32 or amp, got {prec!r}")
+            raise UserValueError(f"TRAINER.{self.cfg_node}.PREC must be fp16, fp32 or amp, got {prec!r}")
 
     def build_custom_clip(self, cfg, classnames, clip_model):
         raise NotImplementedError
@@ -86,7 +87,7 @@ class ClipPromptTrainer(TrainerX):
         print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
         clip_model = load_clip(cfg)
         if cfg.INPUT.SIZE[0] != clip_model.visual.input_resolution:
-            raise ValueError(
+            raise UserValueError(
                 f"INPUT.SIZE {tuple(cfg.INPUT.SIZE)} does not match the input resolution of "
                 f"{cfg.MODEL.BACKBONE.NAME} ({clip_model.visual.input_resolution}): set INPUT.SIZE"
             )

@@ -40,6 +40,7 @@ from .clip_encoders import TextEncoder
 from .prompted_clip import DeepPromptedCLIP, PromptedCLIP
 from .imagenet_templates import IMAGENET_TEMPLATES
 from .prompt_trainer import ClipPromptTrainer, declare_node, register_trainer
+from .errors import UserValueError
 
 
 def add_config(cfg):
@@ -127,12 +128,12 @@ class VLPromptLearner(ClassPromptLearner):
 
 def check_depths(text_depth: int, vision_depth: int, text_layers: int, vision_layers: int) -> None:
     if not 1 <= text_depth <= text_layers:
-        raise ValueError(
+        raise UserValueError(
             f"TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT must be in 1..{text_layers} for this CLIP ({text_layers} text "
             f"blocks), got {text_depth}"
         )
     if not 0 <= vision_depth <= vision_layers:
-        raise ValueError(
+        raise UserValueError(
             f"TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION must be in 0..{vision_layers} for this CLIP ({vision_layers} "
             f"vision blocks), got {vision_depth}"
         )
@@ -256,7 +257,7 @@ def gpa_weights(n_epochs: int, mean: float, std: float) -> List[float]:
     The reference evaluates the Gaussian pdf at 1 .. MAX_EPOCH and divides by the sum (the pdf's
     constant cancels); here in log space, so that far-off epochs cannot make every weight 0."""
     if std <= 0:
-        raise ValueError(f"TRAINER.PROMPTSRC.GPA_STD must be > 0, got {std}")
+        raise UserValueError(f"TRAINER.PROMPTSRC.GPA_STD must be > 0, got {std}")
     if n_epochs < 1:
         return []
     log_w = [-0.5 * ((e - mean) / std) ** 2 for e in range(1, n_epochs + 1)]
@@ -276,7 +277,7 @@ class GaussianPromptAggregation:
 
     def add(self, epoch: int, params: Mapping[str, torch.Tensor]) -> None:
         if not 0 <= epoch < len(self.weights):
-            raise ValueError(
+            raise UserValueError(
                 f"GPA has weights for {len(self.weights)} epochs (OPTIM.MAX_EPOCH), not for epoch {epoch + 1}"
             )
         weight = self.weights[epoch]
@@ -316,13 +317,13 @@ class PromptSRC(ClipPromptTrainer):
         super().check_cfg(cfg)
         src = cfg.TRAINER.PROMPTSRC
         if src.PROMPT_DEPTH_TEXT < 1:
-            raise ValueError(f"TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT must be >= 1, got {src.PROMPT_DEPTH_TEXT}")
+            raise UserValueError(f"TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT must be >= 1, got {src.PROMPT_DEPTH_TEXT}")
         if src.PROMPT_DEPTH_VISION < 0:
-            raise ValueError(f"TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION must be >= 0, got {src.PROMPT_DEPTH_VISION}")
+            raise UserValueError(f"TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION must be >= 0, got {src.PROMPT_DEPTH_VISION}")
         if src.N_CTX_TEXT < 1:
-            raise ValueError(f"TRAINER.PROMPTSRC.N_CTX_TEXT must be >= 1, got {src.N_CTX_TEXT}")
+            raise UserValueError(f"TRAINER.PROMPTSRC.N_CTX_TEXT must be >= 1, got {src.N_CTX_TEXT}")
         if src.PROMPT_DEPTH_VISION > 0 and src.N_CTX_VISION < 1:
-            raise ValueError(f"TRAINER.PROMPTSRC.N_CTX_VISION must be >= 1 with vision prompts, got {src.N_CTX_VISION}")
+            raise UserValueError(f"TRAINER.PROMPTSRC.N_CTX_VISION must be >= 1 with vision prompts, got {src.N_CTX_VISION}")
         gpa_weights(cfg.OPTIM.MAX_EPOCH, src.GPA_MEAN, src.GPA_STD)  # GPA_STD > 0
 
     def build_custom_clip(self, cfg, classnames, clip_model):

@@ -11,15 +11,20 @@ import yaml
 from yacs.config import CfgNode as _YacsCfgNode
 
 from .retired_keys import RETIRED_KEYS
+from dassl.utils.errors import UserError, UserKeyError, UserValueError
 
 __all__ = ["CfgNode", "ConfigKeyError"]
 
 
-class ConfigKeyError(KeyError):
+class ConfigKeyError(UserKeyError):
     """Unknown config key. Subclasses KeyError, which is what yacs raises."""
 
-    def __str__(self) -> str:  # KeyError would print the repr (with quotes)
-        return str(self.args[0]) if self.args else ""
+
+def _input_error(err: Exception, source: Optional[str]) -> UserValueError:
+    """yacs's own complaint about a config file or the opts (an odd-length override list, a
+    renamed or deprecated key) as a user error that names where it came from."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    return UserValueError(f"{text} (in {source})" if source else text)
 
 
 def _suggest(root: _YacsCfgNode, key: str) -> Optional[str]:
@@ -74,22 +79,24 @@ class CfgNode(_YacsCfgNode):
         prefixes = ("Non-existent config key: ", "Non-existent key: ")
         try:
             merge_fn(arg)
+        except UserError:
+            raise
         except ValueError as e:
             match = _TYPE_MISMATCH.match(str(e))
             if match is None:
-                raise
+                raise _input_error(e, source) from None
             expected, given, old, new, key = match.groups()
             where = f" in {source}" if source else ""
             hint = f" (write {new}.0)" if (expected, given) == ("float", "int") else ""
             article = "an" if expected[0] in "aeiou" else "a"
-            raise ValueError(
+            raise UserValueError(
                 f"{key} takes {article} {expected} (default {old}), got {given} {new}{where}: "
                 f"give {article} {expected}{hint}"
             ) from None
         except (KeyError, AssertionError) as e:
             text = str(e.args[0]) if e.args else ""
-            if isinstance(e, ConfigKeyError) or not text.startswith(prefixes):
-                raise
+            if not text.startswith(prefixes):
+                raise _input_error(e, source) from None
             key = text.split(": ", 1)[1]
             raise self._unknown_key(key, source) from None
 
@@ -106,7 +113,7 @@ class CfgNode(_YacsCfgNode):
 
     def merge_from_list(self, cfg_list: list) -> None:
         if len(cfg_list) % 2 != 0:
-            raise ValueError(
+            raise UserValueError(
                 f"Config overrides must be KEY VALUE pairs, got an odd number of items: {cfg_list}"
             )
         renamed = self.renamed_keys()
@@ -130,7 +137,7 @@ class CfgNode(_YacsCfgNode):
         cfg = cfg.clone()
         for old, new in present.items():
             if _has(cfg, new):
-                raise ValueError(f"{source} sets both {new} and its old name {old}: keep {new}")
+                raise UserValueError(f"{source} sets both {new} and its old name {old}: keep {new}")
             value = _pop(cfg, old)
             node = cfg
             for part in new.split(".")[:-1]:
@@ -149,12 +156,16 @@ def load_with_bases(path: str, seen=()) -> _YacsCfgNode:
     """The config file's keys over those of its _BASE_ file(s), as plain yacs nodes."""
     try:
         with open(path, "r") as f:
-            cfg = _YacsCfgNode.load_cfg(f)  # plain nodes, see CfgNode's docstring
+            data = yaml.safe_load(f)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or err
-        raise ValueError(f"config file {path} is not valid YAML{where}: {problem}") from None
+        raise UserValueError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    if data is not None and not isinstance(data, dict):
+        raise UserValueError(f"config file {path} holds a YAML {type(data).__name__}, not KEY: VALUE entries: "
+                             "write it as nested keys, as in configs/trainers/CoOp/vit_b16.yaml")
+    cfg = _YacsCfgNode(data)  # plain nodes, see CfgNode's docstring
     base = cfg.pop(BASE_KEY, None)
     if base is None:
         return cfg
@@ -163,7 +174,7 @@ def load_with_bases(path: str, seen=()) -> _YacsCfgNode:
         raise FileNotFoundError(f"{BASE_KEY} {base} of config file {path} not found ({base_path}): "
                                 "give a path relative to that file")
     if base_path in seen:
-        raise ValueError(f"{BASE_KEY} of config file {path} leads back to {base_path}: remove the cycle")
+        raise UserValueError(f"{BASE_KEY} of config file {path} leads back to {base_path}: remove the cycle")
     return _override(load_with_bases(base_path, seen + (os.path.normpath(path),)), cfg)
 
 

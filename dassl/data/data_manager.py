@@ -11,6 +11,7 @@ from dassl.utils import UnreadableImageError, get_rank, get_world_size, is_distr
 from .datasets import build_dataset
 from .samplers import DistributedSampler, ShardSampler, SkipSampler, build_sampler
 from .transforms import INTERPOLATION_MODES, build_transform, random_choices
+from dassl.utils.errors import UserValueError
 
 
 def build_data_loader(cfg, sampler_type="SequentialSampler", data_source=None, batch_size=64,
@@ -19,7 +20,7 @@ def build_data_loader(cfg, sampler_type="SequentialSampler", data_source=None, b
     (default DatasetWrapper). Training loaders drop the last incomplete batch when the data
     holds at least one full batch."""
     if not data_source:
-        raise ValueError("build_data_loader: data_source is empty")
+        raise UserValueError("build_data_loader: data_source is empty")
     if is_distributed():
         sampler, batch_size = _distributed_sampler(cfg, sampler_type, data_source, batch_size, is_train)
     else:
@@ -50,12 +51,12 @@ def _distributed_sampler(cfg, sampler_type, data_source, batch_size, is_train):
     if not is_train:
         return ShardSampler(data_source, world, rank), batch_size
     if sampler_type not in ("RandomSampler", "SequentialSampler"):
-        raise ValueError(
+        raise UserValueError(
             f"distributed training supports the RandomSampler and SequentialSampler training "
             f"samplers, not {sampler_type}: run it in one process"
         )
     if batch_size % world != 0:
-        raise ValueError(
+        raise UserValueError(
             f"the training batch size {batch_size} is the global batch under torchrun and must be "
             f"divisible by the number of processes ({world}): change DATALOADER.TRAIN_X.BATCH_SIZE "
             "or --nproc_per_node"
@@ -172,7 +173,7 @@ class DataManager:
             kept, bad = drop_unreadable_images(data, attr.strip("_"))
             if bad:
                 if not kept:
-                    raise ValueError(f"every image of the {attr.strip('_')} split is unreadable "
+                    raise UserValueError(f"every image of the {attr.strip('_')} split is unreadable "
                                      f"(first: {bad[0]}): is DATASET.ROOT the right folder?")
                 setattr(dataset, attr, kept)
                 print(f"Skipped {len(bad)} unreadable image(s) in {attr.strip('_')} "
@@ -251,7 +252,7 @@ class DatasetWrapper(TorchDataset):
         self.memo_keys = {}
         random_ones = random_choices(cfg)
         if self.memo is not None and random_ones:
-            raise ValueError(
+            raise UserValueError(
                 f"DATALOADER.CACHE_IMAGES True keeps the first read of each image, but INPUT.TRANSFORMS "
                 f"{random_ones} are random: drop them or set DATALOADER.CACHE_IMAGES False"
             )

@@ -6,6 +6,7 @@ from collections import defaultdict
 import numpy as np
 from torch.utils.data.distributed import DistributedSampler
 from torch.utils.data.sampler import RandomSampler, Sampler, SequentialSampler
+from dassl.utils.errors import UserValueError
 
 __all__ = [
     "RandomSampler", "SequentialSampler", "RandomDomainSampler", "SeqDomainSampler",
@@ -34,7 +35,7 @@ class RandomDomainSampler(Sampler):
         if n_domain is None or n_domain <= 0:
             n_domain = len(self.domains)
         if batch_size % n_domain != 0:
-            raise ValueError(f"batch_size={batch_size} must be divisible by n_domain={n_domain}")
+            raise UserValueError(f"batch_size={batch_size} must be divisible by n_domain={n_domain}")
         self.n_img_per_domain = batch_size // n_domain
         self.batch_size = batch_size
         self.n_domain = n_domain
@@ -80,7 +81,7 @@ class RandomClassSampler(Sampler):
 
     def __init__(self, data_source, batch_size, n_ins):
         if batch_size < n_ins:
-            raise ValueError(f"batch_size={batch_size} must be no less than n_ins={n_ins}")
+            raise UserValueError(f"batch_size={batch_size} must be no less than n_ins={n_ins}")
         self.data_source = data_source
         self.batch_size = batch_size
         self.n_ins = n_ins
@@ -88,7 +89,7 @@ class RandomClassSampler(Sampler):
         self.index_dic = _indices_by(data_source, "label")
         self.labels = list(self.index_dic)
         if len(self.labels) < self.ncls_per_batch:
-            raise ValueError(
+            raise UserValueError(
                 f"RandomClassSampler needs at least batch_size // n_ins = {self.ncls_per_batch} "
                 f"classes, the data has {len(self.labels)}"
             )
@@ -174,4 +175,4 @@ def build_sampler(sampler_type, cfg=None, data_source=None, batch_size=32, n_dom
         return SeqDomainSampler(data_source, batch_size)
     if sampler_type == "RandomClassSampler":
         return RandomClassSampler(data_source, batch_size, n_ins)
-    raise ValueError(f"Unknown sampler type: {sampler_type!r}; valid: {', '.join(SAMPLERS)}")
+    raise UserValueError(f"Unknown sampler type: {sampler_type!r}; valid: {', '.join(SAMPLERS)}")

@@ -1,4 +1,5 @@
 from dassl.utils import Registry, get_most_similar_str_to_a_from_b
+from dassl.utils.errors import UserValueError
 
 TRAINER_REGISTRY = Registry("TRAINER")
 
@@ -13,7 +14,7 @@ def build_trainer(cfg):
         if guess is not None:
             msg += f' Did you mean "{guess}"?'
         msg += " Set it with --trainer / TRAINER.NAME and import the module that registers it."
-        raise ValueError(msg)
+        raise UserValueError(msg)
     if cfg.VERBOSE:
         print(f"Loading trainer: {name}")
     return TRAINER_REGISTRY.get(name)(cfg)

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from dassl.utils import get_rank, get_rng_state, get_world_size, load_checkpoint, set_rng_state
+from dassl.utils.errors import UserValueError
 
 _CKPT_RE = re.compile(r"^model\.pth\.tar-(\d+)$")
 # A mid-epoch checkpoint (TRAIN.CHECKPOINT_ITERS): model.pth.tar-<epoch in progress, 1-based>-iter<batches done>
@@ -87,9 +88,9 @@ def read_checkpoint(fpath: str, fix: str) -> dict:
     except Exception as err:  # torch.load raises many kinds on a damaged file
         detail = str(err).strip().splitlines()[0].split(". ")[0][:160] if str(err).strip() else ""
         why = f"{type(err).__name__}: {detail}" if detail else type(err).__name__
-        raise ValueError(f"checkpoint {fpath} is unreadable, truncated or corrupt ({why}); {fix}") from None
+        raise UserValueError(f"checkpoint {fpath} is unreadable, truncated or corrupt ({why}); {fix}") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise ValueError(f"{fpath} is not a Dassl checkpoint (it holds no state_dict); {fix}")
+        raise UserValueError(f"{fpath} is not a Dassl checkpoint (it holds no state_dict); {fix}")
     return checkpoint
 
 
@@ -123,7 +124,7 @@ def check_state_dict(fpath: str, state_dict: dict, model: nn.Module, what: str, 
             parts.append(f"it holds {_few(unexpected)}, which {what} does not have")
         if missing:
             parts.append(f"it lacks {_few(missing)}, which {what} needs")
-        raise ValueError(f"checkpoint {fpath} was written by another trainer or model: "
+        raise UserValueError(f"checkpoint {fpath} was written by another trainer or model: "
                          f"{'; '.join(parts)}; {fix}")
     for key, value in state_dict.items():
         mine = own.get(key)
@@ -136,13 +137,13 @@ def check_state_dict(fpath: str, state_dict: dict, model: nn.Module, what: str, 
             sizes = [(a, b) for a, b in zip(value.shape, mine.shape) if a != b]
             if len(sizes) == 1 and sizes[0][1] == num_classes:
                 cause = f"for {sizes[0][0]} classes, and this run has {num_classes}"
-        raise ValueError(f"checkpoint {fpath} does not fit {what}: {key} has shape {tuple(value.shape)} "
+        raise UserValueError(f"checkpoint {fpath} does not fit {what}: {key} has shape {tuple(value.shape)} "
                          f"there and {tuple(mine.shape)} here, so it was written {cause}; {fix}")
     for key in params:
         value = state_dict.get(key)
         if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
             bad = int((~torch.isfinite(value)).sum())
-            raise ValueError(f"checkpoint {fpath} holds NaN/inf in the learnable tensor {key} ({bad} of "
+            raise UserValueError(f"checkpoint {fpath} holds NaN/inf in the learnable tensor {key} ({bad} of "
                              f"{value.numel()} values): the run that wrote it diverged; {fix}")
 
 
@@ -198,7 +199,7 @@ def resume_path(fdir: str) -> Tuple[str, str]:
 def check_resumable(checkpoint: dict, fpath: str, fix: str) -> None:
     """A checkpoint to resume from must say which epoch it finished."""
     if not isinstance(checkpoint.get("epoch"), int):
-        raise ValueError(f"checkpoint {fpath} holds no epoch number, so it cannot be resumed from; {fix}")
+        raise UserValueError(f"checkpoint {fpath} holds no epoch number, so it cannot be resumed from; {fix}")
 
 
 def resumed_rng_state(checkpoint: dict) -> Optional[dict]:
@@ -224,14 +225,14 @@ def check_mid_epoch_resume(mid_epoch: dict, fpath: str, loader, rng_state: Optio
     fix = (f"resume with the settings that wrote it, or point {pointer} at a model.pth.tar-N "
            "(or delete it to train from scratch)")
     if not isinstance(loader, torch.utils.data.DataLoader) or loader.batch_size is None:
-        raise ValueError(f"cannot resume from the mid-epoch checkpoint {fpath}: the training loader is a "
+        raise UserValueError(f"cannot resume from the mid-epoch checkpoint {fpath}: the training loader is a "
                          f"{type(loader).__name__}, not a DataLoader with a sampler and a batch size; {fix}")
     if rng_state is None or not mid_epoch.get("epoch_rng_states_per_rank"):
-        raise ValueError(f"the mid-epoch checkpoint {fpath} lacks the RNG states to resume from; {fix}")
+        raise UserValueError(f"the mid-epoch checkpoint {fpath} lacks the RNG states to resume from; {fix}")
     size = (len(loader), global_batch_size(loader))
     written = (mid_epoch["num_batches"], mid_epoch["batch_size"])
     if size != written:
-        raise ValueError(f"cannot resume from the mid-epoch checkpoint {fpath}: it was written with "
+        raise UserValueError(f"cannot resume from the mid-epoch checkpoint {fpath}: it was written with "
                          f"{written[0]} batches of {written[1]} per epoch, and this run has {size[0]} "
                          f"of {size[1]}; {fix}")
 

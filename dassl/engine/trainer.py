@@ -66,6 +66,7 @@ from dassl.utils import (
     set_rng_state,
     tolist_if_not,
 )
+from dassl.utils.errors import UserKeyError, UserValueError
 
 Names = Optional[Union[str, List[str]]]
 
@@ -113,7 +114,7 @@ class TrainerBase:
         names = tolist_if_not(names)
         for name in names:
             if name not in real:
-                raise KeyError(f'No registered model named "{name}" (registered: {real})')
+                raise UserKeyError(f'No registered model named "{name}" (registered: {real})')
         return names
 
     def set_model_mode(self, mode: str = "train", names: Names = None) -> None:
@@ -211,7 +212,7 @@ class TrainerBase:
 
     def prepare_mid_epoch_resume(self, mid_epoch: dict, fpath: str, rng_state: Optional[dict]) -> None:
         """Remember how to resume within an epoch (SimpleTrainer implements it)."""
-        raise ValueError(f"{fpath} is a mid-epoch checkpoint (TRAIN.CHECKPOINT_ITERS), which "
+        raise UserValueError(f"{fpath} is a mid-epoch checkpoint (TRAIN.CHECKPOINT_ITERS), which "
                          f"{type(self).__name__} cannot resume from; point 'checkpoint' at a model.pth.tar-N")
 
     def check_checkpoint(self, fpath: str, checkpoint: dict, name: str, fix: str,
@@ -412,7 +413,7 @@ class SimpleTrainer(TrainerBase):
         self._mid_epoch_resume = None  # set by resume_model_if_exist from a mid-epoch checkpoint
         self._epoch_start = None  # the epoch's RNG states before its order was drawn
         if self._checkpoint_iters() < 0:
-            raise ValueError(f"TRAIN.CHECKPOINT_ITERS must be >= 0 (0 = off), got {self._checkpoint_iters()}")
+            raise UserValueError(f"TRAIN.CHECKPOINT_ITERS must be >= 0 (0 = off), got {self._checkpoint_iters()}")
         if is_distributed():
             self.setup_distributed()
 

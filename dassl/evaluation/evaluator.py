@@ -11,6 +11,7 @@ import torch
 from dassl.utils import all_gather_object, is_main_process, mkdir_if_missing
 
 from .build import EVALUATOR_REGISTRY
+from dassl.utils.errors import UserValueError
 
 
 def macro_f1_score(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
@@ -76,7 +77,7 @@ class Classification(EvaluatorBase):
     def __init__(self, cfg, lab2cname: Optional[Dict[int, str]] = None, **kwargs):
         super().__init__(cfg)
         if cfg.TEST.PER_CLASS_RESULT and lab2cname is None:
-            raise ValueError("TEST.PER_CLASS_RESULT=True needs lab2cname (label -> class name)")
+            raise UserValueError("TEST.PER_CLASS_RESULT=True needs lab2cname (label -> class name)")
         self._lab2cname = lab2cname
         self._per_class = cfg.TEST.PER_CLASS_RESULT
         self.reset()

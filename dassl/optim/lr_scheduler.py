@@ -16,6 +16,7 @@ from typing import List
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
+from dassl.utils.errors import UserValueError
 
 AVAI_SCHEDS = ["single_step", "multi_step", "cosine"]
 
@@ -99,7 +100,7 @@ def build_lr_scheduler(optimizer, optim_cfg) -> LRScheduler:
     name = optim_cfg.LR_SCHEDULER
     stepsize, gamma, max_epoch = optim_cfg.STEPSIZE, optim_cfg.GAMMA, optim_cfg.MAX_EPOCH
     if name not in AVAI_SCHEDS:
-        raise ValueError(f"OPTIM.LR_SCHEDULER must be one of {AVAI_SCHEDS}, but got '{name}'")
+        raise UserValueError(f"OPTIM.LR_SCHEDULER must be one of {AVAI_SCHEDS}, but got '{name}'")
 
     if name == "single_step":
         if isinstance(stepsize, (list, tuple)):
@@ -128,7 +129,7 @@ def build_lr_scheduler(optimizer, optim_cfg) -> LRScheduler:
                 optimizer, scheduler, optim_cfg.WARMUP_EPOCH, optim_cfg.WARMUP_MIN_LR
             )
         else:
-            raise ValueError(
+            raise UserValueError(
                 f"OPTIM.WARMUP_TYPE must be 'constant' or 'linear', but got '{optim_cfg.WARMUP_TYPE}'"
             )
     return scheduler

@@ -6,6 +6,7 @@ from typing import Iterable, Optional, Union
 
 import torch
 import torch.nn as nn
+from dassl.utils.errors import UserValueError
 
 AVAI_OPTIMS = ["adam", "amsgrad", "sgd", "rmsprop", "radam", "adamw"]
 
@@ -42,7 +43,7 @@ def build_optimizer(model: Union[nn.Module, Iterable], optim_cfg, param_groups: 
     """
     name = optim_cfg.NAME
     if name not in AVAI_OPTIMS:
-        raise ValueError(f"OPTIM.NAME must be one of {AVAI_OPTIMS}, but got '{name}'")
+        raise UserValueError(f"OPTIM.NAME must be one of {AVAI_OPTIMS}, but got '{name}'")
     if param_groups is not None and optim_cfg.STAGED_LR:
         warnings.warn(
             "staged_lr will be ignored, if you need to use staged_lr, "

@@ -11,6 +11,7 @@ from typing import Any, List
 
 import torch
 import torch.distributed as dist
+from .errors import UserValueError
 
 __all__ = [
     "init_distributed",
@@ -42,7 +43,7 @@ def init_distributed(use_cuda: bool = True) -> bool:
     if cuda:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if local_rank >= torch.cuda.device_count():
-            raise ValueError(
+            raise UserValueError(
                 f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} GPU(s) are visible: "
                 "lower --nproc_per_node or check CUDA_VISIBLE_DEVICES"
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Optional
 
 from .tools import get_most_similar_str_to_a_from_b
+from .errors import UserKeyError
 
 __all__ = ["Registry"]
 
@@ -50,7 +51,7 @@ class Registry:
             guess = get_most_similar_str_to_a_from_b(name, self._obj_map)
             if guess is not None:
                 msg += f' (did you mean "{guess}"? available: {sorted(self._obj_map)})'
-            raise KeyError(msg)
+            raise UserKeyError(msg)
         return self._obj_map[name]
 
     def registered_names(self) -> List[str]:

@@ -15,6 +15,7 @@ import numpy as np
 import PIL
 import torch
 from PIL import Image
+from .errors import UserError, UserValueError
 
 __all__ = [
     "mkdir_if_missing",
@@ -111,7 +112,7 @@ def set_random_seed(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
 
 
-class UnreadableImageError(OSError):
+class UnreadableImageError(UserError, OSError):
     """An image file that is missing, truncated or not an image; the message names it."""
 
     def __str__(self) -> str:
@@ -159,7 +160,7 @@ def check_availability(requested: str, available: List[str]) -> None:
     """Raise ``ValueError`` (with a suggestion) if ``requested`` is not in ``available``."""
     if requested not in available:
         guess = get_most_similar_str_to_a_from_b(requested, available)
-        raise ValueError(
+        raise UserValueError(
             f"The requested one is expected to belong to {available}, "
             f"but got [{requested}] (do you mean [{guess}]?)"
         )

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .errors import UserError
 from .tools import atomic_write, mkdir_if_missing
 
 # resume_from_checkpoint, open_specified_layers and count_num_param: neither this project nor
@@ -53,7 +54,7 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
 
 
-class CheckpointWriteError(OSError):
+class CheckpointWriteError(UserError, OSError):
     """A checkpoint could not be written, or did not read back as written (a full or failing
     disk). Nothing the run wrote before is lost: the ``checkpoint`` pointer still names the
     previous complete file."""

@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from tools.reporting.results import RunResult, transfer_targets
 from tools.reporting.summaries import harmonic_mean
 from tools.reporting.tables import md_table
+from dassl.utils import UserValueError
 
 # Two-sided 95% quantiles of Student's t by degrees of freedom (beyond 30: the normal's 1.96).
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -17,7 +18,7 @@ METRICS = ("base", "new", "H")
 
 def t_quantile(df: int) -> float:
     if df < 1:
-        raise ValueError("a confidence interval needs at least 2 seeds")
+        raise UserValueError("a confidence interval needs at least 2 seeds")
     if df in T_975:
         return T_975[df]
     return T_975[max(k for k in T_975 if k <= df)] if df <= 30 else 1.96

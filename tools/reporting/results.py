@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import parse_test_res
+from dassl.utils import UserValueError
 from tools import run_loading
 from tools.protocols import CROSS_DATASET_TARGETS, SHIFTED_DOMAINS
 
@@ -31,7 +32,7 @@ class RunResult:
         return (self.tree, self.trainer, self.cfg, self.shots)
 
 
-class TableError(ValueError):
+class TableError(UserValueError):
     pass
 
 

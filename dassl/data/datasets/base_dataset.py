@@ -4,6 +4,7 @@ import random
 import tarfile
 import zipfile
 from collections import defaultdict
+from dassl.utils.errors import UserValueError
 
 
 class Datum:
@@ -77,16 +78,16 @@ class DatasetBase:
 
     def check_input_domains(self, source_domains, target_domains):
         if len(source_domains) == 0:
-            raise ValueError("source_domains (list) is empty")
+            raise UserValueError("source_domains (list) is empty")
         if len(target_domains) == 0:
-            raise ValueError("target_domains (list) is empty")
+            raise UserValueError("target_domains (list) is empty")
         self.is_input_domain_valid(source_domains)
         self.is_input_domain_valid(target_domains)
 
     def is_input_domain_valid(self, input_domains):
         for domain in input_domains:
             if domain not in self.domains:
-                raise ValueError(f"Input domain must belong to {self.domains}, but got [{domain}]")
+                raise UserValueError(f"Input domain must belong to {self.domains}, but got [{domain}]")
 
     def download_data(self, url, dst, from_gdrive=True):
         """Download ``url`` (Google Drive) to ``dst`` and extract it next to ``dst``."""

@@ -2,6 +2,7 @@
 from difflib import get_close_matches
 
 from dassl.utils import Registry
+from dassl.utils.errors import UserValueError
 
 DATASET_REGISTRY = Registry("DATASET")
 
@@ -13,7 +14,7 @@ def build_dataset(cfg):
     if name not in available:
         close = get_close_matches(name, available, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(
+        raise UserValueError(
             f"DATASET.NAME {name!r} is not a registered dataset.{hint} Available: "
             f"{sorted(available)} (the project's datasets register when the 'datasets' "
             "package is imported)"

@@ -14,6 +14,7 @@ import torch
 import torchvision.transforms as T
 import torchvision.transforms.functional as F
 from torchvision.transforms import InterpolationMode
+from dassl.utils.errors import UserValueError
 
 AVAI_CHOICES = [
     "random_flip",
@@ -130,7 +131,7 @@ class RandomMagnitudeRandAugment:
 def _interpolation(cfg):
     mode = cfg.INPUT.INTERPOLATION
     if mode not in INTERPOLATION_MODES:
-        raise ValueError(f"INPUT.INTERPOLATION {mode!r} is not one of {sorted(INTERPOLATION_MODES)}")
+        raise UserValueError(f"INPUT.INTERPOLATION {mode!r} is not one of {sorted(INTERPOLATION_MODES)}")
     return INTERPOLATION_MODES[mode]
 
 
@@ -151,7 +152,7 @@ def build_transform(cfg, is_train=True, choices=None):
         choices = cfg.INPUT.TRANSFORMS
     unknown = [c for c in choices if c not in AVAI_CHOICES]
     if unknown:
-        raise ValueError(f"INPUT.TRANSFORMS: unknown transform(s) {unknown}; valid names: {', '.join(AVAI_CHOICES)}")
+        raise UserValueError(f"INPUT.TRANSFORMS: unknown transform(s) {unknown}; valid names: {', '.join(AVAI_CHOICES)}")
     normalize = T.Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD)
     build = _build_transform_train if is_train else _build_transform_test
     return build(cfg, choices, f"{cfg.INPUT.SIZE[0]}x{cfg.INPUT.SIZE[1]}", normalize)
