@@ -40,17 +40,17 @@ def test_no_shipped_empl_config_restates_a_default():
 
 
 def test_a_default_changed_in_code_reaches_the_shipped_configs(monkeypatch):
-    """PRIOR_STD changed in trainers/empl.py is the value of every shipped EMPL config's run."""
+    """PRIOR_STD changed in trainers/empl_config.py is the value of every shipped EMPL config's run."""
     import launch
-    from trainers import empl
+    from trainers import empl_config
 
-    declare = empl.add_config
+    declare = empl_config.add_config
 
     def add_config_with_another_prior(cfg):
         declare(cfg)
         cfg.TRAINER.EMPL.PRIOR_STD = 2.5
 
-    monkeypatch.setattr(empl, "add_config", add_config_with_another_prior)
+    monkeypatch.setattr(empl_config, "add_config", add_config_with_another_prior)
     for path in shipped_empl_configs():
         trainer = os.path.basename(os.path.dirname(path))
         cfg = launch.config_from_argv(["--trainer", trainer, "--config-file", path])

@@ -39,7 +39,7 @@ from dassl.config import get_cfg_default
 from dassl.engine import TRAINER_REGISTRY
 from launch import extend_cfg
 from trainers import clip_backbone
-from trainers.empl import INFERENCE_MODES
+from trainers.empl_config import INFERENCE_MODES
 from trainers.open_vocab import clip_bpe_words
 from tools.reporting.tables import md_table
 

@@ -70,8 +70,8 @@ def _checked_dump(text: str, path: str, what: str) -> dict:
 
 def config_value(dump: dict, dotted_key: str):
     """The value of e.g. TRAINER.EMPL.OPEN_LOSS_WEIGHT in a read_config_dump dict, or under the
-    key's old name in a run made before it was renamed (trainers.empl.RENAMED_KEYS); None if absent."""
-    from trainers.empl import RENAMED_KEYS
+    key's old name in a run made before it was renamed (trainers.empl_config.RENAMED_KEYS); None if absent."""
+    from trainers.empl_config import RENAMED_KEYS
 
     for key in [dotted_key] + [old for old, new in RENAMED_KEYS.items() if new == dotted_key]:
         node = dump

@@ -3,7 +3,7 @@
 Shared plumbing: clip_backbone.py (CLIP loading and precision), clip_encoders.py (the encoders
 run block by block), class_prompts.py (prompt assembly), prompted_clip.py (the model shells) and
 prompt_trainer.py (the trainer base); EMPL's sampler and objective: sgld.py, empl.py,
-multi_prompt_losses.py, open_vocab.py; one file per method.
+empl_config.py (its keys), multi_prompt_losses.py, open_vocab.py; one file per method.
 
 In this repository the package is `trainers`; installed into a CoOp or MaPLe checkout
 (pyproject.toml) it is `multiprompt`: `import multiprompt` registers the trainers and

@@ -3,18 +3,20 @@
 - `TextEncoder`: CLIP's text transformer on prompt embeddings, cut to the longest prompt; it can
   stop or start at any block (EMPL) and replace the context tokens' hidden states at chosen
   blocks (deep prompts, MaPLe).
+- `LayerSplitText`: the text encoder split at a block (EMPL samples the context's hidden states
+  there; the blocks after it turn any such states into class text features).
 - `VisionEncoder`: CLIP's ViT image side, with prompt tokens appended after the patch tokens
   and replaced at chosen blocks (MaPLe's vision prompts).
 Both run CLIP's own weights (the clip package is not forked); the frozen weights keep their
 dtype, and learned tensors are cast to it where they enter (`replace_tokens`, `embed`).
 """
-from typing import Dict, Optional
+from typing import Collection, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .clip_backbone import CLIP
+from .clip_backbone import CLIP, l2_normalize
 from .errors import UserValueError
 
 
@@ -175,3 +177,65 @@ class VisionEncoder(nn.Module):
             x = residual_block(block, x, causal=False)
         x = self.ln_post(x[:, 0])
         return x @ self.proj if self.proj is not None else x
+
+
+class LayerSplitText:
+    """The text encoder split at block L - l for prompts "[SOS] ctx_1..ctx_M <name> . [EOS]".
+
+    A host with deep text prompts (MaPLe) names their blocks in deep_prompt_blocks: they must
+    all be at or before the split, so that the last l blocks are prompt-free and a sampled H is
+    never overwritten. A deep prompt at block L - l itself is the anchor H there.
+    """
+
+    def __init__(self, text_encoder, sgld_layers: int, n_ctx: int, deep_prompt_blocks: Collection[int] = ()):
+        depth = text_encoder.num_layers
+        if not 1 <= sgld_layers <= depth:
+            raise UserValueError(f"TRAINER.EMPL.SGLD_LAYERS must be in 1..{depth} for this CLIP, got {sgld_layers}")
+        self.encoder = text_encoder
+        self.split = depth - sgld_layers
+        self.n_ctx = n_ctx
+        if deep_prompt_blocks and max(deep_prompt_blocks) > self.split:
+            raise UserValueError(
+                f"TRAINER.EMPL.SGLD_LAYERS={sgld_layers} samples prompts at text block {self.split}, but the host "
+                f"has deep text prompts up to block {max(deep_prompt_blocks)}, which would overwrite them: "
+                f"use SGLD_LAYERS <= {depth - max(deep_prompt_blocks)} or a smaller prompt depth"
+            )
+
+    def prefix(
+        self, prompts: torch.Tensor, tokenized: torch.Tensor, deep_prompts: Optional[Dict[int, torch.Tensor]] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states at the input of block L - l, sequences cut at the longest prompt.
+
+        prompts [P, 77, d], tokenized [P, 77] -> (hidden [P, T, d], eot [P]).
+        deep_prompts {block: [M, d]} (blocks <= L - l) replace the context states on the way.
+        """
+        eot = eot_positions(tokenized)
+        x = self.encoder.embed(prompts[:, : int(eot.max()) + 1])
+        x = self.encoder.run_blocks(x, 0, self.split, deep_prompts=deep_prompts)
+        if deep_prompts and self.split in deep_prompts:
+            x = replace_tokens(x, 1, deep_prompts[self.split])
+        return x, eot
+
+    def context_states(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The context positions' states: [..., T, d] -> [..., M, d]."""
+        return hidden[..., 1 : 1 + self.n_ctx, :]
+
+    def features(self, hidden: torch.Tensor, eot: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """Normalised text features with the context states replaced.
+
+        hidden [A, P, T, d] (A prompt sets or chain groups), eot [P] (or [A, P]: each group its
+        own sequences), states [A, S, M, d] -> [A, S, P, D]: prompt s of group a on every one of
+        the P sequences.
+        """
+        groups, samples = states.shape[:2]
+        n_seq, length, width = hidden.shape[1:]
+        x = hidden.unsqueeze(1).expand(groups, samples, n_seq, length, width)
+        ctx = states.unsqueeze(2).expand(groups, samples, n_seq, self.n_ctx, width).type(x.dtype)
+        x = torch.cat([x[..., :1, :], ctx, x[..., 1 + self.n_ctx :, :]], dim=-2)
+        x = self.encoder.run_blocks(x.reshape(-1, length, width), self.split)
+        if eot.dim() == 2:
+            eot = eot.unsqueeze(1).expand(groups, samples, n_seq).reshape(-1)
+        else:
+            eot = eot.repeat(groups * samples)
+        feats = self.encoder.final_features(x, eot)
+        return l2_normalize(feats).view(groups, samples, n_seq, -1)

@@ -1,16 +1,16 @@
 """The config keys of the trainers, added to Dassl's defaults: each method declares its node
 beside its trainer (`add_config` in coop.py, cocoop.py, maple.py, kgcoop.py, promptsrc.py,
-proda.py, empl.py); this adds them all and the backbone keys the trainers share.
+proda.py; EMPL's in empl_config.py, beside empl.py); this adds them all and the backbone keys the trainers share.
 
 launch.py's extend_cfg (train.py's config set-up) calls `add_method_config(cfg)`; so does a CoOp
 checkout that these trainers are dropped into (README, "Using these trainers in an existing CoOp
 checkout"): the nodes its own extend_cfg declares (TRAINER.COOP, COCOOP, MAPLE) stand. Every EMPL
 key is explained in the README ("EMPL configuration") and docs/EMPL.md.
 """
-from . import cocoop, coop, empl, kgcoop, maple, proda, promptsrc
+from . import cocoop, coop, empl_config, kgcoop, maple, proda, promptsrc
 
 # In the order they are declared: KgCoOp adds a key to CoOp's node.
-METHODS = (coop, cocoop, maple, kgcoop, promptsrc, proda, empl)
+METHODS = (coop, cocoop, maple, kgcoop, promptsrc, proda, empl_config)
 
 
 def add_method_config(cfg):

@@ -1,7 +1,8 @@
 """EMPL's machinery, shared by EMPL_CoOp, EMPL_ProDA and EMPL_MaPLe (formulation: docs/EMPL.md).
 
-- `LayerSplitText`: the text encoder split at block L - l. The context positions' hidden states
-  there (H) are what SGLD samples; the last l blocks turn any H into class text features.
+The prompts SGLD samples are hidden states inside the text encoder (clip_encoders.LayerSplitText);
+the keys are in empl_config.py.
+
 - `EMPLMixin`: mixed into a prompt trainer (`class EMPL_X(EMPLMixin, X)`), it builds itself
   after the host's model, builds each training task (seen classes + unseen words), samples
   prompts, forms L_in + OPEN_LOSS_WEIGHT * L_out, and runs the three inference modes. How K prompt sets x
@@ -13,22 +14,21 @@ import os
 import re
 import warnings
 from contextlib import nullcontext
-from typing import Collection, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-from yacs.config import CfgNode as CN
 
 from .class_prompts import ClassPrompts
-from .clip_backbone import LOCAL_CLIP_VOCABULARIES, l2_normalize
-from .clip_encoders import eot_positions, replace_tokens
+from .clip_backbone import LOCAL_CLIP_VOCABULARIES
+from .clip_encoders import LayerSplitText
+from .empl_config import TRANSDUCTIVE_MODES, check_empl_cfg
+from .errors import UserValueError
 from .multi_prompt_losses import (free_energy, mixture_log_probs, mixture_nll, open_vocabulary_loss,
                                   per_prompt_cross_entropy)
 from .open_vocab import OpenVocabulary
 from .prompt_trainer import EvalCache
-from .sgld import BACKPROPS, SGLD_GRADIENTS, SGLDResult, langevin_sample, sgld_options
-from .errors import UserValueError
+from .sgld import SGLDResult, langevin_sample, sgld_options
 
-CONDITIONS = ("batch", "image")
 # Private generators are seeded at cfg.SEED plus an offset, so their streams differ from the
 # global RNG's (the data order) under the same seed.
 SGLD_SEED_OFFSET = 1_000_003
@@ -36,173 +36,8 @@ EVAL_SEED_OFFSET = 2_000_003
 # How far (rms, in units of rms(anchor)) chains went where SGLD_GRADIENT anchor was measured to
 # give exact SGLD's accuracy on the bundled benchmark (0.64 r; at 1.15 r it did not): docs/EMPL.md.
 LINEARISATION_CHECKED_DISTANCE = 0.75
-# Inference: "sample" runs SGLD for each test image on that image alone (inductive: a prediction
-# depends on its image and the seed); "sample_batch" conditions the chains on the whole test
-# batch (transductive: a prediction depends on the other images of its batch, which are then
-# drawn in a seeded random order); "amortized" conditions once, on training images saved with
-# the checkpoint; "anchor" does not sample.
-INFERENCE_MODES = ("sample", "sample_batch", "amortized", "anchor")
-TRANSDUCTIVE_MODES = ("sample_batch",)
-VOCAB_EXCLUDES = ("training", "dataset")
-IN_LOSSES = ("mixture", "per_prompt")
 # A share of rejected (non-finite) SGLD steps above which the sampler's settings are suspect.
 REJECTED_WARNING_SHARE = 0.05
-
-
-# Keys renamed since configs and runs were written with the old names, which still load (a YAML
-# file, command-line opts, a saved run's config) with a one-line note: N_PROMPTS meant chains per
-# anchor here but learned prompts under TRAINER.PRODA; LAMBDA is the weight of OPEN_LOSS.
-RENAMED_KEYS = {
-    "TRAINER.EMPL.N_PROMPTS": "TRAINER.EMPL.N_CHAINS",
-    "TRAINER.EMPL.LAMBDA": "TRAINER.EMPL.OPEN_LOSS_WEIGHT",
-}
-
-
-def add_config(cfg):
-    """TRAINER.EMPL (docs/EMPL.md; README "EMPL configuration"); the host's keys stay in its own
-    node (TRAINER.COOP, PRODA, MAPLE)."""
-    for old, new in RENAMED_KEYS.items():
-        cfg.register_renamed_key(old, new)
-    cfg.TRAINER.EMPL = CN()
-    # The sampler's defaults were chosen on the bundled benchmark's validation data (docs/EMPL.md,
-    # "Choosing the defaults"); PRIOR_STD, INIT_STD and SGLD_STEP_SIZE are in units of rms(anchor),
-    # so they carry over to other CLIPs; SGLD_LAYERS does not (re-check it on a validation split).
-    cfg.TRAINER.EMPL.N_CHAINS = 4  # N chains (samples) per anchor; 0 turns sampling off
-    cfg.TRAINER.EMPL.SGLD_STEPS = 1  # T per training step (persistent chains continue across steps)
-    cfg.TRAINER.EMPL.SGLD_STEP_SIZE = 0.5  # alpha, Langevin time per step (prior part integrated exactly)
-    cfg.TRAINER.EMPL.NOISE_STD = 1.0  # 1 = exact Langevin noise
-    cfg.TRAINER.EMPL.INIT_STD = 1.0  # chain starts: anchor + INIT_STD * r * eps (= PRIOR_STD: start from the prior)
-    cfg.TRAINER.EMPL.PRIOR_STD = 1.0  # sigma / rms(anchor) of the anchoring prior; <= 0: no prior
-    cfg.TRAINER.EMPL.SGLD_GRADIENT = "exact"  # exact, or anchor: the data energy's gradient taken once, at the anchor
-    cfg.TRAINER.EMPL.SGLD_LAYERS = 2  # l: sample at the input of text block L - l (2: the paper's Table 4)
-    cfg.TRAINER.EMPL.ENERGY_TEMP = 0.01  # T_E: the data term is the batch-mean free energy / T_E
-    # Persistent chains: each training step's chains start where the previous step's ended (in
-    # units of r from the moving anchor) instead of from the prior; CONDITION batch only.
-    cfg.TRAINER.EMPL.PERSISTENT = True
-    cfg.TRAINER.EMPL.CONDITION = "batch"  # batch or image
-    cfg.TRAINER.EMPL.BACKPROP = "detach"  # detach or full (through the chain)
-    cfg.TRAINER.EMPL.N_UNSEEN = 4  # unseen words per batch
-    cfg.TRAINER.EMPL.VOCAB_FILE = ""  # word list; empty = trainers/data/open_vocabulary.txt.gz (or a world CLIP's words)
-    # Which class names leave the open vocabulary: "training" (the run's own classes, the paper's
-    # setting: the names of classes it never sees, the test's new ones included, can be drawn) or
-    # "dataset" (strict: every class of the dataset, base and new).
-    cfg.TRAINER.EMPL.VOCAB_EXCLUDE = "training"
-    cfg.TRAINER.EMPL.OPEN_LOSS_WEIGHT = 0.1  # weight of L_out (the paper's lambda)
-    # L_in over the anchor and its samples: "mixture" (the NLL of their mean softmax) or
-    # "per_prompt" (the mean of each prompt's cross-entropy: the anchor must classify too).
-    # EMPL_ProDA: ProDA's Gaussian bound over all of them pooled ("mixture") or over each chain
-    # position's prompt sets, the anchors' bound being ProDA's own loss ("per_prompt").
-    cfg.TRAINER.EMPL.IN_LOSS = "mixture"
-    cfg.TRAINER.EMPL.OPEN_LOSS = "entropy"  # entropy, energy or none
-    # anchor (the learned prompt alone: chosen on validation, docs/EMPL.md), sample (SGLD per
-    # test image: inductive), sample_batch (conditioned on the test batch: transductive; batches
-    # in a seeded random order) or amortized (trainers/empl.py)
-    cfg.TRAINER.EMPL.INFERENCE = "anchor"
-    cfg.TRAINER.EMPL.TEST_SGLD_STEPS = -1  # SGLD steps at evaluation; < 0: SGLD_STEPS
-    # INFERENCE sample: k > 0 samples each image's prompts on its k classes with the highest
-    # anchor logits only (the energy and the samples' features), and re-ranks those k by the
-    # mixture; the other classes stay below them. 0: every class (the cost grows with the classes).
-    cfg.TRAINER.EMPL.TEST_TOP_K = 0
-    # Two-stage training (the paper starts EMPL from a trained CoOp or ProDA): "" starts from
-    # the host's CTX_INIT; a folder (a host training run's --output-dir) starts from that run's
-    # last epoch, then EMPL trains for its own OPTIM budget; "auto" lets tools/run_protocol.py
-    # (compare.py, quickstart.sh) train the host on the same data, seed and shots first and
-    # pass its folder.
-    cfg.TRAINER.EMPL.HOST_RUN = ""
-    # With HOST_RUN auto: the host's config (a name under configs/trainers/<host>/) the driver
-    # trains; "" = the config name the driver was given, else the host's own for the protocol.
-    cfg.TRAINER.EMPL.HOST_CONFIG = ""
-
-
-class LayerSplitText:
-    """The text encoder split at block L - l for prompts "[SOS] ctx_1..ctx_M <name> . [EOS]".
-
-    A host with deep text prompts (MaPLe) names their blocks in deep_prompt_blocks: they must
-    all be at or before the split, so that the last l blocks are prompt-free and a sampled H is
-    never overwritten. A deep prompt at block L - l itself is the anchor H there.
-    """
-
-    def __init__(self, text_encoder, sgld_layers: int, n_ctx: int, deep_prompt_blocks: Collection[int] = ()):
-        depth = text_encoder.num_layers
-        if not 1 <= sgld_layers <= depth:
-            raise UserValueError(f"TRAINER.EMPL.SGLD_LAYERS must be in 1..{depth} for this CLIP, got {sgld_layers}")
-        self.encoder = text_encoder
-        self.split = depth - sgld_layers
-        self.n_ctx = n_ctx
-        if deep_prompt_blocks and max(deep_prompt_blocks) > self.split:
-            raise UserValueError(
-                f"TRAINER.EMPL.SGLD_LAYERS={sgld_layers} samples prompts at text block {self.split}, but the host "
-                f"has deep text prompts up to block {max(deep_prompt_blocks)}, which would overwrite them: "
-                f"use SGLD_LAYERS <= {depth - max(deep_prompt_blocks)} or a smaller prompt depth"
-            )
-
-    def prefix(
-        self, prompts: torch.Tensor, tokenized: torch.Tensor, deep_prompts: Optional[Dict[int, torch.Tensor]] = None
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Hidden states at the input of block L - l, sequences cut at the longest prompt.
-
-        prompts [P, 77, d], tokenized [P, 77] -> (hidden [P, T, d], eot [P]).
-        deep_prompts {block: [M, d]} (blocks <= L - l) replace the context states on the way.
-        """
-        eot = eot_positions(tokenized)
-        x = self.encoder.embed(prompts[:, : int(eot.max()) + 1])
-        x = self.encoder.run_blocks(x, 0, self.split, deep_prompts=deep_prompts)
-        if deep_prompts and self.split in deep_prompts:
-            x = replace_tokens(x, 1, deep_prompts[self.split])
-        return x, eot
-
-    def context_states(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The context positions' states: [..., T, d] -> [..., M, d]."""
-        return hidden[..., 1 : 1 + self.n_ctx, :]
-
-    def features(self, hidden: torch.Tensor, eot: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        """Normalised text features with the context states replaced.
-
-        hidden [A, P, T, d] (A prompt sets or chain groups), eot [P] (or [A, P]: each group its
-        own sequences), states [A, S, M, d] -> [A, S, P, D]: prompt s of group a on every one of
-        the P sequences.
-        """
-        groups, samples = states.shape[:2]
-        n_seq, length, width = hidden.shape[1:]
-        x = hidden.unsqueeze(1).expand(groups, samples, n_seq, length, width)
-        ctx = states.unsqueeze(2).expand(groups, samples, n_seq, self.n_ctx, width).type(x.dtype)
-        x = torch.cat([x[..., :1, :], ctx, x[..., 1 + self.n_ctx :, :]], dim=-2)
-        x = self.encoder.run_blocks(x.reshape(-1, length, width), self.split)
-        if eot.dim() == 2:
-            eot = eot.unsqueeze(1).expand(groups, samples, n_seq).reshape(-1)
-        else:
-            eot = eot.repeat(groups * samples)
-        feats = self.encoder.final_features(x, eot)
-        return l2_normalize(feats).view(groups, samples, n_seq, -1)
-
-
-def check_empl_cfg(empl) -> None:
-    """Clear errors for TRAINER.EMPL values the code cannot run with."""
-    if empl.CONDITION not in CONDITIONS:
-        raise UserValueError(f"TRAINER.EMPL.CONDITION must be one of {CONDITIONS}, got {empl.CONDITION!r}")
-    if empl.INFERENCE not in INFERENCE_MODES:
-        raise UserValueError(f"TRAINER.EMPL.INFERENCE must be one of {INFERENCE_MODES}, got {empl.INFERENCE!r}")
-    if empl.SGLD_GRADIENT not in SGLD_GRADIENTS:
-        raise UserValueError(f"TRAINER.EMPL.SGLD_GRADIENT must be one of {SGLD_GRADIENTS}, got {empl.SGLD_GRADIENT!r}")
-    if empl.OPEN_LOSS not in ("entropy", "energy", "none"):
-        raise UserValueError(f"TRAINER.EMPL.OPEN_LOSS must be entropy, energy or none, got {empl.OPEN_LOSS!r}")
-    if empl.BACKPROP not in BACKPROPS:
-        raise UserValueError(f"TRAINER.EMPL.BACKPROP must be detach or full, got {empl.BACKPROP!r}")
-    for key in ("N_CHAINS", "SGLD_STEPS", "N_UNSEEN", "TEST_TOP_K"):
-        if empl[key] < 0:
-            raise UserValueError(f"TRAINER.EMPL.{key} must be >= 0, got {empl[key]}")
-    if empl.SGLD_STEP_SIZE <= 0 or empl.ENERGY_TEMP <= 0:
-        raise UserValueError("TRAINER.EMPL.SGLD_STEP_SIZE and ENERGY_TEMP must be > 0")
-    if empl.IN_LOSS not in IN_LOSSES:
-        raise UserValueError(f"TRAINER.EMPL.IN_LOSS must be one of {IN_LOSSES}, got {empl.IN_LOSS!r}")
-    if empl.VOCAB_EXCLUDE not in VOCAB_EXCLUDES:
-        raise UserValueError(f"TRAINER.EMPL.VOCAB_EXCLUDE must be one of {VOCAB_EXCLUDES}, got {empl.VOCAB_EXCLUDE!r}")
-    if empl.PERSISTENT and empl.CONDITION == "image":
-        raise UserValueError(
-            "TRAINER.EMPL.PERSISTENT True continues each training step's chains from the previous step's, "
-            "which needs chains that outlive a batch; with CONDITION image the chains belong to the images of "
-            "one batch: set PERSISTENT False, or CONDITION batch"
-        )
 
 
 def feature_spread(features: torch.Tensor) -> Dict[str, float]:

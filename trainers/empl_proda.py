@@ -22,7 +22,8 @@ import torch
 from . import proda
 from .class_prompts import ClassPrompts
 from .clip_backbone import l2_normalize
-from .empl import EMPLMixin, LayerSplitText
+from .clip_encoders import LayerSplitText
+from .empl import EMPLMixin
 from .multi_prompt_losses import proda_gaussian_bound_loss
 from .prompt_trainer import register_trainer
 

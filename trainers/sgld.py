@@ -382,7 +382,7 @@ def sgld_options(empl) -> dict:
     """The TRAINER.EMPL node's sampler settings as langevin_sample's keyword arguments.
 
     A plain mapping: the values are checked once, before the trainer is built (EMPLMixin.check_cfg,
-    trainers.empl.check_empl_cfg). The per-call keywords (generator, compute_energy_after,
+    trainers.empl_config.check_empl_cfg). The per-call keywords (generator, compute_energy_after,
     compare_prior_only, init_offset, reference_init_offset, keep_reference) are the caller's.
     gradient_scale is ENERGY_TEMP, so that the energy's 1 / T_E factor never meets fp16.
     """
