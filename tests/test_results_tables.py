@@ -284,6 +284,15 @@ def test_config_values_from_the_dump_under_old_and_new_names(tmp_path):
     assert config_string(dump, "TRAINER.EMPL.NOPE") is None
 
 
+def test_the_planner_reads_a_key_under_its_old_name_in_opts_as_train_py_does(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("TRAINER:\n  EMPL:\n    OPEN_LOSS_WEIGHT: 0.2\n")
+    assert protocols.config_value(str(config), [], "TRAINER.EMPL.OPEN_LOSS_WEIGHT") == 0.2
+    old_name = ["TRAINER.EMPL.LAMBDA", "0.7"]  # opts over the file, under the old name too
+    assert protocols.config_value(str(config), old_name, "TRAINER.EMPL.OPEN_LOSS_WEIGHT") == "0.7"
+    assert protocols.config_value(str(config), old_name, "OPTIM.MAX_EPOCH") == 10  # Dassl's default
+
+
 def test_no_runs_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "empty" / "base2new").mkdir(parents=True)
     assert make_tables.main([str(tmp_path / "empty")]) == 2

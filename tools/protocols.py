@@ -167,11 +167,13 @@ def default_cfg(trainer: str, protocol: str) -> str:
 def config_value(config_file: str, opts: Sequence[str], key: str):
     """A config key's value for a run: the last KEY VALUE pair of opts, else the config file's
     (with its _BASE_ files), else the default config's (dassl's defaults and every method's keys)."""
-    for i in range(len(opts) - 2, -1, -1):
-        if opts[i] == key:
-            return opts[i + 1]
     from dassl.config.cfg_node import load_with_bases
-    from tools.run_loading import config_value as value_in
+    from tools.run_loading import config_value as value_in, key_names
+
+    names = key_names(key)  # opts may still use a key's old name, as train.py accepts
+    for i in range(len(opts) - 2, -1, -1):
+        if opts[i] in names:
+            return opts[i + 1]
 
     node = value_in(load_with_bases(config_file), key)  # also under the key's old name
     if node is not None:

@@ -68,12 +68,18 @@ def _checked_dump(text: str, path: str, what: str) -> dict:
     return dump
 
 
-def config_value(dump: dict, dotted_key: str):
-    """The value of e.g. TRAINER.EMPL.OPEN_LOSS_WEIGHT in a read_config_dump dict, or under the
-    key's old name in a run made before it was renamed (trainers.empl_config.RENAMED_KEYS); None if absent."""
+def key_names(dotted_key: str) -> list:
+    """The key and its old names (trainers.empl_config.RENAMED_KEYS), which configs, opts and
+    saved runs written before a rename still use."""
     from trainers.empl_config import RENAMED_KEYS
 
-    for key in [dotted_key] + [old for old, new in RENAMED_KEYS.items() if new == dotted_key]:
+    return [dotted_key] + [old for old, new in RENAMED_KEYS.items() if new == dotted_key]
+
+
+def config_value(dump: dict, dotted_key: str):
+    """The value of e.g. TRAINER.EMPL.OPEN_LOSS_WEIGHT in a read_config_dump dict, or under the
+    key's old name in a run made before it was renamed; None if absent."""
+    for key in key_names(dotted_key):
         node = dump
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
