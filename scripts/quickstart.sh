@@ -12,7 +12,9 @@
 # so an interrupted quickstart resumes. Then the tables and plots.
 # usage: bash scripts/quickstart.sh [OUTPUT_DIR]        (default output/quickstart)
 # environment: DATA (dataset root, default data), PYTHON, SEEDS (default "1 2 3"), SHOTS (default 16),
-#              PROTOCOLS (default base2new; "all" for the three), JOBS (default 2: one per core)
+#              PROTOCOLS (default base2new; "all" for the three), JOBS (default: one per core, at most
+#              8; each worker holds about 1 GB). The numbers do not depend on JOBS: every run is
+#              seeded and single-threaded wherever it runs (tests/test_work_queue.py).
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 set -e
 PYTHON=${PYTHON:-python}
@@ -21,7 +23,7 @@ OUT=${1:-output/quickstart}
 SEEDS=${SEEDS:-"1 2 3"}
 SHOTS=${SHOTS:-16}
 PROTOCOLS=${PROTOCOLS:-base2new}
-JOBS=${JOBS:-2}
+JOBS=${JOBS:-$($PYTHON -c "import os; print(max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 2)))")}
 ALL="ZeroshotCLIP CoOp CoCoOp ProDA MaPLe KgCoOp PromptSRC EMPL_CoOp EMPL_ProDA"
 
 start=$(date +%s)
