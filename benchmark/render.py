@@ -15,13 +15,12 @@
       generalization (the analogues of ImageNet-Sketch / -R / -C / -A).
 """
 import math
-from functools import lru_cache
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .world import COLORS, FAMILIES, MEMBER_FAMILY, MEMBER_MARKING, POSITIONS, SCENES, SIZES, TEXTURES
+from .world import COLORS, FAMILIES, MEMBER_FAMILY, MEMBER_MARKING, SCENES, SIZES, TEXTURES
 
 IMAGE_SIZE = 32
 SUPERSAMPLE = 4

@@ -6,9 +6,7 @@ import types
 
 import torch
 
-from dassl.engine import TRAINER_REGISTRY
 from trainers import cocoop, coop, zsclip
-from trainers.clip_backbone import LOCAL_CLIP_CONFIGS
 from tools.parity.harness import CLASSNAMES, compare, copy_learned, cuda_calls_stay_on_cpu, make_cfg
 
 

@@ -6,9 +6,8 @@ import copy
 
 import torch
 
-from dassl.engine import TRAINER_REGISTRY
 from trainers import maple
-from trainers.clip_backbone import LOCAL_CLIP_CONFIGS, build_local_clip
+from trainers.clip_backbone import build_local_clip
 from tools.parity.harness import (
     CLASSNAMES, ParametersSetTo, compare, copy_learned, cuda_calls_stay_on_cpu, forked_clip_model, forked_ivlp_clip,
     half_casts_disabled, locals_at_return, make_cfg,
