@@ -208,12 +208,16 @@ class LangevinChains:
         plus init_std * r * noise."""
         h = self.center.expand(self.shape).clone()
         if init_offset is not None:
-            if tuple(init_offset.shape) != self.shape:
-                raise ValueError(f"init_offset has shape {tuple(init_offset.shape)}, the chains {self.shape}")
+            self.check_offset(init_offset, "init_offset")
             h = h + self.r * init_offset.to(h.dtype)
         elif init_std > 0:
             h = h + init_std * self.r * self.randn_like(h)
         return h
+
+    def check_offset(self, offset: torch.Tensor, name: str) -> None:
+        """A start given as offsets from the anchor must have one per chain: the chains' shape."""
+        if tuple(offset.shape) != self.shape:
+            raise ValueError(f"{name} has shape {tuple(offset.shape)}, the chains {self.shape}")
 
     def run(self, h: torch.Tensor, n_steps: int, gradient_scale: float,
             on_noise: Optional[Callable[[Optional[torch.Tensor]], None]] = None) -> Tuple[torch.Tensor, int, float]:
@@ -255,8 +259,7 @@ class PriorOnlyChains:
     def __init__(self, chains: LangevinChains, h: torch.Tensor, init_offset: Optional[torch.Tensor]):
         self.chains = chains
         if init_offset is not None:
-            if tuple(init_offset.shape) != chains.shape:
-                raise ValueError(f"reference_init_offset has shape {tuple(init_offset.shape)}, the chains {chains.shape}")
+            chains.check_offset(init_offset, "reference_init_offset")
             start = chains.center.detach() + chains.r * init_offset.to(h.dtype)
             self.states = start.expand(chains.shape).clone()
         else:
