@@ -28,12 +28,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dassl.utils import UserKeyError, UserValueError
 from trainers import clip_backbone
 from trainers.clip_backbone import l2_normalize, tokenize
 from trainers.clip_encoders import TextEncoder
 
 from . import render, world
-from dassl.utils import UserKeyError, UserValueError
 
 WORLD_CLIP_CONFIGS = {
     # 32x32 images in 4x4 patches (64 tokens + class token); width 64, 4 vision and 4 text blocks.

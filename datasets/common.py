@@ -32,7 +32,7 @@ import random
 from collections import Counter, OrderedDict, defaultdict
 
 from dassl.data.datasets import Datum, DatasetBase
-from dassl.utils import atomic_write, listdir_nohidden, write_json  # write_json is atomic
+from dassl.utils import UserKeyError, UserValueError, atomic_write, listdir_nohidden, write_json  # write_json is atomic
 
 from .checks import (
     DOCS,
@@ -45,7 +45,6 @@ from .checks import (
     images_per_class,
     load_fewshot_cache,
 )
-from dassl.utils import UserKeyError, UserValueError
 
 
 # ----------------------------------------------------------------------------- file helpers

@@ -5,11 +5,10 @@ hold the train set only."""
 import os
 
 from dassl.data.datasets import DATASET_REGISTRY, Datum
-from dassl.utils import listdir_nohidden
+from dassl.utils import UserKeyError, listdir_nohidden
 
 from .checks import check_split, images_per_class, load_fewshot_cache
 from .common import CoOpDataset, read_classnames, try_cache_write, write_pickle_atomic
-from dassl.utils import UserKeyError
 
 
 @DATASET_REGISTRY.register()

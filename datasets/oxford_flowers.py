@@ -4,9 +4,9 @@ import random
 from collections import defaultdict
 
 from dassl.data.datasets import DATASET_REGISTRY, Datum
+from dassl.utils import UserValueError
 
 from .common import CoOpDataset, read_json_file
-from dassl.utils import UserValueError
 
 
 @DATASET_REGISTRY.register()

@@ -10,9 +10,9 @@ from typing import Callable, List
 
 import torch
 
+from dassl.utils import UserValueError
 from tools.run_loading import build_trainer_from_run
 from trainers.empl import EMPLMixin
-from dassl.utils import UserValueError
 
 
 def run_label(run_dir: str) -> str:

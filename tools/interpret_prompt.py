@@ -19,8 +19,8 @@ from typing import List, Tuple
 
 import torch
 
-from trainers.clip_backbone import _tokenizer
 from dassl.utils import UserValueError
+from trainers.clip_backbone import _tokenizer
 
 METRICS = ("euclidean", "cosine")
 

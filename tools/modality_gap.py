@@ -25,11 +25,11 @@ import os.path as osp
 import torch
 
 import parse_test_res
+from dassl.utils import UserValueError
 from tools.analysis import add_run_folder_arguments, analyse_runs, write_csv
 from tools.embedding_stats import modality_gap_stats, summarize_gap_stats
 from tools.reporting.tables import md_table
 from trainers.clip_backbone import l2_normalize
-from dassl.utils import UserValueError
 
 SPLITS = ("test", "val", "train")
 SUMMARY_COLUMNS = (

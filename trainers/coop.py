@@ -8,9 +8,9 @@ import torch.nn as nn
 
 from .class_prompts import ClassPromptLearner, init_context
 from .clip_backbone import l2_normalize
+from .errors import UserValueError
 from .prompted_clip import ClassTextCLIP
 from .prompt_trainer import ClipPromptTrainer, declare_node, register_trainer
-from .errors import UserValueError
 
 
 def add_config(cfg):

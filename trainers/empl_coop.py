@@ -6,8 +6,8 @@ N+1 softmaxes (EMPLMixin's default). Keys: TRAINER.EMPL.* (README, "EMPL configu
 """
 from . import coop
 from .empl import EMPLMixin
-from .prompt_trainer import register_trainer
 from .errors import UserValueError
+from .prompt_trainer import register_trainer
 
 
 @register_trainer

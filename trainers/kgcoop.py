@@ -44,9 +44,9 @@ import torch.nn.functional as F
 from . import coop
 from .class_prompts import clean_classname
 from .clip_backbone import l2_normalize, tokenize
+from .errors import UserValueError
 from .prompt_trainer import register_trainer
 from .zsclip import CUSTOM_TEMPLATES, DEFAULT_TEMPLATE
-from .errors import UserValueError
 
 
 def add_config(cfg):

@@ -23,9 +23,9 @@ import torch
 import torch.nn as nn
 
 from .class_prompts import ClassPromptLearner, leading_words_context
+from .errors import UserValueError
 from .prompted_clip import DeepPromptedCLIP
 from .prompt_trainer import ClipPromptTrainer, declare_node, register_trainer
-from .errors import UserValueError
 
 
 def add_config(cfg):

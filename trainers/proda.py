@@ -23,6 +23,7 @@ from yacs.config import CfgNode as CN
 
 from .class_prompts import ClassPromptLearner, ClassPrompts, init_context
 from .clip_backbone import l2_normalize
+from .errors import UserValueError
 from .prompted_clip import ClassTextCLIP
 from .multi_prompt_losses import (
     proda_diagonal_gaussian_bound_loss,
@@ -31,7 +32,6 @@ from .multi_prompt_losses import (
     prompt_orthogonality,
 )
 from .prompt_trainer import ClipPromptTrainer, register_trainer
-from .errors import UserValueError
 
 
 def add_config(cfg):

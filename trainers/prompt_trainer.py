@@ -20,8 +20,8 @@ from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_checkpoint, load_pretrained_weights
 
 from .clip_backbone import autocast_dtype, half_on_cpu, load_clip, resolve_precision, set_clip_precision
-from .feature_cache import image_feature_cache
 from .errors import UserValueError
+from .feature_cache import image_feature_cache
 
 
 @dataclass

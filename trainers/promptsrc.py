@@ -37,10 +37,10 @@ import torch.nn.functional as F
 from .class_prompts import ClassPromptLearner, clean_classname, leading_words_context
 from .clip_backbone import LEARNED_DTYPE, l2_normalize, tokenize
 from .clip_encoders import TextEncoder
+from .errors import UserValueError
 from .prompted_clip import DeepPromptedCLIP, PromptedCLIP
 from .imagenet_templates import IMAGENET_TEMPLATES
 from .prompt_trainer import ClipPromptTrainer, declare_node, register_trainer
-from .errors import UserValueError
 
 
 def add_config(cfg):

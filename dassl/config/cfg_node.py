@@ -10,8 +10,9 @@ from typing import Optional
 import yaml
 from yacs.config import CfgNode as _YacsCfgNode
 
+from dassl.utils import UserError, UserKeyError, UserValueError
+
 from .retired_keys import RETIRED_KEYS
-from dassl.utils.errors import UserError, UserKeyError, UserValueError
 
 __all__ = ["CfgNode", "ConfigKeyError"]
 

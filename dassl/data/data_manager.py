@@ -6,12 +6,11 @@ import torchvision.transforms as T
 from tabulate import tabulate
 from torch.utils.data import Dataset as TorchDataset
 
-from dassl.utils import UnreadableImageError, get_rank, get_world_size, is_distributed, read_image
+from dassl.utils import UnreadableImageError, UserValueError, get_rank, get_world_size, is_distributed, read_image
 
 from .datasets import build_dataset
 from .samplers import DistributedSampler, ShardSampler, SkipSampler, build_sampler
 from .transforms import INTERPOLATION_MODES, build_transform, random_choices
-from dassl.utils.errors import UserValueError
 
 
 def build_data_loader(cfg, sampler_type="SequentialSampler", data_source=None, batch_size=64,

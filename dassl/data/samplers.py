@@ -6,7 +6,8 @@ from collections import defaultdict
 import numpy as np
 from torch.utils.data.distributed import DistributedSampler
 from torch.utils.data.sampler import RandomSampler, Sampler, SequentialSampler
-from dassl.utils.errors import UserValueError
+
+from dassl.utils import UserValueError
 
 __all__ = [
     "RandomSampler", "SequentialSampler", "RandomDomainSampler", "SeqDomainSampler",

@@ -1,5 +1,4 @@
-from dassl.utils import Registry, get_most_similar_str_to_a_from_b
-from dassl.utils.errors import UserValueError
+from dassl.utils import Registry, UserValueError, get_most_similar_str_to_a_from_b
 
 TRAINER_REGISTRY = Registry("TRAINER")
 

@@ -20,8 +20,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from dassl.utils import get_rank, get_rng_state, get_world_size, load_checkpoint, set_rng_state
-from dassl.utils.errors import UserValueError
+from dassl.utils import UserValueError, get_rank, get_rng_state, get_world_size, load_checkpoint, set_rng_state
 
 _CKPT_RE = re.compile(r"^model\.pth\.tar-(\d+)$")
 # A mid-epoch checkpoint (TRAIN.CHECKPOINT_ITERS): model.pth.tar-<epoch in progress, 1-based>-iter<batches done>

@@ -50,6 +50,8 @@ from dassl.engine.checkpoint import (
 from dassl.utils import (
     AverageMeter,
     MetricMeter,
+    UserKeyError,
+    UserValueError,
     all_gather_object,
     all_reduce_mean_dict,
     average_gradients_on_backward,
@@ -66,7 +68,6 @@ from dassl.utils import (
     set_rng_state,
     tolist_if_not,
 )
-from dassl.utils.errors import UserKeyError, UserValueError
 
 Names = Optional[Union[str, List[str]]]
 

@@ -8,10 +8,9 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import torch
 
-from dassl.utils import all_gather_object, is_main_process, mkdir_if_missing
+from dassl.utils import UserValueError, all_gather_object, is_main_process, mkdir_if_missing
 
 from .build import EVALUATOR_REGISTRY
-from dassl.utils.errors import UserValueError
 
 
 def macro_f1_score(y_true: Sequence[int], y_pred: Sequence[int]) -> float:

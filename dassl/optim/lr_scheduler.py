@@ -16,7 +16,8 @@ from typing import List
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
-from dassl.utils.errors import UserValueError
+
+from dassl.utils import UserValueError
 
 AVAI_SCHEDS = ["single_step", "multi_step", "cosine"]
 

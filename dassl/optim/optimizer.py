@@ -6,7 +6,8 @@ from typing import Iterable, Optional, Union
 
 import torch
 import torch.nn as nn
-from dassl.utils.errors import UserValueError
+
+from dassl.utils import UserValueError
 
 AVAI_OPTIMS = ["adam", "amsgrad", "sgd", "rmsprop", "radam", "adamw"]
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional
 
-from .tools import get_most_similar_str_to_a_from_b
 from .errors import UserKeyError
+from .tools import get_most_similar_str_to_a_from_b
 
 __all__ = ["Registry"]
 

@@ -4,10 +4,10 @@ Student-t 95% intervals (tools/paired_stats.py is the command; tools/ablate_empl
 import statistics
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from dassl.utils import UserValueError
 from tools.reporting.results import RunResult, transfer_targets
 from tools.reporting.summaries import harmonic_mean
 from tools.reporting.tables import md_table
-from dassl.utils import UserValueError
 
 # Two-sided 95% quantiles of Student's t by degrees of freedom (beyond 30: the normal's 1.96).
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,

@@ -4,7 +4,8 @@ import random
 import tarfile
 import zipfile
 from collections import defaultdict
-from dassl.utils.errors import UserValueError
+
+from dassl.utils import UserValueError
 
 
 class Datum:

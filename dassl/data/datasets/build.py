@@ -1,8 +1,7 @@
 """DATASET_REGISTRY and build_dataset (Dassl's API)."""
 from difflib import get_close_matches
 
-from dassl.utils import Registry
-from dassl.utils.errors import UserValueError
+from dassl.utils import Registry, UserValueError
 
 DATASET_REGISTRY = Registry("DATASET")
 

@@ -14,7 +14,8 @@ import torch
 import torchvision.transforms as T
 import torchvision.transforms.functional as F
 from torchvision.transforms import InterpolationMode
-from dassl.utils.errors import UserValueError
+
+from dassl.utils import UserValueError
 
 AVAI_CHOICES = [
     "random_flip",
