@@ -542,6 +542,33 @@ def test_paired_cells_list_every_cell_below_the_margin(b2n_tree):
     assert cells(row)[2] == f"{worst[3]:+.2f} ({worst[0]} seed {worst[1]} {worst[2]})"
 
 
+def test_paired_stats_takes_each_trainer_from_the_first_folder_that_has_it(b2n_tree, tmp_path):
+    """paired_stats A_DIR B_DIR: EMPL's runs from one folder and its host's from another (an
+    ablation's value folder and its default folder) give the one-folder result; a trainer in
+    both folders is taken from the first."""
+    import shutil
+    from types import SimpleNamespace
+    from tools import paired_stats
+
+    only = {}
+    for keep, drop in (("EMPL_CoOp", "CoOp"), ("CoOp", "EMPL_CoOp")):
+        only[keep] = tmp_path / keep
+        shutil.copytree(b2n_tree, only[keep])
+        for folder in [p for p in only[keep].rglob(drop) if p.is_dir()]:
+            shutil.rmtree(folder)
+        assert {r.trainer for r in collect_results(str(only[keep]))[0]} == {keep}
+    outputs = []
+    for roots in ([b2n_tree], [only["EMPL_CoOp"], only["CoOp"]], [only["CoOp"], b2n_tree]):
+        out = io.StringIO()
+        assert paired_stats.main([*map(str, roots), "--pairs", "EMPL_CoOp:CoOp", "--cells", "1"], out=out) == 0
+        outputs.append(out.getvalue())
+    assert outputs[0] == outputs[1] == outputs[2] and "EMPL_CoOp - CoOp" in outputs[0]
+    first, second = ([SimpleNamespace(trainer=t, accuracy=a) for t, a in runs]
+                     for runs in ((("CoOp", 1.0),), (("CoOp", 2.0), ("EMPL_CoOp", 3.0))))
+    merged = paired_stats.first_folder_per_trainer([first, second])
+    assert [(r.trainer, r.accuracy) for r in merged] == [("CoOp", 1.0), ("EMPL_CoOp", 3.0)]
+
+
 def test_ablation_plan_shares_the_default_and_evaluates_inference_on_its_models(capsys):
     """tools/ablate_empl.py: a value equal to the config's runs in the shared 'default' folder;
     inference-only ablations re-evaluate the default's trained models instead of training."""
@@ -559,6 +586,9 @@ def test_ablation_plan_shares_the_default_and_evaluates_inference_on_its_models(
     trainings = [f for f in folders if "/train_base/" in f]
     assert sorted({f.split("/")[0] for f in trainings}) == [
         "OPEN_LOSS_WEIGHT-0.0", "OPEN_LOSS_WEIGHT-0.01", "OPEN_LOSS_WEIGHT-1.0", "default"]
+    # Two-stage EMPL_CoOp: CoOp's host runs are trained once, in the default folder, for every value.
+    hosts = [f for f in trainings if "/CoOp/" in f]
+    assert len(hosts) == 4 and all(f.startswith("default/") for f in hosts), hosts
     other_modes = [o for _, o in ablate_empl.ABLATIONS["inference"] if ablate_empl.folder_name(o, defaults) != "default"]
     assert len(other_modes) == len(ablate_empl.ABLATIONS["inference"]) - 1  # one value is the config's
     evaluations = [f for f in folders if f.startswith("INFERENCE-")]  # the inference ablation's only

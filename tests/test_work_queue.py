@@ -109,6 +109,20 @@ def test_two_stage_plan_trains_the_host_first_and_once(synthetic_root, tmp_path)
     assert f"Two-stage training: starting from the host's run {host.output_dir} (epoch 1)" in log
 
 
+def test_two_stage_host_reads_no_empl_keys_and_can_live_in_another_folder(synthetic_root, tmp_path):
+    """The host's run takes the extra opts except EMPL's own keys (so it is the host's own run,
+    whatever EMPL value is being tried), and host_output_root puts it in another folder: the
+    ablation tool's value folders share the default folder's host runs."""
+    kwargs = dict(seeds=[1], root=str(synthetic_root), output_root=str(tmp_path / "value"), cfg="tiny", shots=4,
+                  host_output_root=str(tmp_path / "default"),
+                  extra_opts=["OPTIM.MAX_EPOCH", "1", "TRAINER.EMPL.N_CHAINS", "0", "TRAINER.EMPL.HOST_RUN", "auto"])
+    host, empl = protocols.plan("base2new", ["EMPL_CoOp"], ["synthetic_shapes"], out=io.StringIO(), **kwargs)[:2]
+    assert host.trainer == "CoOp" and empl.depends_on is host
+    assert host.output_dir.startswith(str(tmp_path / "default")) and empl.output_dir.startswith(str(tmp_path / "value"))
+    assert not any(a.startswith("TRAINER.EMPL.") for a in host.argv) and host.argv[-2:] == ["OPTIM.MAX_EPOCH", "1"]
+    assert empl.argv[-2:] == ["TRAINER.EMPL.HOST_RUN", host.output_dir] and "TRAINER.EMPL.N_CHAINS" in empl.argv
+
+
 def _die_or_return(name):
     if name == "dies":
         os._exit(1)  # a worker killed mid-job, as by the out-of-memory killer

@@ -7,24 +7,26 @@ Each ablation varies one TRAINER.EMPL key over the paper's values (or turns a co
 every other setting staying at the trainer's config (configs/trainers/<T>/<cfg>.yaml: for the
 bundled benchmark, the defaults chosen on validation data). Each value is one compare-style
 base-to-new run set (all seeds and datasets) in OUTPUT_DIR/<value's opts>/; a value equal to the
-config's is the shared "default" set, trained once. The table gives base, new and H as mean ±
+config's is the shared "default" set, trained once, and a two-stage trainer's host runs are
+trained once, in the default set, for every value. The table gives base, new and H as mean ±
 std over seeds (each seed's average over the datasets), and H's paired difference from the
-default with its 95% interval (as tools/paired_stats.py). Runs are resumable (compare's skip
+default with its 95% interval (as tools/paired_stats.py); the std is the population std over seeds,
+as in the compare tables. Runs are resumable (compare's skip
 rules): re-running the command only adds what is missing. Reported numbers are test splits; no
 setting here is chosen from them.
 """
 import argparse
 import os
-import statistics
 import sys
 from typing import Dict, List, Sequence, Tuple
 
+import parse_test_res
 from tools import execution, protocols, sweep
 from tools.reporting import paired, plots
 from tools.reporting.results import collect_results
 from tools.reporting.tables import md_table
 
-E = "TRAINER.EMPL."
+E = protocols.EMPL_PREFIX
 # name -> [(label, opts)]: the paper's ablations (Fig. 6: lambda, the weight of L_out, and unseen words;
 # Fig. 7: number of prompts, the chains per anchor; Table 4: SGLD layers) and this project's (L_out's form, components, gradient, inference).
 ABLATIONS: Dict[str, List[Tuple[str, List[str]]]] = {
@@ -41,10 +43,12 @@ ABLATIONS: Dict[str, List[Tuple[str, List[str]]]] = {
     ],
     "sgld_gradient": [(v, [E + "SGLD_GRADIENT", v]) for v in ("exact", "anchor")],
     "chains": [("persistent, SGLD_STEPS 1", []), ("fresh, SGLD_STEPS 4", [E + "PERSISTENT", "False", E + "SGLD_STEPS", "4"])],
-    # How EMPL is trained: two-stage (from the host's run of the same data and seed, a few epochs)
-    # or from the host's CTX_INIT at the host's budget (CoOp's chosen 100 epochs).
-    "training": [("two-stage, 10 epochs from the host's run", [E + "HOST_RUN", "auto", "OPTIM.MAX_EPOCH", "10"]),
-                 ("from CTX_INIT, 100 epochs", [E + "HOST_RUN", "", "OPTIM.MAX_EPOCH", "100"])],
+    # How EMPL is trained: two-stage (from the host's run of the same data and seed, 10 epochs at
+    # a tenth of the host's LR, or at the host's LR) or from the host's CTX_INIT at the host's
+    # budget (CoOp's chosen LR 0.05 and 100 epochs).
+    "training": [("two-stage, 10 epochs at LR 0.005", [E + "HOST_RUN", "auto", "OPTIM.MAX_EPOCH", "10", "OPTIM.LR", "0.005"]),
+                 ("two-stage, 10 epochs at LR 0.05", [E + "HOST_RUN", "auto", "OPTIM.MAX_EPOCH", "10", "OPTIM.LR", "0.05"]),
+                 ("from CTX_INIT, 100 epochs at LR 0.05", [E + "HOST_RUN", "", "OPTIM.MAX_EPOCH", "100", "OPTIM.LR", "0.05"])],
     "in_loss": [(v, [E + "IN_LOSS", v]) for v in ("mixture", "per_prompt")],
     "vocabulary": [("training classes removed", [E + "VOCAB_EXCLUDE", "training"]),
                    ("every class of the dataset removed (strict)", [E + "VOCAB_EXCLUDE", "dataset"])],
@@ -102,8 +106,11 @@ def evaluation_runs(args, folder: str, opts: Sequence[str], trained: Dict[str, p
 
 
 def training_runs(args, folder: str, opts: Sequence[str]) -> List[protocols.Run]:
-    """One value's base-to-new runs (compare's, with the value's opts) under OUTPUT_DIR/<folder>."""
-    kwargs = dict(sweep.run_kwargs(args, list(opts)), output_root=os.path.join(args.output_dir, folder))
+    """One value's base-to-new runs (compare's, with the value's opts) under OUTPUT_DIR/<folder>.
+    A two-stage trainer's host runs are the "default" folder's, shared by every value (the host
+    reads none of EMPL's keys)."""
+    kwargs = dict(sweep.run_kwargs(args, list(opts)), output_root=os.path.join(args.output_dir, folder),
+                  host_output_root=os.path.join(args.output_dir, "default"))
     return protocols.plan("base2new", [args.trainer], args.datasets or list(protocols.BUNDLED_BASE2NEW),
                           out=sys.stderr, **kwargs)
 
@@ -144,8 +151,8 @@ def summarize(args, name: str, rows) -> Tuple[str, list]:
             table.append([label, "–", "–", "–", "–", "0"])
             continue
         avgs = [paired.averages(per_seed[s], sorted(expected)) for s in seeds]
-        stats = {m: (statistics.fmean(a[m] for a in avgs), statistics.stdev(a[m] for a in avgs) if len(avgs) > 1 else 0.0)
-                 for m in paired.METRICS}
+        # Population std over seeds, as the compare tables (and CoOp's parse_test_res) report it.
+        stats = {m: parse_test_res.mean_and_spread([a[m] for a in avgs]) for m in paired.METRICS}
         delta = "(default)" if folder == "default" else "–"
         if folder != "default" and default_results:
             seeds_d, diffs = paired.seed_differences(paired.seed_averages(results, args.trainer),
@@ -160,7 +167,7 @@ def summarize(args, name: str, rows) -> Tuple[str, list]:
     return md, points
 
 
-def plot(name: str, points, path: str) -> str:
+def plot(trainer: str, name: str, points, path: str) -> str:
     plt = plots.pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     xs = list(range(len(points)))
@@ -168,10 +175,12 @@ def plot(name: str, points, path: str) -> str:
         ax.errorbar([x + (i - 1) * 0.06 for x in xs], [p[1][metric][0] for p in points],
                     yerr=[p[1][metric][1] for p in points], fmt=style, capsize=3, label=metric)
     ax.set_xticks(xs)
-    ax.set_xticklabels([p[0] for p in points], rotation=15 if name == "components" else 0, fontsize="small")
+    long_labels = max(len(p[0]) for p in points) > 12  # tilted, so that long labels do not overlap
+    ax.set_xticklabels([p[0] for p in points], rotation=15 if long_labels else 0,
+                       ha="right" if long_labels else "center", fontsize="small")
     ax.set_xlabel(name)
     ax.set_ylabel("accuracy (%), mean ± std over seeds")
-    ax.set_title(f"EMPL_CoOp ablation: {name} (synthetic)")
+    ax.set_title(f"{trainer} ablation: {name} (synthetic)")
     return plots.save_with_outside_legend(plt, fig, ax, path)
 
 
@@ -198,7 +207,7 @@ def main(argv=None, out=None) -> int:
         print(f"\n### {name}\n\n{md}", file=out)
         if args.plots and points:
             os.makedirs(args.plots, exist_ok=True)
-            print(f"(plot: {plot(name, points, os.path.join(args.plots, f'ablation_{name}.png'))})", file=out)
+            print(f"(plot: {plot(args.trainer, name, points, os.path.join(args.plots, f'ablation_{name}.png'))})", file=out)
     return execution.exit_status(n_failed, out, "run set(s)")
 
 

@@ -14,6 +14,11 @@ evaluated dataset but the source and its shifted domains; domain generalization:
 shifted domains). `--cells 2` lists instead every task, seed and split where A is more than 2
 points below B (EMPL's anchor check). Zero-shot CLIP has no seed: a pair with it compares every
 seed of A with its one value (a one-sample interval).
+
+    python -m tools.paired_stats output/ablations/N_CHAINS-0 output/ablations/default --pairs EMPL_CoOp:CoOp --cells 2
+
+With several folders each trainer's runs come from the first folder that holds any of them (an
+ablation's value folder holds EMPL's runs; the host's are in the default folder).
 """
 import argparse
 import sys
@@ -31,11 +36,24 @@ def parse_pair(text: str) -> Tuple[str, str]:
     return first, second
 
 
+def first_folder_per_trainer(per_folder):
+    """Results of several folders ([[RunResult]], in order), each trainer's from the first
+    folder that holds any of its runs."""
+    merged, taken = [], set()
+    for results in per_folder:
+        trainers = {r.trainer for r in results} - taken
+        merged += [r for r in results if r.trainer in trainers]
+        taken |= trainers
+    return merged
+
+
 def main(argv=None, out=None) -> int:
     out = out or sys.stdout
     parser = argparse.ArgumentParser(prog="python -m tools.paired_stats", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("root", help="an output folder holding base-to-new runs (compare.py's --output-dir)")
+    parser.add_argument("roots", nargs="+", metavar="root",
+                        help="output folders holding the runs (compare.py's --output-dir); each trainer's runs "
+                             "come from the first folder that holds any")
     parser.add_argument("--pairs", nargs="+", type=parse_pair, required=True, help="A:B, e.g. EMPL_CoOp:CoOp")
     parser.add_argument("--protocol", default="base2new", choices=["base2new", "cross_dataset", "domain_generalization"])
     parser.add_argument("--source", help="the transfer protocols' source dataset (default: the one the runs trained on)")
@@ -43,9 +61,9 @@ def main(argv=None, out=None) -> int:
                         help="base-to-new: instead of the intervals, list every task, seed and split where A is "
                              "more than MARGIN points below B (EMPL's anchor check: --cells 2)")
     args = parser.parse_args(argv)
-    results, _ = collect_results(args.root)
+    results = first_folder_per_trainer([collect_results(root)[0] for root in args.roots])
     if not results:
-        print(f"error: no finished runs under {args.root}", file=sys.stderr)
+        print(f"error: no finished runs under {' or '.join(args.roots)}", file=sys.stderr)
         return 2
     if args.protocol == "base2new":
         print(render(results, args.pairs) if args.cells is None else render_cells(results, args.pairs, args.cells), file=out)

@@ -74,6 +74,8 @@ PROTOCOL_ALIASES = {"b2n": "base2new", "xd": "cross_dataset", "dg": "domain_gene
 # TRAINER.EMPL.HOST_RUN's value that asks this driver for two-stage training: the host's run of
 # the same data, seed and shots is planned first and its folder passed to the EMPL run.
 HOST_RUN_AUTO = "auto"
+# The config keys of EMPL's own node (TRAINER.EMPL.*): a host trainer reads none of them.
+EMPL_PREFIX = "TRAINER.EMPL."
 
 
 # The bundled benchmark (docs/BENCHMARK.md): its base-to-new tasks and the config name every
@@ -241,9 +243,12 @@ def plan_protocol(
     source: str = DEFAULT_SOURCE,
     extra_opts: Sequence[str] = (),
     python: str = sys.executable,
+    host_output_root: Optional[str] = None,
 ) -> List[Run]:
     """The runs of one trainer in one protocol, each training run before the evaluations that
-    load it. Mirrors scripts/protocols/*.sh (flags, folders, --load-epoch = last epoch)."""
+    load it. Mirrors scripts/protocols/*.sh (flags, folders, --load-epoch = last epoch).
+    host_output_root: where a two-stage trainer's host runs live (default: output_root), so that
+    run sets that differ only in EMPL's keys share one host run per dataset and seed."""
     protocol = normalize_protocol(protocol)
     given_cfg = cfg
     cfg = cfg or default_cfg(trainer, protocol)
@@ -260,8 +265,12 @@ def plan_protocol(
         if not two_stage:
             return None
         host_cfg = str(config_value(config_file, extra_opts, "TRAINER.EMPL.HOST_CONFIG") or "") or given_cfg
+        # The host reads none of EMPL's keys: without them its run is the host's own (the same
+        # config as the host trained alone in the same folder).
+        host_opts = [x for key, value in zip(extra_opts[::2], extra_opts[1::2])
+                     if not key.startswith(EMPL_PREFIX) for x in (key, value)]
         return plan_protocol(protocol, host, [dataset] if protocol == "base2new" else [], [seed], root,
-                             output_root, host_cfg, shots, source, extra_opts, python)[0]
+                             host_output_root or output_root, host_cfg, shots, source, host_opts, python)[0]
 
     def training(argv, output_dir, dataset, seed) -> Run:
         """The training run, after its host's (two-stage) when it has one."""
