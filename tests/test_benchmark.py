@@ -262,6 +262,11 @@ def test_selection_prefers_steady_points_and_the_cheaper_of_equals():
     long_, short, worse = "OPTIM.MAX_EPOCH 200", "OPTIM.MAX_EPOCH 50", "OPTIM.MAX_EPOCH 5"
     results = {long_: result(80.3, 0.0, 9.0), short: result(80.0, 0.0, 2.0), worse: result(78.0, 0.0, 0.5)}
     assert tune_bundled.choose(results, "base") == short
+    # Times within COST_TIE of the least are the same cost (timing noise): the better score wins.
+    noisy = {"OPTIM.LR 0.01": result(80.0, 0.0, 2.0), "OPTIM.LR 0.02": result(80.4, 0.0, 2.0 * (1 + tune_bundled.COST_TIE) - 1e-6)}
+    assert tune_bundled.choose(noisy, "base") == "OPTIM.LR 0.02"
+    noisy["OPTIM.LR 0.02"] = result(80.4, 0.0, 2.0 * (1 + tune_bundled.COST_TIE) + 1e-3)  # beyond: costlier
+    assert tune_bundled.choose(noisy, "base") == "OPTIM.LR 0.01"
     assert tune_bundled.choose({"OPTIM.LR 1.0": {}}, "base") is None  # failed runs
     # A transductive evaluation (conditioned on other test images) is never chosen.
     both = {"TRAINER.EMPL.INFERENCE sample_batch": result(90.0, 0.0, 1.0), "TRAINER.EMPL.INFERENCE sample": result(80.0, 0.0, 1.0)}
