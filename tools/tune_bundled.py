@@ -268,7 +268,7 @@ def summarize(evals) -> Dict[str, float]:
     seed_h = [harmonic_mean(b, h) for b, h in zip(seed_base, seed_held)]
     pairs = [pair for v in by_seed.values() for pair in v]
     mb, mh = statistics.fmean(b for b, _ in pairs), statistics.fmean(h for _, h in pairs)
-    (base_m, base_sd), (held_m, held_sd), (h_m, h_sd) = _mean_sd(seed_base), _mean_sd(seed_held), _mean_sd(seed_h)
+    (base_m, base_sd), (_, held_sd), (h_m, h_sd) = _mean_sd(seed_base), _mean_sd(seed_held), _mean_sd(seed_h)
     return {"base": mb, "heldout": mh, "H": harmonic_mean(mb, mh), "n": len(pairs),
             "base_sd": base_sd, "heldout_sd": held_sd, "H_sd": h_sd,
             "score_base": base_m - base_sd, "score_H": h_m - h_sd, "minutes": seconds / 60,
