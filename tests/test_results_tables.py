@@ -589,6 +589,18 @@ def test_ablation_plan_shares_the_default_and_evaluates_inference_on_its_models(
     # Two-stage EMPL_CoOp: CoOp's host runs are trained once, in the default folder, for every value.
     hosts = [f for f in trainings if "/CoOp/" in f]
     assert len(hosts) == 4 and all(f.startswith("default/") for f in hosts), hosts
+    # A value that trains EMPL differently (its LR and epochs) leaves the host at its own config,
+    # also where the default trains from scratch and only values plan hosts (EMPL_ProDA).
+    for trainer, host in (("EMPL_CoOp", "CoOp"), ("EMPL_ProDA", "ProDA")):
+        args = argparse.Namespace(trainer=trainer, cfg="bundled", datasets=["world_aerial"], seeds=[1], shots=16,
+                                  output_dir="out/abl", python="python", root="data", source=None)
+        label, opts = ablate_empl.ABLATIONS["training"][0]
+        assert "OPTIM.LR" in opts and "HOST_RUN" in " ".join(opts)
+        runs = ablate_empl.training_runs(args, "two-stage", opts)
+        host_run = next(r for r in runs if r.trainer == host)
+        assert host_run.output_dir.startswith(os.path.join("out/abl", "default"))
+        assert not any(a.startswith(("OPTIM.", "TRAINER.EMPL.")) for a in host_run.argv), host_run.argv
+        assert next(r for r in runs if r.trainer == trainer and not r.eval_only).depends_on is host_run
     other_modes = [o for _, o in ablate_empl.ABLATIONS["inference"] if ablate_empl.folder_name(o, defaults) != "default"]
     assert len(other_modes) == len(ablate_empl.ABLATIONS["inference"]) - 1  # one value is the config's
     evaluations = [f for f in folders if f.startswith("INFERENCE-")]  # the inference ablation's only

@@ -107,10 +107,11 @@ def evaluation_runs(args, folder: str, opts: Sequence[str], trained: Dict[str, p
 
 def training_runs(args, folder: str, opts: Sequence[str]) -> List[protocols.Run]:
     """One value's base-to-new runs (compare's, with the value's opts) under OUTPUT_DIR/<folder>.
-    A two-stage trainer's host runs are the "default" folder's, shared by every value (the host
-    reads none of EMPL's keys)."""
+    A two-stage trainer's host runs are the "default" folder's, at the host's own config, shared
+    by every value: a value's opts (EMPL's keys, or how EMPL trains: OPTIM.LR, OPTIM.MAX_EPOCH)
+    are EMPL's alone."""
     kwargs = dict(sweep.run_kwargs(args, list(opts)), output_root=os.path.join(args.output_dir, folder),
-                  host_output_root=os.path.join(args.output_dir, "default"))
+                  host_output_root=os.path.join(args.output_dir, "default"), host_opts=[])
     return protocols.plan("base2new", [args.trainer], args.datasets or list(protocols.BUNDLED_BASE2NEW),
                           out=sys.stderr, **kwargs)
 

@@ -244,11 +244,14 @@ def plan_protocol(
     extra_opts: Sequence[str] = (),
     python: str = sys.executable,
     host_output_root: Optional[str] = None,
+    host_opts: Optional[Sequence[str]] = None,
 ) -> List[Run]:
     """The runs of one trainer in one protocol, each training run before the evaluations that
     load it. Mirrors scripts/protocols/*.sh (flags, folders, --load-epoch = last epoch).
-    host_output_root: where a two-stage trainer's host runs live (default: output_root), so that
-    run sets that differ only in EMPL's keys share one host run per dataset and seed."""
+    A two-stage trainer's host runs live under host_output_root (default: output_root) and take
+    host_opts (default: extra_opts without EMPL's own keys, so a smoke test's short budget reaches
+    the host too); run sets that differ only in how EMPL trains pass host_opts=[] and one shared
+    host_output_root, and share one host run per dataset and seed."""
     protocol = normalize_protocol(protocol)
     given_cfg = cfg
     cfg = cfg or default_cfg(trainer, protocol)
@@ -267,10 +270,11 @@ def plan_protocol(
         host_cfg = str(config_value(config_file, extra_opts, "TRAINER.EMPL.HOST_CONFIG") or "") or given_cfg
         # The host reads none of EMPL's keys: without them its run is the host's own (the same
         # config as the host trained alone in the same folder).
-        host_opts = [x for key, value in zip(extra_opts[::2], extra_opts[1::2])
-                     if not key.startswith(EMPL_PREFIX) for x in (key, value)]
+        opts = list(host_opts) if host_opts is not None else [
+            x for key, value in zip(extra_opts[::2], extra_opts[1::2]) if not key.startswith(EMPL_PREFIX)
+            for x in (key, value)]
         return plan_protocol(protocol, host, [dataset] if protocol == "base2new" else [], [seed], root,
-                             host_output_root or output_root, host_cfg, shots, source, host_opts, python)[0]
+                             host_output_root or output_root, host_cfg, shots, source, opts, python)[0]
 
     def training(argv, output_dir, dataset, seed) -> Run:
         """The training run, after its host's (two-stage) when it has one."""
