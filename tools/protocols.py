@@ -7,7 +7,7 @@ import difflib
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from dassl.utils import UserValueError
 
@@ -166,6 +166,11 @@ def default_cfg(trainer: str, protocol: str) -> str:
     return defaults.base2new_cfg if protocol == "base2new" else defaults.cross_dataset_cfg
 
 
+def without_keys(opts: Sequence[str], drop: Callable[[str], bool]) -> List[str]:
+    """KEY VALUE opts without the pairs whose key drop(key) is true."""
+    return [x for key, value in zip(opts[::2], opts[1::2]) if not drop(key) for x in (key, value)]
+
+
 def config_value(config_file: str, opts: Sequence[str], key: str):
     """A config key's value for a run: the last KEY VALUE pair of opts, else the config file's
     (with its _BASE_ files), else the default config's (dassl's defaults and every method's keys)."""
@@ -270,9 +275,8 @@ def plan_protocol(
         host_cfg = str(config_value(config_file, extra_opts, "TRAINER.EMPL.HOST_CONFIG") or "") or given_cfg
         # The host reads none of EMPL's keys: without them its run is the host's own (the same
         # config as the host trained alone in the same folder).
-        opts = list(host_opts) if host_opts is not None else [
-            x for key, value in zip(extra_opts[::2], extra_opts[1::2]) if not key.startswith(EMPL_PREFIX)
-            for x in (key, value)]
+        opts = list(host_opts) if host_opts is not None else without_keys(
+            extra_opts, lambda key: key.startswith(EMPL_PREFIX))
         return plan_protocol(protocol, host, [dataset] if protocol == "base2new" else [], [seed], root,
                              host_output_root or output_root, host_cfg, shots, source, opts, python)[0]
 

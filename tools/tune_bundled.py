@@ -161,7 +161,7 @@ def point_runs(trainer: str, point: str, tasks: Sequence[str], seeds: Sequence[i
     report after the choice; the selection never reads it)."""
     opts = sweep.parse_point(point)
     # Keys that only change the evaluation: points that differ only in them share a training run.
-    train_opts = [x for pair in zip(opts[::2], opts[1::2]) if pair[0] not in EVALUATION_KEYS for x in pair]
+    train_opts = protocols.without_keys(opts, lambda key: key in EVALUATION_KEYS)
     slug, train_slug = _slug(opts), _slug(train_opts)
     config_file = protocols.config_path(trainer, cfg)
     eval_only = protocols.is_eval_only(trainer)
