@@ -287,6 +287,25 @@ def test_empl_layer_grid_is_relative_to_the_text_encoders_depth():
     assert all("{layers:" in p for p in tune_bundled.GRID["EMPL_CoOp"])
 
 
+def test_empl_grid_gives_the_costly_evaluations_to_the_points_it_names():
+    """Every EMPL training point gets the regular evaluations; with costly, the scratch points and
+    the first two-stage point with half-depth chains (host LR, 10 epochs) get the costly ones."""
+    from tools import tune_bundled
+
+    points, costly_points = tune_bundled._empl_trainings("0.05", 100, ("mixture", "per_prompt"),
+                                                         two_stage_depths=("0.25", "0.5"))
+    scratch = [p for p in points if "HOST_RUN ''" in p]
+    assert len(scratch) == 2 and len(points) == 2 + 2 * 2 * 2  # 2 losses; 2 epochs x 2 losses x 2 depths
+    half_depth = [p for p in costly_points if "HOST_RUN auto" in p]
+    assert costly_points[:2] == scratch and half_depth == [points[3]]  # after the first loss's 0.25 point
+    assert "OPTIM.MAX_EPOCH 10 " in half_depth[0] and half_depth[0].endswith("{layers:0.5}")
+    assert "IN_LOSS mixture" in half_depth[0] and "OPTIM.LR 0.05 " in half_depth[0]
+    for costly, extra in ((True, len(costly_points) * len(tune_bundled._COSTLY_EVALUATIONS)), (False, 0)):
+        grid = tune_bundled._empl_grid((points, costly_points), costly)
+        assert len(grid) == len(points) * len(tune_bundled._EMPL_EVALUATIONS) + extra
+    assert sum(tune_bundled.transductive(p) for p in grid) == len(points)  # one sample_batch each
+
+
 def test_tuning_tool_reports_held_out_against_test_new_only_after_the_choice(world_root, tmp_path):
     """--test-new-after-choice: the selection table first (its numbers do not change), then every
     point's held-out accuracy beside its test new accuracy, read from runs on the test split's

@@ -291,6 +291,10 @@ def test_the_planner_reads_a_key_under_its_old_name_in_opts_as_train_py_does(tmp
     old_name = ["TRAINER.EMPL.LAMBDA", "0.7"]  # opts over the file, under the old name too
     assert protocols.config_value(str(config), old_name, "TRAINER.EMPL.OPEN_LOSS_WEIGHT") == "0.7"
     assert protocols.config_value(str(config), old_name, "OPTIM.MAX_EPOCH") == 10  # Dassl's default
+    # Keys are read at the pairs' key positions only: a value that spells a key is a value.
+    value_like_a_key = ["TRAINER.EMPL.HOST_CONFIG", "OPTIM.MAX_EPOCH", "OPTIM.LR", "0.1"]
+    assert protocols.config_value(str(config), value_like_a_key, "OPTIM.MAX_EPOCH") == 10
+    assert protocols.config_value(str(config), ["OPTIM.LR", "0.1", "OPTIM.LR", "0.3"], "OPTIM.LR") == "0.3"
 
 
 def test_no_runs_is_a_clear_error(tmp_path, capsys):
@@ -567,6 +571,32 @@ def test_paired_stats_takes_each_trainer_from_the_first_folder_that_has_it(b2n_t
                      for runs in ((("CoOp", 1.0),), (("CoOp", 2.0), ("EMPL_CoOp", 3.0))))
     merged = paired_stats.first_folder_per_trainer([first, second])
     assert [(r.trainer, r.accuracy) for r in merged] == [("CoOp", 1.0), ("EMPL_CoOp", 3.0)]
+
+
+def test_paired_stats_compares_each_host_with_its_rerun(b2n_tree, tmp_path):
+    """paired_stats --rerun ROOT: "B (re-run) - B" after the pairs, B's runs in ROOT against B's in
+    the roots, per seed and cell (the yardstick of training randomness); A - B is unchanged."""
+    from tools import paired_stats
+
+    rerun = tmp_path / "rerun"
+    shift = {"eurosat": (1.0, -4.0), "dtd": (-3.0, 2.0)}  # CoOp re-run = CoOp + shift, seeds 1-3
+    for dataset, (db, dn) in shift.items():
+        bases, news = ACCS[("CoOp", dataset)]
+        for seed, (b, n) in enumerate(zip(bases, news), 1):
+            write_base2new(str(rerun), "CoOp", "cfgA", dataset, seed, b + db, n + dn)
+    plain, with_rerun = io.StringIO(), io.StringIO()
+    assert paired_stats.main([str(b2n_tree), "--pairs", "EMPL_CoOp:CoOp"], out=plain) == 0
+    assert paired_stats.main([str(b2n_tree), "--pairs", "EMPL_CoOp:CoOp", "--rerun", str(rerun)], out=with_rerun) == 0
+    lines = with_rerun.getvalue().splitlines()
+    pair_rows = [cells(l) for l in plain.getvalue().splitlines() if l.startswith("| EMPL_CoOp - CoOp")]
+    assert len(pair_rows) == 3 and pair_rows == [cells(l) for l in lines if l.startswith("| EMPL_CoOp - CoOp")]
+    rows = {cells(l)[1]: cells(l) for l in lines if l.startswith("| CoOp (re-run) - CoOp")}
+    base, new = mean([v[0] for v in shift.values()]), mean([v[1] for v in shift.values()])
+    assert rows["base"][2] == " / ".join([f"{base:+.2f}"] * 3) and rows["new"][2] == " / ".join([f"{new:+.2f}"] * 3)
+    out = io.StringIO()
+    assert paired_stats.main([str(b2n_tree), "--pairs", "EMPL_CoOp:CoOp", "--rerun", str(rerun), "--cells", "2.5"], out=out) == 0
+    row = [l for l in out.getvalue().splitlines() if l.startswith("| CoOp (re-run) - CoOp")][0]
+    assert cells(row)[1] == "6 of 12"  # eurosat new -4 and dtd base -3 on each of 3 seeds
 
 
 def test_ablation_plan_shares_the_default_and_evaluates_inference_on_its_models(capsys):

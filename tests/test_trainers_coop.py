@@ -120,3 +120,35 @@ def test_save_then_load_reproduces_eval_logits(build_tiny_trainer, tmp_path):
     assert torch.allclose(fresh.model_inference(images), expected)
     with pytest.raises(FileNotFoundError, match="model.pth.tar-4"):
         fresh.load_model(str(tmp_path / "a"), epoch=4)
+
+
+def test_seed_offset_reruns_training_on_the_same_few_shot_data(synthetic_root, tmp_path):
+    """TRAIN.SEED_OFFSET k: the few-shot draw (and its cache file) stay SEED's; the training
+    randomness (here CoOp's random context) is what a plain run seeded SEED + k draws once its
+    data are built; private generators (ProDA's prompt draws, EMPL's chains) take SEED + k."""
+    import datasets  # noqa: F401  (registers the datasets)
+    import trainers  # noqa: F401  (registers the trainers)
+    from conftest import make_cfg
+    from dassl.engine import build_trainer
+    from dassl.utils import UserValueError, set_random_seed
+
+    def build(name, seed, *opts, config=COOP):
+        set_random_seed(seed)  # as launch.py does before building the trainer
+        return build_trainer(make_cfg(synthetic_root, name, config, tmp_path / f"{name}{seed}{len(opts)}",
+                                      ["SEED", str(seed), "DATASET.NUM_SHOTS", "2", *opts]))
+
+    def shots(trainer):
+        return sorted((item.impath, item.label) for item in trainer.dm.dataset.train_x)
+
+    plain, rerun = build("CoOp", 1), build("CoOp", 1, "TRAIN.SEED_OFFSET", "5")
+    assert shots(rerun) == shots(plain)
+    assert not torch.equal(rerun.model.prompt_learner.ctx, plain.model.prompt_learner.ctx)
+    # A plain run seeded 6 draws other shots and, from torch's RNG, the same context.
+    seeded_6 = build("CoOp", 6)
+    assert shots(seeded_6) != shots(plain)
+    assert torch.equal(seeded_6.model.prompt_learner.ctx, rerun.model.prompt_learner.ctx)
+    proda = build("ProDA", 1, "TRAIN.SEED_OFFSET", "5", config="configs/trainers/ProDA/tiny.yaml")
+    assert proda.private_seed() == 6 and build("CoOp", 1).private_seed() == 1
+    for bad, message in ((["TRAIN.SEED_OFFSET", "-1"], "must be >= 0"), (["SEED", "-1", "TRAIN.SEED_OFFSET", "2"], "set SEED")):
+        with pytest.raises(UserValueError, match=message):
+            build("CoOp", 1, *bad)

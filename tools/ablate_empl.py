@@ -73,7 +73,7 @@ def config_defaults(trainer: str, cfg: str) -> dict:
 def folder_name(opts: Sequence[str], defaults) -> str:
     """'default' when every opt equals the config's value, else the opts that differ."""
     changed = []
-    for key, value in zip(opts[::2], opts[1::2]):
+    for key, value in protocols.opt_pairs(opts):
         node = defaults
         for part in key.split("."):
             node = node[part]

@@ -19,7 +19,15 @@ seed of A with its one value (a one-sample interval).
 
 With several folders each trainer's runs come from the first folder that holds any of them (an
 ablation's value folder holds EMPL's runs; the host's are in the default folder).
+
+    python -m tools.compare --trainers CoOp ProDA --seeds 1 2 3 4 5 --output-dir output/rerun -- TRAIN.SEED_OFFSET 100
+    python -m tools.paired_stats output/quickstart --pairs EMPL_CoOp:CoOp EMPL_ProDA:ProDA --cells 2 --rerun output/rerun
+
+--rerun adds, for every pair's B, "B (re-run) - B": B re-trained on the same few-shot data with
+other training randomness (TRAIN.SEED_OFFSET: initialisation, batch order, sampling), the
+difference that chance in training alone makes, as a yardstick for A - B.
 """
+import dataclasses
 import argparse
 import sys
 from typing import Tuple
@@ -47,6 +55,15 @@ def first_folder_per_trainer(per_folder):
     return merged
 
 
+def with_reruns(results, pairs, rerun_results):
+    """(results with the re-runs of each pair's B named "B (re-run)", pairs + "B (re-run)":B for
+    every B that has re-runs, each once)."""
+    hosts = list(dict.fromkeys(b for _, b in pairs))
+    reruns = [dataclasses.replace(r, trainer=f"{r.trainer} (re-run)") for r in rerun_results if r.trainer in hosts]
+    found = {r.trainer for r in reruns}
+    return results + reruns, list(pairs) + [(f"{b} (re-run)", b) for b in hosts if f"{b} (re-run)" in found]
+
+
 def main(argv=None, out=None) -> int:
     out = out or sys.stdout
     parser = argparse.ArgumentParser(prog="python -m tools.paired_stats", description=__doc__.split("\n")[0],
@@ -60,8 +77,13 @@ def main(argv=None, out=None) -> int:
     parser.add_argument("--cells", type=float, metavar="MARGIN",
                         help="base-to-new: instead of the intervals, list every task, seed and split where A is "
                              "more than MARGIN points below B (EMPL's anchor check: --cells 2)")
+    parser.add_argument("--rerun", metavar="ROOT",
+                        help="a folder of the pairs' B trainers re-trained on the same data with TRAIN.SEED_OFFSET: "
+                             "adds 'B (re-run) - B' for each B found there")
     args = parser.parse_args(argv)
     results = first_folder_per_trainer([collect_results(root)[0] for root in args.roots])
+    if args.rerun:
+        results, args.pairs = with_reruns(results, args.pairs, collect_results(args.rerun)[0])
     if not results:
         print(f"error: no finished runs under {' or '.join(args.roots)}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ import difflib
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from dassl.utils import UserValueError
 
@@ -166,9 +166,14 @@ def default_cfg(trainer: str, protocol: str) -> str:
     return defaults.base2new_cfg if protocol == "base2new" else defaults.cross_dataset_cfg
 
 
+def opt_pairs(opts: Sequence[str]) -> List[Tuple[str, str]]:
+    """KEY VALUE opts (train.py's trailing opts) as (key, value) pairs, in order."""
+    return list(zip(opts[::2], opts[1::2]))
+
+
 def without_keys(opts: Sequence[str], drop: Callable[[str], bool]) -> List[str]:
     """KEY VALUE opts without the pairs whose key drop(key) is true."""
-    return [x for key, value in zip(opts[::2], opts[1::2]) if not drop(key) for x in (key, value)]
+    return [x for key, value in opt_pairs(opts) if not drop(key) for x in (key, value)]
 
 
 def config_value(config_file: str, opts: Sequence[str], key: str):
@@ -178,9 +183,9 @@ def config_value(config_file: str, opts: Sequence[str], key: str):
     from tools.run_loading import config_value as value_in, key_names
 
     names = key_names(key)  # opts may still use a key's old name, as train.py accepts
-    for i in range(len(opts) - 2, -1, -1):
-        if opts[i] in names:
-            return opts[i + 1]
+    for opt_key, value in reversed(opt_pairs(opts)):  # the last pair wins, as in yacs
+        if opt_key in names:
+            return value
 
     node = value_in(load_with_bases(config_file), key)  # also under the key's old name
     if node is not None:

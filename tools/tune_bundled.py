@@ -26,12 +26,13 @@ import os
 import re
 import statistics
 import sys
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import parse_test_res
 from tools import protocols, sweep
 from tools.reporting.summaries import harmonic_mean
 from tools.reporting.tables import md_table
+from trainers.empl_config import TRANSDUCTIVE_MODES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,31 +81,37 @@ _COSTLY_EVALUATIONS = [f"{_E}INFERENCE sample {_E}TEST_SGLD_STEPS {steps}" for s
 
 def _empl_trainings(host_lr: str, host_epochs: int, losses, scratch_depths=("1.0",),
                     two_stage_depths=("0.5", "1.0"), fine_tune_lrs=(), fine_tune_depths=(),
-                    fine_tune_loss="mixture") -> List[str]:
-    """From scratch at the host's budget (chains at scratch_depths of the depth; token-level, as
+                    fine_tune_loss="mixture") -> Tuple[List[str], List[str]]:
+    """(training points, the ones that also get the costly evaluations).
+
+    From scratch at the host's budget (chains at scratch_depths of the depth; token-level, as
     chosen before, by default), and two-stage from the host's run: a few epochs at the host's LR,
     chains at two_stage_depths of the depth (half or all by default); then two-stage for 10
     epochs at each of fine_tune_lrs (below the host's: the host's prompt is already trained, and
     restarting at its LR moves it as far as a fresh run would), with fine_tune_loss and chains at
-    fine_tune_depths."""
-    scratch = [f"{_E}HOST_RUN '' OPTIM.LR {host_lr} OPTIM.MAX_EPOCH {host_epochs} {_E}IN_LOSS {loss} "
-               f"{_E}SGLD_LAYERS {{layers:{f}}}" for loss in losses for f in scratch_depths]
-    two_stage = [f"{_E}HOST_RUN auto OPTIM.LR {lr} OPTIM.MAX_EPOCH {epochs} {_E}IN_LOSS {loss} "
-                 f"{_E}SGLD_LAYERS {{layers:{f}}}"
+    fine_tune_depths. The costly evaluations go to the scratch points and to the first two-stage
+    point with half-depth chains (host LR, 10 epochs, the first loss), where EMPL_CoOp's grid
+    measured them."""
+    def point(host_run, lr, epochs, loss, depth):
+        return (f"{_E}HOST_RUN {host_run} OPTIM.LR {lr} OPTIM.MAX_EPOCH {epochs} {_E}IN_LOSS {loss} "
+                f"{_E}SGLD_LAYERS {{layers:{depth}}}")
+
+    scratch = [point("''", host_lr, host_epochs, loss, f) for loss in losses for f in scratch_depths]
+    two_stage = [point("auto", lr, epochs, loss, f)
                  for lr, epoch_list, loss_list, depths in (
                      (host_lr, (10, 25), losses, two_stage_depths),
                      *((lr, (10,), (fine_tune_loss,), fine_tune_depths) for lr in fine_tune_lrs))
                  for epochs in epoch_list for loss in loss_list for f in depths]
-    return scratch + two_stage
+    costly = scratch + ([point("auto", host_lr, 10, losses[0], "0.5")] if "0.5" in two_stage_depths else [])
+    return scratch + two_stage, costly
 
 
-def _empl_grid(trainings: List[str], costly: bool) -> List[str]:
+def _empl_grid(trainings: Tuple[List[str], List[str]], costly: bool) -> List[str]:
     """Every training point with every evaluation; with costly, the costly evaluations on the
-    scratch points and on the first two-stage point with half-depth chains too."""
-    first_two_stage = next(t for t in trainings if "HOST_RUN auto" in t and "{layers:0.5}" in t)
-    return [f"{t} {e}" for t in trainings for e in _EMPL_EVALUATIONS] + [
-        f"{t} {e}" for t in trainings if costly and ("HOST_RUN auto" not in t or t == first_two_stage)
-        for e in _COSTLY_EVALUATIONS]
+    points _empl_trainings names for them too."""
+    points, costly_points = trainings
+    return [f"{t} {e}" for t in points for e in _EMPL_EVALUATIONS] + [
+        f"{t} {e}" for t in points if costly and t in costly_points for e in _COSTLY_EVALUATIONS]
 
 
 # The hosts' budgets are their chosen ones (CoOp: LR 0.05, 100 epochs; ProDA: LR 0.05, 50 epochs).
@@ -291,10 +298,10 @@ COST_TIE = 0.1
 
 
 def transductive(point: str) -> bool:
-    """A point whose evaluation conditions on other test images (EMPL's INFERENCE sample_batch):
+    """A point whose evaluation conditions on other test images (EMPL's TRANSDUCTIVE_MODES):
     shown for comparison, never chosen as a default."""
-    opts = sweep.parse_point(point)
-    return any(key == "TRAINER.EMPL.INFERENCE" and value == "sample_batch" for key, value in zip(opts[::2], opts[1::2]))
+    return any(key == f"{_E}INFERENCE" and value in TRANSDUCTIVE_MODES
+               for key, value in protocols.opt_pairs(sweep.parse_point(point)))
 
 
 def choose(results: Dict[str, Dict[str, float]], rule: str):

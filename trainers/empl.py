@@ -26,11 +26,11 @@ from .errors import UserValueError
 from .multi_prompt_losses import (free_energy, mixture_log_probs, mixture_nll, open_vocabulary_loss,
                                   per_prompt_cross_entropy)
 from .open_vocab import OpenVocabulary
-from .prompt_trainer import EvalCache
+from .prompt_trainer import EvalCache, training_seed
 from .sgld import SGLDResult, langevin_sample, sgld_options
 
-# Private generators are seeded at cfg.SEED plus an offset, so their streams differ from the
-# global RNG's (the data order) under the same seed.
+# Private generators are seeded at the training seed (SEED + TRAIN.SEED_OFFSET) plus an offset,
+# so their streams differ from the global RNG's (the data order) under the same seed.
 SGLD_SEED_OFFSET = 1_000_003
 EVAL_SEED_OFFSET = 2_000_003
 # How far (rms, in units of rms(anchor)) chains went where SGLD_GRADIENT anchor was measured to
@@ -98,7 +98,7 @@ class EMPLMixin:
         deep_blocks = list(self.text_deep_prompts() or ())
         self.split_text = LayerSplitText(self.model.text_encoder, empl.SGLD_LAYERS, learner.n_ctx, deep_blocks)
         self.open_vocab = OpenVocabulary(
-            self.vocabulary_exclusions(), empl.VOCAB_FILE, seed=max(self.cfg.SEED, 0),
+            self.vocabulary_exclusions(), empl.VOCAB_FILE, seed=max(training_seed(self.cfg), 0),
             default_words=LOCAL_CLIP_VOCABULARIES.get(self.cfg.MODEL.BACKBONE.NAME, ()))
         print(f"Open vocabulary: {len(self.open_vocab)} words without the {empl.VOCAB_EXCLUDE} class names, "
               f"{empl.N_UNSEEN} unseen words per batch")
@@ -106,7 +106,7 @@ class EMPLMixin:
         # augmentations a run sees do not depend on the EMPL settings (a sweep over N_CHAINS or
         # SGLD_STEPS compares runs on the same data), and an evaluation draws the same prompts
         # however often and whenever it runs (the evaluation generator restarts at each test()).
-        self.sgld_seed = self.cfg.SEED if self.cfg.SEED >= 0 else torch.initial_seed() % 2**62
+        self.sgld_seed = self.private_seed()
         self.sgld_generator = torch.Generator(device=self.device).manual_seed(self.sgld_seed + SGLD_SEED_OFFSET)
         self.eval_generator = torch.Generator(device=self.device)
         self.clear_eval_cache()
@@ -179,7 +179,7 @@ class EMPLMixin:
         return super().model_dir_fix()
 
     def seeded_order_loader(self, loader):
-        """The loader's items (this process's share of them) in an order drawn from cfg.SEED."""
+        """The loader's items (this process's share of them) in an order drawn from the training seed."""
         from dassl.data.data_manager import loader_like
 
         indices = list(loader.sampler)
@@ -430,7 +430,7 @@ class EMPLMixin:
     # ------------------------------------------------------------------ inference
     def refresh_calibration(self) -> None:
         """Store amortized mode's condition with the model: the image features of one batch of
-        the training run's own data, drawn under a forked CPU RNG seeded from cfg.SEED (the same
+        the training run's own data, drawn under a forked CPU RNG seeded from the training seed (the same
         batch every time; the run's data order is left as it was).
 
         It is a buffer of the prompt learner, so it goes into every checkpoint: an evaluation run

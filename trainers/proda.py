@@ -62,7 +62,7 @@ def add_config(cfg):
 CLASS_TOKEN_POSITIONS = ("end", "middle", "front", "mix")
 COVARIANCES = ("full", "diagonal")
 ORTHO_LOSSES = ("class", "context")
-# The prompt draws' private generator is seeded at cfg.SEED plus this (EMPL's generators use
+# The prompt draws' private generator is seeded at the training seed plus this (EMPL's generators use
 # other offsets), so its stream differs from the global RNG's and from EMPL's.
 PROMPT_DRAW_SEED_OFFSET = 3_000_017
 # Without gradient (inference), more prompt x class sequences than this go through the text
@@ -275,9 +275,8 @@ class ProDA(ClipPromptTrainer):
         super().build_model()
         proda = self.method_cfg
         if 0 < proda.PROMPT_BATCH < proda.N_PROMPTS:
-            seed = self.cfg.SEED if self.cfg.SEED >= 0 else torch.initial_seed() % 2**62
             self.prompt_sampler = PromptBatchSampler(
-                proda.N_PROMPTS, proda.PROMPT_BATCH, seed + PROMPT_DRAW_SEED_OFFSET)
+                proda.N_PROMPTS, proda.PROMPT_BATCH, self.private_seed() + PROMPT_DRAW_SEED_OFFSET)
             print(f"ProDA: {proda.PROMPT_BATCH} of {proda.N_PROMPTS} prompts per training step")
 
     # ------------------------------------------------------------------ prompt mini-batch

@@ -19,6 +19,12 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_checkpoint, load_pretrained_weights
 
+try:
+    from dassl.utils import training_seed
+except ImportError:  # real Dassl.pytorch (a CoOp checkout) has no TRAIN.SEED_OFFSET
+    def training_seed(cfg) -> int:
+        return cfg.SEED
+
 from .clip_backbone import autocast_dtype, half_on_cpu, load_clip, resolve_precision, set_clip_precision
 from .errors import UserValueError
 from .feature_cache import image_feature_cache
@@ -79,6 +85,12 @@ class ClipPromptTrainer(TrainerX):
 
     def build_custom_clip(self, cfg, classnames, clip_model):
         raise NotImplementedError
+
+    def private_seed(self) -> int:
+        """The seed of a trainer's private generators (ProDA's prompt draws, EMPL's chains): the
+        training seed (SEED + TRAIN.SEED_OFFSET), or torch's initial seed in an unseeded run."""
+        seed = training_seed(self.cfg)
+        return seed if seed >= 0 else torch.initial_seed() % 2**62
 
     def build_model(self):
         cfg = self.cfg

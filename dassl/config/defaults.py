@@ -126,6 +126,11 @@ _C.TRAIN.PRINT_FREQ = 10  # batches
 # Ours: also checkpoint the epochs CHECKPOINT_FREQ skips, so a killed run resumes from its last
 # complete epoch; such a file is removed once the next one is written (final layout = Dassl's).
 _C.TRAIN.RESUME_CHECKPOINTS = True
+# Ours: a re-run on the same data. Once the dataset (its few-shot draw, cached by SEED) is built,
+# every random number of the training (initialisation, batch order, sampling) is drawn from
+# SEED + SEED_OFFSET; the output folder and the few-shot set stay those of SEED. Comparing such
+# a re-run with the SEED run shows how far training randomness alone moves a result. 0 = off.
+_C.TRAIN.SEED_OFFSET = 0
 
 # ---------------------------------------------------------------- Test
 _C.TEST = CN()

@@ -6,7 +6,8 @@ import torchvision.transforms as T
 from tabulate import tabulate
 from torch.utils.data import Dataset as TorchDataset
 
-from dassl.utils import UnreadableImageError, UserValueError, get_rank, get_world_size, is_distributed, read_image
+from dassl.utils import (UnreadableImageError, UserValueError, get_rank, get_world_size, is_distributed, read_image,
+                         training_seed)
 
 from .datasets import build_dataset
 from .samplers import DistributedSampler, ShardSampler, SkipSampler, build_sampler
@@ -43,8 +44,8 @@ def _distributed_sampler(cfg, sampler_type, data_source, batch_size, is_train):
 
     Training: the configured batch size is the global batch; each of the W processes takes
     batch_size / W items of it. The order is DistributedSampler's: a permutation drawn from
-    (SEED, epoch), the same whatever W, so runs with 1 and W processes see the same global
-    batches. Evaluation: each process takes every W-th item (no padding).
+    (training seed, epoch), the same whatever W, so runs with 1 and W processes see the same
+    global batches. Evaluation: each process takes every W-th item (no padding).
     """
     world, rank = get_world_size(), get_rank()
     if not is_train:
@@ -61,7 +62,7 @@ def _distributed_sampler(cfg, sampler_type, data_source, batch_size, is_train):
             "or --nproc_per_node"
         )
     sampler = DistributedSampler(data_source, num_replicas=world, rank=rank,
-                                 shuffle=sampler_type == "RandomSampler", seed=max(cfg.SEED, 0))
+                                 shuffle=sampler_type == "RandomSampler", seed=max(training_seed(cfg), 0))
     return sampler, batch_size // world
 
 

@@ -66,6 +66,7 @@ from dassl.utils import (
     save_checkpoint,
     set_random_seed,
     set_rng_state,
+    training_seed,
     tolist_if_not,
 )
 
@@ -407,6 +408,10 @@ class SimpleTrainer(TrainerBase):
         self.output_dir = cfg.OUTPUT_DIR
         self.cfg = cfg
         self.build_data_loader()
+        if training_seed(cfg) != cfg.SEED:  # a re-run on SEED's data (TRAIN.SEED_OFFSET)
+            print(f"TRAIN.SEED_OFFSET {cfg.TRAIN.SEED_OFFSET}: training randomness from seed {training_seed(cfg)}, "
+                  f"data (few-shot draw) from seed {cfg.SEED}")
+            set_random_seed(training_seed(cfg))
         self.build_model()
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
         self.best_result = -np.inf
@@ -427,7 +432,7 @@ class SimpleTrainer(TrainerBase):
             broadcast_module(self._models[name])
             self._grad_sync_handles += average_gradients_on_backward(self._models[name])
         if self.cfg.SEED >= 0:
-            set_random_seed(self.cfg.SEED + get_rank())
+            set_random_seed(training_seed(self.cfg) + get_rank())
         print(f"Distributed data parallel: {get_world_size()} processes; global train batch "
               f"{self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE} split across them")
 

@@ -24,6 +24,7 @@ __all__ = [
     "write_json",
     "atomic_write",
     "set_random_seed",
+    "training_seed",
     "read_image",
     "UnreadableImageError",
     "collect_env_info",
@@ -102,6 +103,17 @@ def _link_unless_exists(tmp: str, fpath: str) -> bool:
 def write_json(obj: Any, fpath: str, overwrite: bool = True) -> bool:
     """Write ``obj`` to ``fpath`` as indented JSON (atomically; see atomic_write)."""
     return atomic_write(fpath, lambda f: json.dump(obj, f, indent=4, separators=(",", ": ")), overwrite=overwrite)
+
+
+def training_seed(cfg) -> int:
+    """The seed of a run's training randomness: SEED + TRAIN.SEED_OFFSET (SEED where SEED < 0,
+    unseeded, or where a config lacks the key)."""
+    offset = int(cfg.TRAIN.get("SEED_OFFSET", 0))
+    if offset < 0:
+        raise UserValueError(f"TRAIN.SEED_OFFSET must be >= 0 (0 = off), got {offset}")
+    if offset and cfg.SEED < 0:
+        raise UserValueError(f"TRAIN.SEED_OFFSET {offset} re-runs a seeded run: set SEED (--seed) >= 0 too")
+    return cfg.SEED + offset if cfg.SEED >= 0 else cfg.SEED
 
 
 def set_random_seed(seed: int) -> None:
