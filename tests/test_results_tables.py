@@ -11,7 +11,7 @@ import pytest
 from tools import compare, execution, make_tables, protocols, run_loading, run_protocol, sweep
 from tools.reporting import paired
 from tools.reporting.results import collect_results, config_string
-from tools.reporting.summaries import sweep_points
+from tools.reporting.summaries import base2new_summary, sweep_points
 from tools.reporting.tables import load_reference, write_tables
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -597,6 +597,37 @@ def test_paired_stats_compares_each_host_with_its_rerun(b2n_tree, tmp_path):
     assert paired_stats.main([str(b2n_tree), "--pairs", "EMPL_CoOp:CoOp", "--rerun", str(rerun), "--cells", "2.5"], out=out) == 0
     row = [l for l in out.getvalue().splitlines() if l.startswith("| CoOp (re-run) - CoOp")][0]
     assert cells(row)[1] == "6 of 12"  # eurosat new -4 and dtd base -3 on each of 3 seeds
+
+
+def test_ablation_table_uses_the_compare_tables_conventions(b2n_tree, tmp_path):
+    """ablate_empl's summary row of a folder: base and new as the compare tables' Average row,
+    H the harmonic mean of those means (not the mean of the seeds' H) with the std of the seeds'
+    H; the paired column is H's per-seed difference from the default."""
+    import shutil
+    from types import SimpleNamespace
+    from tools import ablate_empl
+
+    shutil.copytree(b2n_tree, tmp_path / "abl" / "default")
+    shutil.copytree(b2n_tree, tmp_path / "abl" / "other")
+    for dataset in ("eurosat", "dtd"):  # the value's EMPL_CoOp: +2 on new, seed 1 only moved base
+        bases, news = ACCS[("EMPL_CoOp", dataset)]
+        for seed, (b, n) in enumerate(zip(bases, news), 1):
+            write_base2new(str(tmp_path / "abl" / "other"), "EMPL_CoOp", "cfgA", dataset, seed, b + (seed == 1), n + 2)
+    args = SimpleNamespace(output_dir=str(tmp_path / "abl"), trainer="EMPL_CoOp", datasets=["eurosat", "dtd"])
+    md, points = ablate_empl.summarize(args, "demo", [("default", "default", []), ("other", "other", [])])
+    rows = {cells(l)[0]: cells(l) for l in md.splitlines()[2:]}
+    average = base2new_summary(collect_results(str(b2n_tree))[0])[0]["EMPL_CoOp"]["average"]
+    seed_base = [mean([ACCS[("EMPL_CoOp", d)][0][i] for d in ("eurosat", "dtd")]) for i in range(2)]
+    seed_new = [mean([ACCS[("EMPL_CoOp", d)][1][i] for d in ("eurosat", "dtd")]) for i in range(2)]
+    h = hmean(mean(seed_base), mean(seed_new))
+    assert h != pytest.approx(mean([hmean(b, n) for b, n in zip(seed_base, seed_new)]), abs=0.005)  # they differ here
+    seed_h_std = pstd([hmean(b, n) for b, n in zip(seed_base, seed_new)])
+    assert rows["default"][1:4] == [f"{mean(seed_base):.2f} ± {pstd(seed_base):.2f}",
+                                    f"{mean(seed_new):.2f} ± {pstd(seed_new):.2f}", f"{h:.2f} ± {seed_h_std:.2f}"]
+    assert rows["default"][3] == f"{average['H']:.2f} ± {average['H_std']:.2f}"  # the compare table's cell
+    other_h = [hmean(b + (i == 0), n + 2) for i, (b, n) in enumerate(zip(seed_base, seed_new))]
+    diffs = [o - hmean(b, n) for o, b, n in zip(other_h, seed_base, seed_new)]
+    assert rows["other"][4].startswith(f"{mean(diffs):+.2f} [")
 
 
 def test_ablation_plan_shares_the_default_and_evaluates_inference_on_its_models(capsys):

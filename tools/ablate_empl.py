@@ -24,6 +24,7 @@ import parse_test_res
 from tools import execution, protocols, sweep
 from tools.reporting import paired, plots
 from tools.reporting.results import collect_results
+from tools.reporting.summaries import harmonic_mean
 from tools.reporting.tables import md_table
 
 E = protocols.EMPL_PREFIX
@@ -152,8 +153,10 @@ def summarize(args, name: str, rows) -> Tuple[str, list]:
             table.append([label, "–", "–", "–", "–", "0"])
             continue
         avgs = [paired.averages(per_seed[s], sorted(expected)) for s in seeds]
-        # Population std over seeds, as the compare tables (and CoOp's parse_test_res) report it.
+        # As the compare tables: population std over seeds (CoOp's parse_test_res), and H of the
+        # mean base and new (the papers' convention) with the std of the seeds' H.
         stats = {m: parse_test_res.mean_and_spread([a[m] for a in avgs]) for m in paired.METRICS}
+        stats["H"] = (harmonic_mean(stats["base"][0], stats["new"][0]), stats["H"][1])
         delta = "(default)" if folder == "default" else "–"
         if folder != "default" and default_results:
             seeds_d, diffs = paired.seed_differences(paired.seed_averages(results, args.trainer),
