@@ -1,6 +1,7 @@
 """tools/make_tables.py, tools/run_protocol.py and tools/compare.py on fake CoOp-style log trees
 (and compare.py once end to end on the tiny CLIP)."""
 import argparse
+import contextlib
 import csv
 import io
 import math
@@ -17,7 +18,7 @@ from tools.reporting.tables import load_reference, write_tables
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def fake_log(acc, eval_only, lam=0.1, n_prompts=4):
+def fake_log(acc, eval_only, lam=0.1, n_prompts=4, seed_offset=0):
     """A log as train.py writes it: the config dump, then Dassl's result block. The dump has the
     names TRAINER.EMPL's keys had before their renames (LAMBDA, N_PROMPTS): old runs still read."""
     head = (
@@ -26,7 +27,8 @@ def fake_log(acc, eval_only, lam=0.1, n_prompts=4):
         "OPTIM:\n  LR: 0.002\n  MAX_EPOCH: 5\n"
         f"TRAINER:\n  COOP:\n    N_CTX: 16\n  EMPL:\n    INFERENCE: sample\n    LAMBDA: {lam}\n"
         f"    N_PROMPTS: {n_prompts}\n  NAME: X\n  PRODA:\n    N_PROMPTS: 7\n"
-        "USE_CUDA: True\nCollecting env info ...\n"
+        + (f"TRAIN:\n  SEED_OFFSET: {seed_offset}\n" if seed_offset else "")
+        + "USE_CUDA: True\nCollecting env info ...\n"
     )
     body = "" if eval_only else "epoch [5/5] batch [1/1] loss 1.0\n* accuracy: 1.00%\nFinish training\n"
     return head + body + f"=> result\n* total: 100\n* correct: 1\n* accuracy: {acc}%\n* error: {100 - acc}%\n"
@@ -583,7 +585,7 @@ def test_paired_stats_compares_each_host_with_its_rerun(b2n_tree, tmp_path):
     for dataset, (db, dn) in shift.items():
         bases, news = ACCS[("CoOp", dataset)]
         for seed, (b, n) in enumerate(zip(bases, news), 1):
-            write_base2new(str(rerun), "CoOp", "cfgA", dataset, seed, b + db, n + dn)
+            write_base2new(str(rerun), "CoOp", "cfgA", dataset, seed, b + db, n + dn, seed_offset=100)
     plain, with_rerun = io.StringIO(), io.StringIO()
     assert paired_stats.main([str(b2n_tree), "--pairs", "EMPL_CoOp:CoOp"], out=plain) == 0
     assert paired_stats.main([str(b2n_tree), "--pairs", "EMPL_CoOp:CoOp", "--rerun", str(rerun)], out=with_rerun) == 0
@@ -597,6 +599,11 @@ def test_paired_stats_compares_each_host_with_its_rerun(b2n_tree, tmp_path):
     assert paired_stats.main([str(b2n_tree), "--pairs", "EMPL_CoOp:CoOp", "--rerun", str(rerun), "--cells", "2.5"], out=out) == 0
     row = [l for l in out.getvalue().splitlines() if l.startswith("| CoOp (re-run) - CoOp")][0]
     assert cells(row)[1] == "6 of 12"  # eurosat new -4 and dtd base -3 on each of 3 seeds
+    # A folder of ordinary runs (no TRAIN.SEED_OFFSET) is not a re-run: a clear error, exit 2.
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert paired_stats.main([str(b2n_tree), "--pairs", "EMPL_CoOp:CoOp", "--rerun", str(b2n_tree)], out=io.StringIO()) == 2
+    assert "made without TRAIN.SEED_OFFSET" in err.getvalue() and "-- TRAIN.SEED_OFFSET 100" in err.getvalue()
 
 
 def test_ablation_table_uses_the_compare_tables_conventions(b2n_tree, tmp_path):

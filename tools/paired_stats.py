@@ -27,13 +27,15 @@ ablation's value folder holds EMPL's runs; the host's are in the default folder)
 other training randomness (TRAIN.SEED_OFFSET: initialisation, batch order, sampling), the
 difference that chance in training alone makes, as a yardstick for A - B.
 """
-import dataclasses
 import argparse
+import dataclasses
+import os
 import sys
 from typing import Tuple
 
 from tools.reporting.paired import render, render_cells, render_transfer
-from tools.reporting.results import collect_results
+from tools import run_loading
+from tools.reporting.results import collect_results, config_string
 from tools.protocols import DEFAULT_SOURCE
 
 
@@ -53,6 +55,14 @@ def first_folder_per_trainer(per_folder):
         merged += [r for r in results if r.trainer in trainers]
         taken |= trainers
     return merged
+
+
+def not_reruns(rerun_results, pairs):
+    """The training runs of the pairs' B trainers among rerun_results made without
+    TRAIN.SEED_OFFSET: they repeat the runs they would be compared with instead of re-running them."""
+    hosts = {b for _, b in pairs}
+    return [r for r in rerun_results if r.trainer in hosts and r.part in ("train_base", "source") and config_string(
+        run_loading.read_config_dump(os.path.dirname(r.log_path)), "TRAIN.SEED_OFFSET") in (None, "0")]
 
 
 def with_reruns(results, pairs, rerun_results):
@@ -83,7 +93,14 @@ def main(argv=None, out=None) -> int:
     args = parser.parse_args(argv)
     results = first_folder_per_trainer([collect_results(root)[0] for root in args.roots])
     if args.rerun:
-        results, args.pairs = with_reruns(results, args.pairs, collect_results(args.rerun)[0])
+        rerun_results = collect_results(args.rerun)[0]
+        plain = not_reruns(rerun_results, args.pairs)
+        if plain:
+            print(f"error: {len(plain)} training run(s) under {args.rerun} were made without TRAIN.SEED_OFFSET, e.g. "
+                  f"{os.path.dirname(plain[0].log_path)}: they repeat the runs instead of re-running them. Make the "
+                  "re-runs with '-- TRAIN.SEED_OFFSET 100' in another --output-dir", file=sys.stderr)
+            return 2
+        results, args.pairs = with_reruns(results, args.pairs, rerun_results)
     if not results:
         print(f"error: no finished runs under {' or '.join(args.roots)}", file=sys.stderr)
         return 2

@@ -408,10 +408,11 @@ class SimpleTrainer(TrainerBase):
         self.output_dir = cfg.OUTPUT_DIR
         self.cfg = cfg
         self.build_data_loader()
-        if training_seed(cfg) != cfg.SEED:  # a re-run on SEED's data (TRAIN.SEED_OFFSET)
-            print(f"TRAIN.SEED_OFFSET {cfg.TRAIN.SEED_OFFSET}: training randomness from seed {training_seed(cfg)}, "
+        seed = training_seed(cfg)
+        if seed != cfg.SEED:  # a re-run on SEED's data (TRAIN.SEED_OFFSET)
+            print(f"TRAIN.SEED_OFFSET {cfg.TRAIN.SEED_OFFSET}: training randomness from seed {seed}, "
                   f"data (few-shot draw) from seed {cfg.SEED}")
-            set_random_seed(training_seed(cfg))
+            set_random_seed(seed)
         self.build_model()
         self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
         self.best_result = -np.inf
