@@ -599,6 +599,13 @@ def test_paired_stats_compares_each_host_with_its_rerun(b2n_tree, tmp_path):
     assert paired_stats.main([str(b2n_tree), "--pairs", "EMPL_CoOp:CoOp", "--rerun", str(rerun), "--cells", "2.5"], out=out) == 0
     row = [l for l in out.getvalue().splitlines() if l.startswith("| CoOp (re-run) - CoOp")][0]
     assert cells(row)[1] == "6 of 12"  # eurosat new -4 and dtd base -3 on each of 3 seeds
+    # A pair may name the re-run itself: EMPL_CoOp - CoOp (re-run) = (EMPL_CoOp - CoOp) - shift.
+    against = io.StringIO()
+    assert paired_stats.main([str(b2n_tree), "--pairs", "EMPL_CoOp:CoOp (re-run)", "--rerun", str(rerun)], out=against) == 0
+    base_rows = {tuple(cells(l)[:2]): cells(l)[2] for l in (plain.getvalue() + against.getvalue()).splitlines()
+                 if "| base " in l}
+    plain_base = [float(x) for x in base_rows[("EMPL_CoOp - CoOp", "base")].split(" / ")]
+    assert base_rows[("EMPL_CoOp - CoOp (re-run)", "base")] == " / ".join(f"{d - base:+.2f}" for d in plain_base)
     # A folder of ordinary runs (no TRAIN.SEED_OFFSET) is not a re-run: a clear error, exit 2.
     err = io.StringIO()
     with contextlib.redirect_stderr(err):

@@ -25,7 +25,8 @@ ablation's value folder holds EMPL's runs; the host's are in the default folder)
 
 --rerun adds, for every pair's B, "B (re-run) - B": B re-trained on the same few-shot data with
 other training randomness (TRAIN.SEED_OFFSET: initialisation, batch order, sampling), the
-difference that chance in training alone makes, as a yardstick for A - B.
+difference that chance in training alone makes, as a yardstick for A - B. A pair may also name
+a re-run: --pairs "EMPL_ProDA:ProDA (re-run)".
 """
 import argparse
 import dataclasses
@@ -57,21 +58,24 @@ def first_folder_per_trainer(per_folder):
     return merged
 
 
+RERUN = " (re-run)"  # the name suffix of a trainer's runs from --rerun's folder
+
+
 def not_reruns(rerun_results, pairs):
-    """The training runs of the pairs' B trainers among rerun_results made without
+    """The training runs among rerun_results, of trainers the pairs name, made without
     TRAIN.SEED_OFFSET: they repeat the runs they would be compared with instead of re-running them."""
-    hosts = {b for _, b in pairs}
-    return [r for r in rerun_results if r.trainer in hosts and r.part in ("train_base", "source") and config_string(
+    named = {t.removesuffix(RERUN) for pair in pairs for t in pair}
+    return [r for r in rerun_results if r.trainer in named and r.part in ("train_base", "source") and config_string(
         run_loading.read_config_dump(os.path.dirname(r.log_path)), "TRAIN.SEED_OFFSET") in (None, "0")]
 
 
 def with_reruns(results, pairs, rerun_results):
-    """(results with the re-runs of each pair's B named "B (re-run)", pairs + "B (re-run)":B for
-    every B that has re-runs, each once)."""
-    hosts = list(dict.fromkeys(b for _, b in pairs))
-    reruns = [dataclasses.replace(r, trainer=f"{r.trainer} (re-run)") for r in rerun_results if r.trainer in hosts]
+    """(results with the re-runs named "T (re-run)", pairs + "B (re-run)":B for every pair's B
+    that has re-runs, each once). A pair may name a re-run itself, e.g. "EMPL_ProDA:ProDA (re-run)"."""
+    reruns = [dataclasses.replace(r, trainer=r.trainer + RERUN) for r in rerun_results]
     found = {r.trainer for r in reruns}
-    return results + reruns, list(pairs) + [(f"{b} (re-run)", b) for b in hosts if f"{b} (re-run)" in found]
+    hosts = [b for b in dict.fromkeys(b for _, b in pairs) if b + RERUN in found]
+    return results + reruns, list(pairs) + [(b + RERUN, b) for b in hosts]
 
 
 def main(argv=None, out=None) -> int:
