@@ -155,8 +155,9 @@ def summarize(args, name: str, rows) -> Tuple[str, list]:
         avgs = [paired.averages(per_seed[s], sorted(expected)) for s in seeds]
         # As the compare tables: population std over seeds (CoOp's parse_test_res), and H of the
         # mean base and new (the papers' convention) with the std of the seeds' H.
-        stats = {m: parse_test_res.mean_and_spread([a[m] for a in avgs]) for m in paired.METRICS}
-        stats["H"] = (harmonic_mean(stats["base"][0], stats["new"][0]), stats["H"][1])
+        stats = {m: parse_test_res.mean_and_spread([a[m] for a in avgs]) for m in ("base", "new")}
+        stats["H"] = (harmonic_mean(stats["base"][0], stats["new"][0]),
+                      parse_test_res.mean_and_spread([a["H"] for a in avgs])[1])
         delta = "(default)" if folder == "default" else "–"
         if folder != "default" and default_results:
             seeds_d, diffs = paired.seed_differences(paired.seed_averages(results, args.trainer),

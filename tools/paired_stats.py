@@ -92,8 +92,8 @@ def main(argv=None, out=None) -> int:
                         help="base-to-new: instead of the intervals, list every task, seed and split where A is "
                              "more than MARGIN points below B (EMPL's anchor check: --cells 2)")
     parser.add_argument("--rerun", metavar="ROOT",
-                        help="a folder of the pairs' B trainers re-trained on the same data with TRAIN.SEED_OFFSET: "
-                             "adds 'B (re-run) - B' for each B found there")
+                        help="a folder of trainers re-trained on the same data with TRAIN.SEED_OFFSET: adds "
+                             "'B (re-run) - B' for each pair's B found there; a pair may name 'T (re-run)' too")
     args = parser.parse_args(argv)
     results = first_folder_per_trainer([collect_results(root)[0] for root in args.roots])
     if args.rerun:
