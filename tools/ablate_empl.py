@@ -20,11 +20,10 @@ import os
 import sys
 from typing import Dict, List, Sequence, Tuple
 
-import parse_test_res
 from tools import execution, protocols, sweep
 from tools.reporting import paired, plots
 from tools.reporting.results import collect_results
-from tools.reporting.summaries import harmonic_mean
+from tools.reporting.summaries import average_over_seeds
 from tools.reporting.tables import md_table
 
 E = protocols.EMPL_PREFIX
@@ -152,12 +151,11 @@ def summarize(args, name: str, rows) -> Tuple[str, list]:
         if not seeds:
             table.append([label, "–", "–", "–", "–", "0"])
             continue
-        avgs = [paired.averages(per_seed[s], sorted(expected)) for s in seeds]
-        # As the compare tables: population std over seeds (CoOp's parse_test_res), and H of the
-        # mean base and new (the papers' convention) with the std of the seeds' H.
-        stats = {m: parse_test_res.mean_and_spread([a[m] for a in avgs]) for m in ("base", "new")}
-        stats["H"] = (harmonic_mean(stats["base"][0], stats["new"][0]),
-                      parse_test_res.mean_and_spread([a["H"] for a in avgs])[1])
+        # The compare tables' Average row, over the seeds that finished every dataset.
+        average = average_over_seeds([({s: per_seed[s][d]["base"] for s in seeds},
+                                        {s: per_seed[s][d]["new"] for s in seeds}) for d in sorted(expected)])
+        stats = {"base": (average["base"].mean, average["base"].std),
+                 "new": (average["new"].mean, average["new"].std), "H": (average["H"], average["H_std"])}
         delta = "(default)" if folder == "default" else "–"
         if folder != "default" and default_results:
             seeds_d, diffs = paired.seed_differences(paired.seed_averages(results, args.trainer),

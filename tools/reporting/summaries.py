@@ -80,13 +80,13 @@ def base2new_summary(results: Sequence[RunResult]):
                 rows[dataset] = row
         complete = [d for d in datasets if "H" in rows.get(d, {})]
         if complete:
-            rows[AVERAGE] = _average_over_seeds(
+            rows[AVERAGE] = average_over_seeds(
                 [(values[(label, d, "base")], values[(label, d, "new")]) for d in complete])
         summary[label] = rows
     return summary, datasets
 
 
-def _average_over_seeds(per_dataset: Sequence[Tuple[Dict[int, float], Dict[int, float]]]) -> dict:
+def average_over_seeds(per_dataset: Sequence[Tuple[Dict[int, float], Dict[int, float]]]) -> dict:
     """The Average row of base-to-new from per-dataset {seed: base}, {seed: new}: base and new are
     the mean over datasets of their seed means, H their harmonic mean (the papers' convention).
     The spreads are over seeds, of each seed's average over datasets (and of its H), for the
