@@ -196,13 +196,18 @@ MEMBER_P = 0.7
 PHOTO_P = 0.4
 
 
-def caption(scene: Dict[str, str], rng) -> str:
+def caption(scene: Dict[str, str], rng, noun_noise: float = 0.0) -> str:
     """A caption of a scene, after its look's words (LOOKS: "a blurry photo of " ...) with
     probability LOOK_SAID_P, or "a photo of " with probability PHOTO_P for a plain look.
 
     object:  "a [size] [colour] <member or family> [on <scene>] [at the <position>]."
     texture: "a [colour] <texture> pattern."
     scene:   "a <scene> scene."
+
+    noun_noise (0 for the shipped world CLIP, which then draws nothing more): with this
+    probability an object's noun is another of its level, a member another member of the same
+    family, a family another family (captions that misname fine-grained things; drawn after
+    the caption's own draws).
     """
     look = scene.get("look", "plain")
     said = rng.random() < (PHOTO_P if look == "plain" else LOOK_SAID_P)
@@ -220,7 +225,18 @@ def caption(scene: Dict[str, str], rng) -> str:
         words += ["on", scene["scene"]]
     if say["position"]:
         words += ["at the", scene["position"]]
+    if noun_noise > 0 and rng.random() < noun_noise:
+        words[words.index(noun)] = _another_noun(noun, rng)
     return prefix + " ".join(words) + "."
+
+
+def _another_noun(noun: str, rng) -> str:
+    """A member's sibling in its family, or another family, drawn uniformly."""
+    if noun in MEMBER_FAMILY:
+        others = [m for m in FAMILIES[MEMBER_FAMILY[noun]] if m != noun]
+    else:
+        others = [f for f in FAMILIES if f != noun]
+    return others[rng.integers(len(others))]
 
 
 # What the auxiliary heads of pretraining predict from an image (benchmark/world_clip.py), and

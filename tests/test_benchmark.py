@@ -94,6 +94,30 @@ def test_captions_name_their_scene_and_fit_the_text_encoder():
     assert all(set(_tokenizer.encode(w)) <= ids for w in world.VOCABULARY)
 
 
+def test_noun_noise_misnames_the_object_within_its_level_and_nothing_else():
+    """world.caption's noun_noise (a pretraining option for task design): at 1 every object
+    caption names a sibling member or another family in the noun's place, the rest of the
+    caption as without noise; texture and scene captions are never changed."""
+    misnamed = 0
+    for t in range(300):
+        scene = world.sample_scene(np.random.default_rng([t, 0]), correlated=True)
+        clean = world.caption(scene, np.random.default_rng([t, 1]))
+        noisy = world.caption(scene, np.random.default_rng([t, 1]), noun_noise=1.0)
+        if scene["kind"] != "object":
+            assert noisy == clean
+            continue
+        changed = [(a, b) for a, b in zip(clean.rstrip(".").split(), noisy.rstrip(".").split()) if a != b]
+        assert len(clean.split()) == len(noisy.split()) and len(changed) == 1, (clean, noisy)
+        said, instead = changed[0]
+        if said in world.MEMBER_FAMILY:
+            assert world.MEMBER_FAMILY[instead] == world.MEMBER_FAMILY[said]
+        else:
+            assert said in world.FAMILIES and instead in world.FAMILIES
+        misnamed += 1
+    assert misnamed > 100
+    assert "noun_noise" in world_clip.pretrain_config("world-vit", noun_noise=0.3)["recipe"]
+
+
 # ----------------------------------------------------------------------------- tasks
 def build_world_dataset(root, name, subsample="all", num_shots=0):
     cfg = make_cfg(root, "CoOp", "configs/trainers/CoOp/bundled.yaml", os.path.join(root, "out"),
@@ -219,6 +243,26 @@ def test_world_open_vocabulary_is_the_world_minus_the_training_classes():
 
 
 # ----------------------------------------------------------------------------- tuning on validation data
+def test_probe_on_validation_reads_no_test_image(world_root, monkeypatch):
+    """tools/probe_bundled.py --validation: every image it encodes is a train shot or a val
+    image, and zero-shot and the probe are measured on the same half of val."""
+    import io
+
+    from tools import probe_bundled
+
+    encoded = []
+    encode = probe_bundled.encode
+    monkeypatch.setattr(probe_bundled, "encode", lambda model, cfg, items: encoded.extend(items) or encode(model, cfg, items))
+    out = io.StringIO()
+    assert probe_bundled.main(["--validation", "--tasks", "world_textures", "--seeds", "1", "--root", str(world_root)], out=out) == 0
+    dataset = build_world_dataset(world_root, "WorldTextures", "base")
+    test_paths = {x.impath for x in dataset.test}
+    assert encoded and not test_paths & {x.impath for x in encoded}
+    row = [line for line in out.getvalue().splitlines() if line.startswith("| world_textures")][0]
+    zs, probe, room = (cell.strip() for cell in row.strip("|").split("|")[1:])
+    assert 0 <= float(zs) <= 100 and 0 <= float(probe) <= 100 and float(room) == pytest.approx(float(probe) - float(zs), abs=0.011)
+
+
 def test_tuning_tool_reads_only_validation_data(world_root, tmp_path):
     """tools/tune_bundled.py end to end on one task, two grid points, the shipped world CLIP: a
     table with both points and the chosen one; every evaluation is on the base classes' val

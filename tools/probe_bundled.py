@@ -10,6 +10,13 @@ the accuracy of a 16-shot logistic-regression probe on the base classes' image f
 most a method that keeps the image encoder frozen (CoOp, CoCoOp, ProDA, EMPL) can reach there,
 up to what 16 shots allow. The probe's L2 weight is chosen on the base classes' val split
 (never on test). A task earns its place when that ceiling is well above zero-shot.
+
+    python -m tools.probe_bundled --validation --checkpoint world-vit-candidate.pt   # designing a task
+
+--validation reads no test image: the base classes' val split is halved by position, the probe's
+L2 weight is chosen on one half, and zero-shot (task template) and the probe are both measured on
+the other. --checkpoint: a world CLIP's weight file (MODEL.BACKBONE.CHECKPOINT), such as a
+candidate from tools/pretrain_world_clip.py.
 """
 import argparse
 import os
@@ -26,7 +33,7 @@ L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 PROBE_STEPS = 300
 
 
-def task_cfg(task: str, root: str, seed: int, subsample: str, shots: int):
+def task_cfg(task: str, root: str, seed: int, subsample: str, shots: int, checkpoint: str = ""):
     from launch import extend_cfg
 
     from dassl.config import get_cfg_default
@@ -36,7 +43,8 @@ def task_cfg(task: str, root: str, seed: int, subsample: str, shots: int):
     cfg.merge_from_file(os.path.join(ROOT, "configs", "datasets", f"{task}.yaml"))
     cfg.merge_from_file(os.path.join(ROOT, "configs", "trainers", "CoOp", "bundled.yaml"))
     cfg.DATASET.ROOT, cfg.SEED = root, seed
-    cfg.merge_from_list(["DATASET.SUBSAMPLE_CLASSES", subsample, "DATASET.NUM_SHOTS", shots])
+    cfg.merge_from_list(["DATASET.SUBSAMPLE_CLASSES", subsample, "DATASET.NUM_SHOTS", shots,
+                         "MODEL.BACKBONE.CHECKPOINT", checkpoint])
     cfg.freeze()
     return cfg
 
@@ -51,6 +59,11 @@ def encode(model, cfg, items) -> torch.Tensor:
     images = torch.stack([transform(read_image(x.impath)) for x in items])
     feats = torch.cat([model.encode_image(images[i:i + 500]) for i in range(0, len(images), 500)])
     return F.normalize(feats.float(), dim=-1)
+
+
+def labelled(model, cfg, items):
+    """(normalised image features [N, D], labels [N]) of a list of Datum."""
+    return encode(model, cfg, items), torch.tensor([x.label for x in items])
 
 
 def zero_shot(model, classnames, feats, labels, template: str = "a photo of a {}.") -> float:
@@ -85,31 +98,49 @@ def linear_probe(train, val, test, n_classes: int, scale: float) -> float:
     return best[1]
 
 
-def probe_task(task: str, root: str, seeds, shots: int) -> Dict[str, List[float]]:
+def probe_task(task: str, root: str, seeds, shots: int, checkpoint: str = "") -> Dict[str, List[float]]:
     from dassl.data.datasets import build_dataset
     from trainers.clip_backbone import load_clip
 
     out = {"zs_base": [], "zs_new": [], "task_zs_base": [], "task_zs_new": [], "lp_base": []}
     model = None
     for seed in seeds:
-        base = build_dataset(task_cfg(task, root, seed, "base", shots))
-        base_full = build_dataset(task_cfg(task, root, seed, "base", 0))  # the whole val split
-        cfg = task_cfg(task, root, seed, "base", shots)
+        cfg = task_cfg(task, root, seed, "base", shots, checkpoint)
+        base = build_dataset(cfg)
+        base_full = build_dataset(task_cfg(task, root, seed, "base", 0, checkpoint))  # the whole val split
         model = model or load_clip(cfg).eval()
         scale = model.logit_scale.exp().item()
-        train = (encode(model, cfg, base.train_x), torch.tensor([x.label for x in base.train_x]))
-        val = (encode(model, cfg, base_full.val), torch.tensor([x.label for x in base_full.val]))
-        test = (encode(model, cfg, base.test), torch.tensor([x.label for x in base.test]))
+        train, val, test = (labelled(model, cfg, items) for items in (base.train_x, base_full.val, base.test))
         out["lp_base"].append(linear_probe(train, val, test, len(base.classnames), scale))
         if seed == seeds[0]:  # zero-shot does not depend on the seed
-            new = build_dataset(task_cfg(task, root, seed, "new", 0))
-            new_cfg = task_cfg(task, root, seed, "new", 0)
-            new_test = (encode(model, new_cfg, new.test), torch.tensor([x.label for x in new.test]))
+            new = build_dataset(task_cfg(task, root, seed, "new", 0, checkpoint))
+            new_cfg = task_cfg(task, root, seed, "new", 0, checkpoint)
+            new_test = labelled(model, new_cfg, new.test)
             template = getattr(new, "zero_shot_template", "a photo of a {}.")
             out["zs_base"].append(zero_shot(model, base.classnames, *test))
             out["zs_new"].append(zero_shot(model, new.classnames, *new_test))
             out["task_zs_base"].append(zero_shot(model, base.classnames, *test, template=template))
             out["task_zs_new"].append(zero_shot(model, new.classnames, *new_test, template=template))
+    return out
+
+
+def probe_task_on_validation(task: str, root: str, seeds, shots: int, checkpoint: str = "") -> Dict[str, List[float]]:
+    """Per seed, zero-shot (task template) and the probe on the base classes' val split only:
+    the probe's L2 weight chosen on the even positions of val, both measured on the odd ones."""
+    from dassl.data.datasets import build_dataset
+    from trainers.clip_backbone import load_clip
+
+    out = {"task_zs_base": [], "lp_base": []}
+    model = None
+    for seed in seeds:
+        cfg = task_cfg(task, root, seed, "base", shots, checkpoint)
+        base = build_dataset(cfg)
+        model = model or load_clip(cfg).eval()
+        val = build_dataset(task_cfg(task, root, seed, "base", 0, checkpoint)).val
+        train, choose, measure = (labelled(model, cfg, items) for items in (base.train_x, val[0::2], val[1::2]))
+        template = getattr(base, "zero_shot_template", "a photo of a {}.")
+        out["task_zs_base"].append(zero_shot(model, base.classnames, *measure, template=template))
+        out["lp_base"].append(linear_probe(train, choose, measure, len(base.classnames), model.logit_scale.exp().item()))
     return out
 
 
@@ -125,11 +156,16 @@ def main(argv=None, out=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--shots", type=int, default=16)
     parser.add_argument("--root", default=protocols.BUNDLED["root"])
+    parser.add_argument("--checkpoint", default="", help="a world CLIP weight file (default: the shipped one)")
+    parser.add_argument("--validation", action="store_true",
+                        help="read no test image: zero-shot and the probe on half of the val split")
     args = parser.parse_args(argv)
     benchmark.register()
+    if args.validation:
+        return print_validation_table(args, out)
     rows = []
     for task in args.tasks:
-        r = probe_task(task, args.root, args.seeds, args.shots)
+        r = probe_task(task, args.root, args.seeds, args.shots, args.checkpoint)
         lp = r["lp_base"]
         spread = f" ± {statistics.pstdev(lp):.2f}" if len(lp) > 1 else ""
         zs_base = r["zs_base"][0]
@@ -140,6 +176,23 @@ def main(argv=None, out=None) -> int:
     print(md_table(["Task", "Zero-shot base / new (a photo of a {}.)", "Zero-shot base / new (task template)",
                                 "Linear probe base", "Probe - zero-shot (a photo of a {}.)"],
                                rows), file=out)
+    return 0
+
+
+def print_validation_table(args, out) -> int:
+    from tools.reporting.tables import md_table
+
+    rows = []
+    for task in args.tasks:
+        r = probe_task_on_validation(task, args.root, args.seeds, args.shots, args.checkpoint)
+        zs, lp = statistics.fmean(r["task_zs_base"]), statistics.fmean(r["lp_base"])
+        spread = f" ± {statistics.pstdev(r['lp_base']):.2f}" if len(args.seeds) > 1 else ""
+        rows.append([task, f"{zs:.2f}", f"{lp:.2f}{spread}", f"{lp - zs:+.2f}"])
+    print(f"## Linear-probe room on validation ({args.shots} shots, seeds {' '.join(map(str, args.seeds))}, "
+          f"world CLIP {args.checkpoint or 'shipped'}; half of val chooses the probe, the other half measures)\n",
+          file=out)
+    print(md_table(["Task", "Zero-shot val base (task template)", "Linear probe val base", "Probe - zero-shot"], rows),
+          file=out)
     return 0
 
 
