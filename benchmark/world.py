@@ -218,6 +218,8 @@ def caption(scene: Dict[str, str], rng, noun_noise: float = 0.0) -> str:
     if scene["kind"] == "texture":
         return f"{prefix}a {scene['color'] + ' ' if say['color'] else ''}{scene['texture']} pattern."
     noun = scene["member"] if rng.random() < MEMBER_P else MEMBER_FAMILY[scene["member"]]
+    if noun_noise > 0 and rng.random() < noun_noise:  # the caption's last draw
+        noun = _another_noun(noun, rng)
     words = ["a"]
     words += [scene[k] for k in ("size", "color") if say[k]]
     words.append(noun)
@@ -225,8 +227,6 @@ def caption(scene: Dict[str, str], rng, noun_noise: float = 0.0) -> str:
         words += ["on", scene["scene"]]
     if say["position"]:
         words += ["at the", scene["position"]]
-    if noun_noise > 0 and rng.random() < noun_noise:
-        words[words.index(noun)] = _another_noun(noun, rng)
     return prefix + " ".join(words) + "."
 
 
