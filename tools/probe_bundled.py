@@ -113,8 +113,8 @@ def probe_task(task: str, root: str, seeds, shots: int, checkpoint: str = "") ->
         train, val, test = (labelled(model, cfg, items) for items in (base.train_x, base_full.val, base.test))
         out["lp_base"].append(linear_probe(train, val, test, len(base.classnames), scale))
         if seed == seeds[0]:  # zero-shot does not depend on the seed
-            new = build_dataset(task_cfg(task, root, seed, "new", 0, checkpoint))
             new_cfg = task_cfg(task, root, seed, "new", 0, checkpoint)
+            new = build_dataset(new_cfg)
             new_test = labelled(model, new_cfg, new.test)
             template = getattr(new, "zero_shot_template", "a photo of a {}.")
             out["zs_base"].append(zero_shot(model, base.classnames, *test))
