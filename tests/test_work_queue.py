@@ -50,12 +50,35 @@ def test_longest_ready_job_first_and_dependents_after_success_only():
 
 
 def test_progress_estimates_the_time_to_go_from_the_cost_done():
+    now = [100.0]
     jobs = [work_queue.Job(str(i), print, (), cost) for i, cost in enumerate((1.0, 3.0))]
-    progress = work_queue.Progress(jobs, io.StringIO())
+    progress = work_queue.Progress(jobs, io.StringIO(), clock=lambda: now[0])
     assert progress.eta_seconds() is None and "0/2 done, 2 left" in progress.status()
-    progress.start -= 10.0  # 10 s for the first quarter of the cost: 30 s to go
-    progress.advance(jobs[0])
-    assert abs(progress.eta_seconds() - 30.0) < 0.5 and progress.status().startswith("1/2 done, 1 left")
+    progress.started(jobs[0])
+    now[0] += 10.0  # 10 s for the first quarter of the cost: 30 s to go
+    progress.advance(jobs[0], seconds=10.0)
+    progress.started(jobs[1])
+    assert abs(progress.eta_seconds() - 30.0) < 1e-9 and progress.status().startswith("1/2 done, 1 left")
+    now[0] += 12.0  # the running job is 12 s into its 30
+    assert abs(progress.eta_seconds() - 18.0) < 1e-9
+
+
+def test_progress_counts_the_workers_and_the_running_jobs():
+    """Two workers on four jobs of cost 1 (10 s each): when the first ends, the second is as far
+    along, and 10 s of wall time are left, not the 30 that the finished job alone would say."""
+    now = [0.0]
+    jobs = [work_queue.Job(str(i), print, (), 1.0) for i in range(4)]
+    progress = work_queue.Progress(jobs, io.StringIO(), workers=2, clock=lambda: now[0])
+    progress.started(jobs[0])
+    progress.started(jobs[1])
+    now[0] = 10.0
+    progress.advance(jobs[0], seconds=10.0)
+    progress.started(jobs[2])
+    assert abs(progress.eta_seconds() - 10.0) < 1e-9  # jobs 1 (ending now), 2 and 3 on two workers
+    skipped = work_queue.Job("skipped", print, (), 1.0)
+    progress.total_cost += skipped.cost
+    progress.advance(skipped)  # takes no time and does not change the measured rate
+    assert abs(progress.timed_cost / progress.timed_seconds - 0.1) < 1e-12
 
 
 def test_queued_main_job_equals_runs_one_after_another(synthetic_root, tmp_path):

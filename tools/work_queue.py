@@ -49,14 +49,22 @@ def _call(fn, args):
 
 
 class Progress:
-    """Jobs done and left, and the time to finish estimated from the cost done so far."""
+    """Jobs done and left, and the time to finish: the remaining cost over the throughput that
+    the finished runs measured (cost per second of a worker's time, times the workers), less
+    what the running jobs have already done. Counting only finished jobs would start about
+    N times too high with N workers: the first job ends while the others are nearly as far."""
 
-    def __init__(self, jobs: Sequence[Job], stream=None):
+    def __init__(self, jobs: Sequence[Job], stream=None, workers: int = 1, clock: Callable[[], float] = time.time):
         self.total_cost = sum(j.cost for j in jobs) or 1.0
         self.total = len(jobs)
+        self.workers = max(1, workers)
+        self.clock = clock
         self.done = 0
         self.done_cost = 0.0
-        self.start = time.time()
+        self.timed_cost = 0.0  # the cost of the finished jobs that ran (skipped and failed ones take no time)
+        self.timed_seconds = 0.0  # and the worker seconds they took
+        self.running: Dict[int, Any] = {}  # id(job) -> (cost, start)
+        self.start = clock()
         self.stream = stream or sys.stdout
         self.bar = None
         console = getattr(sys.stderr, "console", sys.stderr)
@@ -66,23 +74,34 @@ class Progress:
             self.bar = tqdm(total=self.total, file=console, unit="job", dynamic_ncols=True,
                             bar_format="{n}/{total} {unit}s |{bar}| {postfix}")
 
+    def started(self, job: Job) -> None:
+        self.running[id(job)] = (job.cost, self.clock())
+
     def eta_seconds(self) -> Optional[float]:
-        if self.done_cost <= 0:
+        if self.timed_seconds <= 0 or self.timed_cost <= 0:
             return None
-        elapsed = time.time() - self.start
-        return elapsed * (self.total_cost - self.done_cost) / self.done_cost
+        rate = self.timed_cost / self.timed_seconds  # cost per worker second
+        now = self.clock()
+        in_progress = sum(min(cost, (now - start) * rate) for cost, start in self.running.values())
+        left = max(0.0, self.total_cost - self.done_cost - in_progress)
+        return left / (rate * self.workers)
 
     def status(self) -> str:
         eta = self.eta_seconds()
         left = self.total - self.done
         eta_text = "?" if eta is None else _clock(eta)
-        return f"{self.done}/{self.total} done, {left} left, {_clock(time.time() - self.start)} elapsed, about {eta_text} to go"
+        return f"{self.done}/{self.total} done, {left} left, {_clock(self.clock() - self.start)} elapsed, about {eta_text} to go"
 
-    def advance(self, job: Job) -> None:
+    def advance(self, job: Job, seconds: float = 0.0) -> None:
+        """Count a finished (or skipped: seconds 0) job; ``seconds``: the worker time it took."""
+        self.running.pop(id(job), None)
         self.done += 1
         self.done_cost += job.cost
+        if seconds > 0:
+            self.timed_cost += job.cost
+            self.timed_seconds += seconds
         if self.bar is not None:
-            self.bar.set_postfix_str(f"{_clock(time.time() - self.start)} elapsed, eta {_clock(self.eta_seconds() or 0)}",
+            self.bar.set_postfix_str(f"{_clock(self.clock() - self.start)} elapsed, eta {_clock(self.eta_seconds() or 0)}",
                                      refresh=False)
             self.bar.update(1)
 
@@ -129,7 +148,7 @@ def run_jobs(jobs: Sequence[Job], n_workers: int, on_done: Callable[[Job, Any, f
     for job in jobs:
         if waiting[id(job)] == 0:
             push(job)
-    progress = Progress(jobs, stream)
+    progress = Progress(jobs, stream, workers=n_workers)
     succeeded: Dict[int, bool] = {}
 
     def new_pool():
@@ -162,6 +181,7 @@ def run_jobs(jobs: Sequence[Job], n_workers: int, on_done: Callable[[Job, Any, f
             while ready and len(running) < n_workers:
                 _, _, job = heapq.heappop(ready)
                 running[id(job)] = (job, pool.submit(_call, job.fn, job.args))
+                progress.started(job)
             done, _ = wait([future for _, future in running.values()], timeout=1.0, return_when=FIRST_COMPLETED)
             broken = False
             for key, (job, future) in list(running.items()):
@@ -174,7 +194,7 @@ def run_jobs(jobs: Sequence[Job], n_workers: int, on_done: Callable[[Job, Any, f
                     value, seconds, broken = err, 0.0, True
                 except Exception as err:  # noqa: BLE001 - a job that raised is a failed job
                     value, seconds = err, 0.0
-                progress.advance(job)
+                progress.advance(job, seconds)
                 settle(job, on_done(job, value, seconds, progress))
             if broken:  # every job of a broken pool has failed; the rest go to a new one
                 pool.shutdown(wait=False, cancel_futures=True)
