@@ -370,9 +370,10 @@ def render_scene(scene: Dict[str, str], rng, style: str = "pretrain", size: int 
     return _finish(img)
 
 
-def render_caption_batch(rng, batch_size: int, size: int = IMAGE_SIZE, noun_noise: float = 0.0):
+def render_caption_batch(rng, batch_size: int, size: int = IMAGE_SIZE, noun_noise: float = 0.0,
+                         texture_noise: float = 0.0):
     """A pretraining batch: images uint8 [B, size, size, 3], B captions and the B scene dicts
-    (correlated scenes in the pretrain style; noun_noise: world.caption's)."""
+    (correlated scenes in the pretrain style; noun_noise, texture_noise: world.caption's)."""
     from .world import caption, sample_scene
 
     images = np.empty((batch_size, size, size, 3), np.uint8)
@@ -380,7 +381,7 @@ def render_caption_batch(rng, batch_size: int, size: int = IMAGE_SIZE, noun_nois
     for b in range(batch_size):
         scene = sample_scene(rng, correlated=True)
         images[b] = render_scene(scene, rng, "pretrain", size)
-        captions.append(caption(scene, rng, noun_noise))
+        captions.append(caption(scene, rng, noun_noise, texture_noise))
         scenes.append(scene)
     return images, captions, scenes
 

@@ -196,7 +196,7 @@ MEMBER_P = 0.7
 PHOTO_P = 0.4
 
 
-def caption(scene: Dict[str, str], rng, noun_noise: float = 0.0) -> str:
+def caption(scene: Dict[str, str], rng, noun_noise: float = 0.0, texture_noise: float = 0.0) -> str:
     """A caption of a scene, after its look's words (LOOKS: "a blurry photo of " ...) with
     probability LOOK_SAID_P, or "a photo of " with probability PHOTO_P for a plain look.
 
@@ -207,7 +207,9 @@ def caption(scene: Dict[str, str], rng, noun_noise: float = 0.0) -> str:
     noun_noise (0 for the shipped world CLIP, which then draws nothing more): with this
     probability an object's noun is another of its level, a member another member of the same
     family, a family another family (captions that misname fine-grained things; drawn after
-    the caption's own draws).
+    the caption's own draws). texture_noise (0 shipped, drawing nothing more): the same for a
+    texture caption, which then names another texture (words weakly tied to what they name,
+    like DTD's class names for real CLIP).
     """
     look = scene.get("look", "plain")
     said = rng.random() < (PHOTO_P if look == "plain" else LOOK_SAID_P)
@@ -216,7 +218,11 @@ def caption(scene: Dict[str, str], rng, noun_noise: float = 0.0) -> str:
         return f"{prefix}a {scene['scene']} scene."
     say = {k: rng.random() < p for k, p in MENTION_P.items()}
     if scene["kind"] == "texture":
-        return f"{prefix}a {scene['color'] + ' ' if say['color'] else ''}{scene['texture']} pattern."
+        texture = scene["texture"]
+        if texture_noise > 0 and rng.random() < texture_noise:  # the caption's last draw
+            others = [t for t in TEXTURES if t != texture]
+            texture = others[rng.integers(len(others))]
+        return f"{prefix}a {scene['color'] + ' ' if say['color'] else ''}{texture} pattern."
     noun = scene["member"] if rng.random() < MEMBER_P else MEMBER_FAMILY[scene["member"]]
     if noun_noise > 0 and rng.random() < noun_noise:  # the caption's last draw
         noun = _another_noun(noun, rng)

@@ -43,9 +43,10 @@ WORLD_CLIP_CONFIGS = {
     ),
 }
 PRETRAIN_RECIPES = {
-    # noun_noise: the share of object captions that misname the object (world.caption); 0 shipped.
+    # noun_noise, texture_noise: the share of object (texture) captions that misname the object
+    # (texture) (world.caption); 0 shipped.
     "world-vit": dict(steps=8000, batch_size=128, lr=2e-3, weight_decay=0.1, warmup_fraction=0.05, aux_weight=1.0,
-                      seed=0, noun_noise=0.0),
+                      seed=0, noun_noise=0.0, texture_noise=0.0),
 }
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 # sha256 of each shipped weight file; a file that does not match is refused.
@@ -262,7 +263,8 @@ def pretrain(config: Dict, device: str = "cpu", log_every: int = 250, log=log_li
     start = time.time()
     for step in range(recipe["steps"]):
         images, captions, scenes = render.render_caption_batch(np.random.default_rng([recipe["seed"], step]),
-                                                               recipe["batch_size"], noun_noise=recipe["noun_noise"])
+                                                               recipe["batch_size"], noun_noise=recipe["noun_noise"],
+                                                               texture_noise=recipe["texture_noise"])
         image_embedding = model.encode_image(images_to_tensor(images).to(device))
         tokens = tokens_of(captions).to(device)
         text_features = l2_normalize(text_encoder(model.token_embedding(tokens), tokens))

@@ -106,9 +106,7 @@ def test_noun_noise_misnames_the_object_within_its_level_and_nothing_else():
         if scene["kind"] != "object":
             assert noisy == clean
             continue
-        changed = [(a, b) for a, b in zip(clean.rstrip(".").split(), noisy.rstrip(".").split()) if a != b]
-        assert len(clean.split()) == len(noisy.split()) and len(changed) == 1, (clean, noisy)
-        said, instead = changed[0]
+        said, instead = _one_word_changed(clean, noisy)
         if said in world.MEMBER_FAMILY:
             assert world.MEMBER_FAMILY[instead] == world.MEMBER_FAMILY[said]
         else:
@@ -116,6 +114,36 @@ def test_noun_noise_misnames_the_object_within_its_level_and_nothing_else():
         misnamed += 1
     assert misnamed > 100
     assert "noun_noise" in world_clip.pretrain_config("world-vit", noun_noise=0.3)["recipe"]
+
+
+def test_texture_noise_misnames_the_texture_and_nothing_else():
+    """texture_noise: at 1 every texture caption names another texture in its place; object and
+    scene captions are unchanged; at 0 no caption changes and nothing more is drawn (the
+    shipped recipe's captions and random stream)."""
+    misnamed = 0
+    for t in range(300):
+        scene = world.sample_scene(np.random.default_rng([t, 0]), correlated=True)
+        clean_rng, zero_rng = np.random.default_rng([t, 1]), np.random.default_rng([t, 1])
+        clean = world.caption(scene, clean_rng)
+        assert world.caption(scene, zero_rng, texture_noise=0.0) == clean
+        assert zero_rng.random() == clean_rng.random()
+        noisy = world.caption(scene, np.random.default_rng([t, 1]), texture_noise=1.0)
+        if scene["kind"] != "texture":
+            assert noisy == clean
+            continue
+        said, instead = _one_word_changed(clean, noisy)
+        assert said == scene["texture"] and instead in world.TEXTURES and instead != said
+        misnamed += 1
+    assert misnamed > 30
+    assert world_clip.pretrain_config("world-vit", texture_noise=0.5)["recipe"]["texture_noise"] == 0.5
+
+
+def _one_word_changed(clean: str, noisy: str):
+    """(the word of ``clean``, the word of ``noisy``) where two captions of the same length differ
+    in exactly one word."""
+    changed = [(a, b) for a, b in zip(clean.rstrip(".").split(), noisy.rstrip(".").split()) if a != b]
+    assert len(clean.split()) == len(noisy.split()) and len(changed) == 1, (clean, noisy)
+    return changed[0]
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -291,6 +319,28 @@ def test_tuning_tool_reads_only_validation_data(world_root, tmp_path):
             assert "WorldTexturesHeldout" in text
         else:
             assert "Evaluate on the *val* set" in text and "Evaluate on the *test* set" not in text
+
+
+def test_tuning_tool_passes_common_opts_to_every_run(tmp_path):
+    """Opts after '--' (a candidate world CLIP) reach every run of a point: a two-stage EMPL
+    point's host run, its own training and both evaluations; the point's own opts come after
+    them, so a point overrides them. An odd number of opts is refused."""
+    import io
+
+    from tools import tune_bundled
+
+    common = ["MODEL.BACKBONE.CHECKPOINT", str(tmp_path / "candidate.pt"), "OPTIM.LR", "0.5"]
+    runs, evals = tune_bundled.point_runs("EMPL_CoOp", "OPTIM.LR 0.005", ["world_textures"], [1], str(tmp_path),
+                                          str(tmp_path / "out"), 16, "bundled", "python", common_opts=common)
+    assert len(runs) == 4 and len(evals[("world_textures", 1)]) == 2  # host, EMPL, val base, held-out
+    assert [r.trainer for r in runs] == ["CoOp", "EMPL_CoOp", "EMPL_CoOp", "EMPL_CoOp"]
+    for run in runs:
+        text = " ".join(run.argv)
+        assert f"MODEL.BACKBONE.CHECKPOINT {tmp_path / 'candidate.pt'}" in text, run.argv
+        if run.trainer == "EMPL_CoOp":  # the point's LR comes after the common one, so it wins
+            assert text.rindex("OPTIM.LR 0.005") > text.index("OPTIM.LR 0.5 ")
+    err = io.StringIO()
+    assert tune_bundled.main(["--trainers", "CoOp", "--dry-run", "--", "OPTIM.LR"], out=err) == 2
 
 
 def test_selection_prefers_steady_points_and_the_cheaper_of_equals():

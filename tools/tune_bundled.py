@@ -2,6 +2,8 @@
 
     python -m tools.tune_bundled --trainers CoOp MaPLe --seeds 1 2           # the grid below, in one process
     python -m tools.tune_bundled --trainers CoOp --points "OPTIM.LR 0.01 OPTIM.MAX_EPOCH 10"
+    python -m tools.tune_bundled --trainers ZeroshotCLIP CoOp --output-dir output/tune-candidate \
+        -- MODEL.BACKBONE.CHECKPOINT world-vit-candidate.pt      # opts for every run of every point
 
 For every grid point (config opts on top of configs/trainers/<T>/bundled.yaml), task and seed:
   1. train on the task's base classes (16 shots; the run's own final evaluation is on the val
@@ -162,10 +164,11 @@ def _slug(opts: Sequence[str]) -> str:
 
 
 def point_runs(trainer: str, point: str, tasks: Sequence[str], seeds: Sequence[int], root: str, output_root: str,
-               shots: int, cfg: str, python: str, test_new: bool = False):
+               shots: int, cfg: str, python: str, test_new: bool = False, common_opts: Sequence[str] = ()):
     """(runs in order, {(task, seed): (val run, held-out run[, test-new run])}) of one grid point.
     test_new: also evaluate on the test split's new classes of a bundled task (the agreement
-    report after the choice; the selection never reads it)."""
+    report after the choice; the selection never reads it). common_opts: config opts of every
+    run, the host's and the evaluations' included (before the point's own)."""
     opts = sweep.parse_point(point)
     # Keys that only change the evaluation: points that differ only in them share a training run.
     train_opts = protocols.without_keys(opts, lambda key: key in EVALUATION_KEYS)
@@ -189,7 +192,8 @@ def point_runs(trainer: str, point: str, tasks: Sequence[str], seeds: Sequence[i
             train_dir = os.path.join(output_root, trainer, train_slug, task, f"seed{seed}", "train")
             train = None
             if not eval_only:
-                fit_opts = ["DATASET.NUM_SHOTS", str(shots), "DATASET.SUBSAMPLE_CLASSES", fit, "TEST.SPLIT", "val"]
+                fit_opts = [*common_opts, "DATASET.NUM_SHOTS", str(shots), "DATASET.SUBSAMPLE_CLASSES", fit,
+                            "TEST.SPLIT", "val"]
                 first = None
                 if host is not None:  # two-stage: the host's run at its bundled budget (its own "" point)
                     host_dir = os.path.join(output_root, host, "default", task, f"seed{seed}", "train")
@@ -213,7 +217,7 @@ def point_runs(trainer: str, point: str, tasks: Sequence[str], seeds: Sequence[i
                 if train is not None:
                     argv += ["--model-dir", train.output_dir, "--load-epoch", load_epoch]
                 # (HOST_RUN stays as the point sets it: evaluation loads the EMPL run itself.)
-                argv += ["--eval-only", "DATASET.NUM_SHOTS", "0", *extra, *opts]
+                argv += ["--eval-only", *common_opts, "DATASET.NUM_SHOTS", "0", *extra, *opts]
                 run = protocols.Run(trainer, cfg, dataset, seed, out, argv, True, train)
                 runs.append(run)
                 pair.append(run)
@@ -333,8 +337,12 @@ def agreement(results: Dict[str, Dict[str, float]]):
 
 def main(argv=None, out=None) -> int:
     out = out or sys.stdout
+    own, common_opts = sweep.split_extra_opts(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m tools.tune_bundled", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Config opts after '--' (KEY VALUE ...) go to every run of every point "
+                                            "(e.g. a candidate world CLIP: -- MODEL.BACKBONE.CHECKPOINT FILE; give "
+                                            "it its own --output-dir).")
     parser.add_argument("--trainers", nargs="+", default=["ZeroshotCLIP"] + list(GRID))
     parser.add_argument("--points", nargs="+", help="grid points to try (default: GRID of each trainer)")
     parser.add_argument("--tasks", nargs="+", default=list(protocols.BUNDLED_BASE2NEW))
@@ -348,8 +356,10 @@ def main(argv=None, out=None) -> int:
                              "classes and report how well held-out accuracy tracked it (reads the test split)")
     sweep.add_run_arguments(parser, seeds=(1, 2), output_dir=os.path.join("output", "tune"))
     parser.set_defaults(root=protocols.BUNDLED["root"], cfg=protocols.BUNDLED["cfg"]["base2new"])
-    args = parser.parse_args(argv)
+    args = parser.parse_args(own)
     try:
+        if len(common_opts) % 2:
+            raise protocols.ProtocolError(f"config opts after '--' must be KEY VALUE pairs, got {common_opts}")
         planned = {}  # trainer -> {point: evals}
         point_plans = []
         for trainer in args.trainers:
@@ -358,7 +368,8 @@ def main(argv=None, out=None) -> int:
             planned[trainer] = {}
             for point in points:
                 runs, evals = point_runs(trainer, point, args.tasks, args.seeds, args.root, args.output_dir,
-                                         args.shots, args.cfg, args.python, test_new=args.test_new_after_choice)
+                                         args.shots, args.cfg, args.python, test_new=args.test_new_after_choice,
+                                         common_opts=common_opts)
                 point_plans.append(runs)  # a two-stage host's run is its own "" point's: run_sweep runs it once
                 planned[trainer][point] = evals
         n_failed = sweep.run_sweep(point_plans, args, out, in_process=not args.subprocess)[1]
