@@ -41,12 +41,17 @@ def add_run_arguments(parser: argparse.ArgumentParser, seeds=DEFAULT_SEEDS, shot
 def run_kwargs(args, extra_opts):
     if not args.root:
         raise ProtocolError("no dataset root: pass --root or set DATA (layouts: docs/DATASETS.md)")
-    if len(extra_opts) % 2:
-        raise ProtocolError(f"config opts after '--' must be KEY VALUE pairs, got {list(extra_opts)}")
+    check_extra_opts(extra_opts)
     return dict(
         seeds=args.seeds, root=args.root, output_root=args.output_dir, cfg=args.cfg, shots=args.shots,
         source=args.source, extra_opts=extra_opts, python=args.python,
     )
+
+
+def check_extra_opts(extra_opts: Sequence[str]) -> None:
+    """Refuse config opts after '--' that are not KEY VALUE pairs."""
+    if len(extra_opts) % 2:
+        raise ProtocolError(f"config opts after '--' must be KEY VALUE pairs, got {list(extra_opts)}")
 
 
 def parse_point(point: str) -> List[str]:

@@ -358,8 +358,7 @@ def main(argv=None, out=None) -> int:
     parser.set_defaults(root=protocols.BUNDLED["root"], cfg=protocols.BUNDLED["cfg"]["base2new"])
     args = parser.parse_args(own)
     try:
-        if len(common_opts) % 2:
-            raise protocols.ProtocolError(f"config opts after '--' must be KEY VALUE pairs, got {common_opts}")
+        sweep.check_extra_opts(common_opts)
         planned = {}  # trainer -> {point: evals}
         point_plans = []
         for trainer in args.trainers:
