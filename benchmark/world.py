@@ -220,12 +220,12 @@ def caption(scene: Dict[str, str], rng, noun_noise: float = 0.0, texture_noise: 
     if scene["kind"] == "texture":
         texture = scene["texture"]
         if texture_noise > 0 and rng.random() < texture_noise:  # the caption's last draw
-            others = [t for t in TEXTURES if t != texture]
-            texture = others[rng.integers(len(others))]
+            texture = _another(texture, TEXTURES, rng)
         return f"{prefix}a {scene['color'] + ' ' if say['color'] else ''}{texture} pattern."
     noun = scene["member"] if rng.random() < MEMBER_P else MEMBER_FAMILY[scene["member"]]
     if noun_noise > 0 and rng.random() < noun_noise:  # the caption's last draw
-        noun = _another_noun(noun, rng)
+        level = FAMILIES[MEMBER_FAMILY[noun]] if noun in MEMBER_FAMILY else FAMILIES  # a member's siblings, or the families
+        noun = _another(noun, level, rng)
     words = ["a"]
     words += [scene[k] for k in ("size", "color") if say[k]]
     words.append(noun)
@@ -236,12 +236,9 @@ def caption(scene: Dict[str, str], rng, noun_noise: float = 0.0, texture_noise: 
     return prefix + " ".join(words) + "."
 
 
-def _another_noun(noun: str, rng) -> str:
-    """A member's sibling in its family, or another family, drawn uniformly."""
-    if noun in MEMBER_FAMILY:
-        others = [m for m in FAMILIES[MEMBER_FAMILY[noun]] if m != noun]
-    else:
-        others = [f for f in FAMILIES if f != noun]
+def _another(word: str, words, rng) -> str:
+    """One of ``words`` other than ``word``, drawn uniformly (one draw)."""
+    others = [w for w in words if w != word]
     return others[rng.integers(len(others))]
 
 
