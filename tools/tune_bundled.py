@@ -116,12 +116,6 @@ def _empl_grid(trainings: Tuple[List[str], List[str]], costly: bool) -> List[str
         f"{t} {e}" for t in points if costly and t in costly_points for e in _COSTLY_EVALUATIONS]
 
 
-def host_budget(host: str) -> Tuple[str, int]:
-    """(OPTIM.LR, OPTIM.MAX_EPOCH) of a host's bundled.yaml: the budget its own grid chose."""
-    config_file = protocols.config_path(host, "bundled")
-    return str(protocols.config_value(config_file, [], "OPTIM.LR")), protocols.max_epoch(config_file, [])
-
-
 def _fractions(lr: str, divisors: Sequence[int]) -> Tuple[str, ...]:
     return tuple(f"{float(lr) / d:g}" for d in divisors)
 
@@ -135,12 +129,12 @@ def _fractions(lr: str, divisors: Sequence[int]) -> Tuple[str, ...]:
 # for the two-stage comparison. EMPL_ProDA from ProDA's CTX_INIT at ProDA's budget with chains in
 # a quarter or half of the depth, both bounds (pooled, per chain position); and two-stage at a
 # tenth of ProDA's LR with the per-position bound.
-_COOP_LR, _COOP_EPOCHS = host_budget("CoOp")
+_COOP_LR, _COOP_EPOCHS = protocols.bundled_budget("CoOp")
 GRID["EMPL_CoOp"] = _empl_grid(_empl_trainings(
     _COOP_LR, _COOP_EPOCHS, ("mixture",), scratch_depths=("0.25",), two_stage_depths=(),
     fine_tune_lrs=_fractions(_COOP_LR, (10, 4)), fine_tune_depths=("0.25", "0.5"), fine_tune_loss="mixture"),
     costly=False)
-_PRODA_LR, _PRODA_EPOCHS = host_budget("ProDA")
+_PRODA_LR, _PRODA_EPOCHS = protocols.bundled_budget("ProDA")
 GRID["EMPL_ProDA"] = _empl_grid(_empl_trainings(
     _PRODA_LR, _PRODA_EPOCHS, ("mixture", "per_prompt"), scratch_depths=("0.25", "0.5"), two_stage_depths=(),
     fine_tune_lrs=_fractions(_PRODA_LR, (10,)), fine_tune_depths=("0.25",), fine_tune_loss="per_prompt"),
