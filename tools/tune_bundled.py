@@ -122,7 +122,7 @@ def _fractions(lr: str, divisors: Sequence[int]) -> Tuple[str, ...]:
 
 # Benchmark v4 (docs/EMPL.md, "Choosing the defaults"): the hosts' budgets are read from their
 # bundled.yaml (their grids' choices), and each EMPL grid spans the neighbourhood of what v3's
-# wider grid chose (docs/EMPL.md; the v3 grid is in git history before 2026-12-07), to fit the
+# wider grid chose (docs/EMPL.md; the v3 grid: `git show 2b7f7e1:tools/tune_bundled.py`), to fit the
 # time: EMPL_CoOp two-stage, 10 epochs from CoOp's run at a tenth and a quarter of CoOp's LR
 # (restarting at the host's LR moves a trained prompt as far as a fresh run would), chains in a
 # quarter or half of the depth, the mixture loss; and once from CoOp's CTX_INIT at CoOp's budget,
