@@ -204,12 +204,12 @@ def caption(scene: Dict[str, str], rng, noun_noise: float = 0.0, texture_noise: 
     texture: "a [colour] <texture> pattern."
     scene:   "a <scene> scene."
 
-    noun_noise (0 for the shipped world CLIP, which then draws nothing more): with this
-    probability an object's noun is another of its level, a member another member of the same
-    family, a family another family (captions that misname fine-grained things; drawn after
-    the caption's own draws). texture_noise (0 shipped, drawing nothing more): the same for a
-    texture caption, which then names another texture (words weakly tied to what they name,
-    like DTD's class names for real CLIP).
+    noun_noise (0.3 for the shipped world CLIP of benchmark v4; at 0 nothing more is drawn):
+    with this probability an object's noun is another of its level, a member another member of
+    the same family, a family another family (captions that misname fine-grained things; drawn
+    after the caption's own draws). texture_noise (0.5 shipped; at 0 nothing more is drawn):
+    the same for a texture caption, which then names another texture (words weakly tied to what
+    they name, like DTD's class names for real CLIP).
     """
     look = scene.get("look", "plain")
     said = rng.random() < (PHOTO_P if look == "plain" else LOOK_SAID_P)

@@ -330,7 +330,7 @@ def test_tuning_tool_passes_common_opts_to_every_run(tmp_path):
     from tools import tune_bundled
 
     common = ["MODEL.BACKBONE.CHECKPOINT", str(tmp_path / "candidate.pt"), "OPTIM.LR", "0.5"]
-    runs, evals = tune_bundled.point_runs("EMPL_CoOp", "OPTIM.LR 0.005", ["world_textures"], [1], str(tmp_path),
+    runs, evals = tune_bundled.point_runs("EMPL_CoOp", "TRAINER.EMPL.HOST_RUN auto OPTIM.LR 0.005", ["world_textures"], [1], str(tmp_path),
                                           str(tmp_path / "out"), 16, "bundled", "python", common_opts=common)
     assert len(runs) == 4 and len(evals[("world_textures", 1)]) == 2  # host, EMPL, val base, held-out
     assert [r.trainer for r in runs] == ["CoOp", "EMPL_CoOp", "EMPL_CoOp", "EMPL_CoOp"]

@@ -70,6 +70,18 @@ def test_class_prompt_assembly_positions(tiny_clip):
         pieces.assemble(ctx, "side")
 
 
+def test_cached_tokenization_equals_clips_and_hands_out_copies():
+    """tokenize() and token_count() cache CLIP's BPE per text (EMPL tokenizes its unseen words
+    every step): the ids equal clip.tokenize's, and a caller that writes into the result does
+    not change what the next call returns."""
+    texts = ["X X X X pixel art.", "a photo of a golden retriever.", "X X X X pixel art."]
+    first = cb.tokenize(texts)
+    assert torch.equal(first, torch.cat([cb.clip.tokenize(t) for t in texts]))
+    first.zero_()
+    assert torch.equal(cb.tokenize(texts), torch.cat([cb.clip.tokenize(t) for t in texts]))
+    assert cb.token_count("golden retriever") == len(cb._tokenizer.encode("golden retriever")) == 2
+
+
 def test_init_context_from_words(tiny_clip):
     ctx, prefix = class_prompts.init_context(tiny_clip, 16, "a_photo_of_a")
     assert prefix == "a photo of a" and ctx.shape == (4, 64)

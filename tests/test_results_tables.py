@@ -649,23 +649,23 @@ def test_ablation_plan_shares_the_default_and_evaluates_inference_on_its_models(
     inference-only ablations re-evaluate the default's trained models instead of training."""
     from tools import ablate_empl
 
-    defaults = ablate_empl.config_defaults("EMPL_CoOp", "bundled")
+    defaults = ablate_empl.config_defaults("EMPL_ProDA", "bundled")  # two-stage by default
     weight = "TRAINER.EMPL.OPEN_LOSS_WEIGHT"
     assert ablate_empl.folder_name([weight, str(defaults.TRAINER.EMPL.OPEN_LOSS_WEIGHT)], defaults) == "default"
     assert ablate_empl.folder_name([weight, "1.0"], defaults) == "OPEN_LOSS_WEIGHT-1.0"
     assert ablate_empl.folder_name(["TRAINER.EMPL.PERSISTENT", str(not defaults.TRAINER.EMPL.PERSISTENT)],
                                    defaults).startswith("PERSISTENT-")
-    assert ablate_empl.main(["--ablations", "open_loss_weight", "inference", "--seeds", "1", "--dry-run",
-                             "--output-dir", "out/abl"]) == 0
+    assert ablate_empl.main(["--trainer", "EMPL_ProDA", "--ablations", "open_loss_weight", "inference",
+                             "--seeds", "1", "--dry-run", "--output-dir", "out/abl"]) == 0
     folders = [l.split("out/abl/")[1] for l in capsys.readouterr().out.splitlines() if l.startswith("[start] ")]
     trainings = [f for f in folders if "/train_base/" in f]
     assert sorted({f.split("/")[0] for f in trainings}) == [
         "OPEN_LOSS_WEIGHT-0.0", "OPEN_LOSS_WEIGHT-0.01", "OPEN_LOSS_WEIGHT-1.0", "default"]
-    # Two-stage EMPL_CoOp: CoOp's host runs are trained once, in the default folder, for every value.
-    hosts = [f for f in trainings if "/CoOp/" in f]
+    # Two-stage EMPL_ProDA: ProDA's host runs are trained once, in the default folder, for every value.
+    hosts = [f for f in trainings if "/ProDA/" in f]
     assert len(hosts) == 4 and all(f.startswith("default/") for f in hosts), hosts
     # A value that trains EMPL differently (its LR and epochs) leaves the host at its own config,
-    # also where the default trains from scratch and only values plan hosts (EMPL_ProDA).
+    # also where the default trains from scratch and only values plan hosts (EMPL_CoOp).
     for trainer, host in (("EMPL_CoOp", "CoOp"), ("EMPL_ProDA", "ProDA")):
         args = argparse.Namespace(trainer=trainer, cfg="bundled", datasets=["world_aerial"], seeds=[1], shots=16,
                                   output_dir="out/abl", python="python", root="data", source=None)

@@ -27,6 +27,8 @@ from tools.reporting.summaries import average_over_seeds
 from tools.reporting.tables import md_table
 
 E = protocols.EMPL_PREFIX
+_COOP_LR, _COOP_EPOCHS = protocols.bundled_budget("CoOp")
+_COOP_LR_TENTH = f"{float(_COOP_LR) / 10:g}"
 # name -> [(label, opts)]: the paper's ablations (Fig. 6: lambda, the weight of L_out, and unseen words;
 # Fig. 7: number of prompts, the chains per anchor; Table 4: SGLD layers) and this project's (L_out's form, components, gradient, inference).
 ABLATIONS: Dict[str, List[Tuple[str, List[str]]]] = {
@@ -45,10 +47,11 @@ ABLATIONS: Dict[str, List[Tuple[str, List[str]]]] = {
     "chains": [("persistent, SGLD_STEPS 1", []), ("fresh, SGLD_STEPS 4", [E + "PERSISTENT", "False", E + "SGLD_STEPS", "4"])],
     # How EMPL is trained: two-stage (from the host's run of the same data and seed, 10 epochs at
     # a tenth of the host's LR, or at the host's LR) or from the host's CTX_INIT at the host's
-    # budget (CoOp's chosen LR 0.05 and 100 epochs).
-    "training": [("two-stage, 10 epochs at LR 0.005", [E + "HOST_RUN", "auto", "OPTIM.MAX_EPOCH", "10", "OPTIM.LR", "0.005"]),
-                 ("two-stage, 10 epochs at LR 0.05", [E + "HOST_RUN", "auto", "OPTIM.MAX_EPOCH", "10", "OPTIM.LR", "0.05"]),
-                 ("from CTX_INIT, 100 epochs at LR 0.05", [E + "HOST_RUN", "", "OPTIM.MAX_EPOCH", "100", "OPTIM.LR", "0.05"])],
+    # budget (CoOp's, read from its bundled.yaml).
+    "training": [(f"two-stage, 10 epochs at LR {_COOP_LR_TENTH}", [E + "HOST_RUN", "auto", "OPTIM.MAX_EPOCH", "10", "OPTIM.LR", _COOP_LR_TENTH]),
+                 (f"two-stage, 10 epochs at LR {_COOP_LR}", [E + "HOST_RUN", "auto", "OPTIM.MAX_EPOCH", "10", "OPTIM.LR", _COOP_LR]),
+                 (f"from CTX_INIT, {_COOP_EPOCHS} epochs at LR {_COOP_LR}",
+                  [E + "HOST_RUN", "", "OPTIM.MAX_EPOCH", str(_COOP_EPOCHS), "OPTIM.LR", _COOP_LR])],
     "in_loss": [(v, [E + "IN_LOSS", v]) for v in ("mixture", "per_prompt")],
     "vocabulary": [("training classes removed", [E + "VOCAB_EXCLUDE", "training"]),
                    ("every class of the dataset removed (strict)", [E + "VOCAB_EXCLUDE", "dataset"])],

@@ -200,6 +200,13 @@ def config_value(config_file: str, opts: Sequence[str], key: str):
     return cfg
 
 
+def bundled_budget(trainer: str) -> Tuple[str, int]:
+    """(OPTIM.LR, OPTIM.MAX_EPOCH) of a trainer's bundled.yaml: the budget validation chose for
+    it on the bundled benchmark (docs/BENCHMARK.md, "Budgets")."""
+    config_file = config_path(trainer, "bundled")
+    return str(config_value(config_file, [], "OPTIM.LR")), max_epoch(config_file, [])
+
+
 def max_epoch(config_file: str, opts: Sequence[str]) -> int:
     """OPTIM.MAX_EPOCH as train.py resolves it: trailing opts > config file > Dassl's default."""
     return int(config_value(config_file, list(opts), "OPTIM.MAX_EPOCH"))

@@ -116,25 +116,29 @@ def _empl_grid(trainings: Tuple[List[str], List[str]], costly: bool) -> List[str
         f"{t} {e}" for t in points if costly and t in costly_points for e in _COSTLY_EVALUATIONS]
 
 
-# The hosts' budgets are their chosen ones (CoOp: LR 0.05, 100 epochs; ProDA: LR 0.05, 50 epochs).
-# Two-stage EMPL_CoOp also with chains in the last quarter of the depth: added after the anchor
-# check on test (docs/EMPL.md, "A working anchor") missed on WorldAerial, as EMPL_ProDA's grid was
-# widened; the choice is still made on validation by the same rule.
-# Both EMPL trainers also fine-tune the host's run at a tenth and a quarter of its LR: added
-# after the anchor check on test still missed on WorldAerial by up to 1.8 points beyond its
-# margin, where 10 epochs of CoOp alone at CoOp's LR moved one run by 4.5 points (docs/EMPL.md,
-# "A working anchor"); each with the loss validation chose for it before; chosen on validation
-# by the same rule.
-_FINE_TUNE = dict(fine_tune_lrs=("0.005", "0.0125"), fine_tune_depths=("0.25", "0.5"))
-GRID["EMPL_CoOp"] = _empl_grid(_empl_trainings("0.05", 100, ("mixture", "per_prompt"),
-                                               two_stage_depths=("0.25", "0.5", "1.0"), **_FINE_TUNE,
-                                               fine_tune_loss="mixture"), costly=True)
-# EMPL_ProDA's in-domain loss is ProDA's Gaussian bound, pooled (mixture) or per chain position.
-# From scratch its chains also run at a quarter and half of the depth: token-level chains left
-# its anchors unable to fit WorldAerial's base classes on validation (docs/EMPL.md, "A working
-# anchor").
-GRID["EMPL_ProDA"] = _empl_grid(_empl_trainings("0.05", 50, ("mixture", "per_prompt"), ("0.25", "0.5", "1.0"),
-                                                **_FINE_TUNE, fine_tune_loss="per_prompt"), costly=False)
+def _fractions(lr: str, divisors: Sequence[int]) -> Tuple[str, ...]:
+    return tuple(f"{float(lr) / d:g}" for d in divisors)
+
+
+# Benchmark v4 (docs/EMPL.md, "Choosing the defaults"): the hosts' budgets are read from their
+# bundled.yaml (their grids' choices), and each EMPL grid spans the neighbourhood of what v3's
+# wider grid chose (docs/EMPL.md; the v3 grid: `git show 2b7f7e1:tools/tune_bundled.py`), to fit the
+# time: EMPL_CoOp two-stage, 10 epochs from CoOp's run at a tenth and a quarter of CoOp's LR
+# (restarting at the host's LR moves a trained prompt as far as a fresh run would), chains in a
+# quarter or half of the depth, the mixture loss; and once from CoOp's CTX_INIT at CoOp's budget,
+# for the two-stage comparison. EMPL_ProDA from ProDA's CTX_INIT at ProDA's budget with chains in
+# a quarter or half of the depth, both bounds (pooled, per chain position); and two-stage at a
+# tenth of ProDA's LR with the per-position bound.
+_COOP_LR, _COOP_EPOCHS = protocols.bundled_budget("CoOp")
+GRID["EMPL_CoOp"] = _empl_grid(_empl_trainings(
+    _COOP_LR, _COOP_EPOCHS, ("mixture",), scratch_depths=("0.25",), two_stage_depths=(),
+    fine_tune_lrs=_fractions(_COOP_LR, (10, 4)), fine_tune_depths=("0.25", "0.5"), fine_tune_loss="mixture"),
+    costly=False)
+_PRODA_LR, _PRODA_EPOCHS = protocols.bundled_budget("ProDA")
+GRID["EMPL_ProDA"] = _empl_grid(_empl_trainings(
+    _PRODA_LR, _PRODA_EPOCHS, ("mixture", "per_prompt"), scratch_depths=("0.25", "0.5"), two_stage_depths=(),
+    fine_tune_lrs=_fractions(_PRODA_LR, (10,)), fine_tune_depths=("0.25",), fine_tune_loss="per_prompt"),
+    costly=False)
 SELECT_DEFAULT = {"EMPL_CoOp": "H", "EMPL_ProDA": "H", "EMPL_MaPLe": "H"}
 
 

@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .clip_backbone import CLIP, LEARNED_DTYPE, _tokenizer, clip, tokenize
+from .clip_backbone import CLIP, LEARNED_DTYPE, clip, token_count, tokenize
 from .errors import UserValueError
 
 
@@ -25,7 +25,7 @@ def clean_classname(name: str) -> str:
 def word_embeddings(clip_model: CLIP, words: str) -> torch.Tensor:
     """Token embeddings of `words` (no SOS/EOS): [n_tokens, d]."""
     ids = clip.tokenize(words)
-    n_tokens = len(_tokenizer.encode(words))
+    n_tokens = token_count(words)
     return clip_model.token_embedding(ids).type(clip_model.dtype)[0, 1 : 1 + n_tokens]
 
 
@@ -86,7 +86,7 @@ class ClassPrompts(nn.Module):
     def __init__(self, clip_model: CLIP, classnames: Sequence[str], prompt_prefix: str, n_ctx: int):
         super().__init__()
         names = [clean_classname(c) for c in classnames]
-        self.name_lens: List[int] = [len(_tokenizer.encode(n)) for n in names]
+        self.name_lens: List[int] = [token_count(n) for n in names]
         self.tokenized_prompts = tokenize([f"{prompt_prefix} {n}." for n in names])
         with torch.no_grad():
             embedding = clip_model.token_embedding(self.tokenized_prompts).type(clip_model.dtype)

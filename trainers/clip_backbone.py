@@ -219,8 +219,21 @@ def set_clip_precision(clip_model: CLIP, prec: str) -> CLIP:
 
 # --------------------------------------------------------------------------- text input and feature space
 def tokenize(texts: Sequence[str]) -> torch.Tensor:
-    """[P, 77] token ids."""
-    return torch.cat([clip.tokenize(t) for t in texts])
+    """[P, 77] token ids (a new tensor)."""
+    return torch.cat([_tokenize_one(t) for t in texts])
+
+
+# CLIP's BPE runs in Python: EMPL tokenizes its unseen words at every training step, and on the
+# world CLIP that was 7% of a run. The cache holds 77 ids per text; tokenize() copies them out.
+@functools.lru_cache(maxsize=1 << 16)
+def _tokenize_one(text: str) -> torch.Tensor:
+    return clip.tokenize(text)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def token_count(text: str) -> int:
+    """Number of BPE tokens of text, without SOS/EOS."""
+    return len(_tokenizer.encode(text))
 
 
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:
