@@ -28,7 +28,7 @@ from tools.reporting.tables import md_table
 
 E = protocols.EMPL_PREFIX
 _COOP_LR, _COOP_EPOCHS = protocols.bundled_budget("CoOp")
-_COOP_LR_TENTH = f"{float(_COOP_LR) / 10:g}"
+_COOP_LR_TENTH = protocols.lr_fraction(_COOP_LR, 10)
 # name -> [(label, opts)]: the paper's ablations (Fig. 6: lambda, the weight of L_out, and unseen words;
 # Fig. 7: number of prompts, the chains per anchor; Table 4: SGLD layers) and this project's (L_out's form, components, gradient, inference).
 ABLATIONS: Dict[str, List[Tuple[str, List[str]]]] = {

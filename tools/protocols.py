@@ -207,6 +207,11 @@ def bundled_budget(trainer: str) -> Tuple[str, int]:
     return str(config_value(config_file, [], "OPTIM.LR")), max_epoch(config_file, [])
 
 
+def lr_fraction(lr: str, divisor: int) -> str:
+    """An LR opt divided by divisor, as the opt's text ("0.2", 10 -> "0.02")."""
+    return f"{float(lr) / divisor:g}"
+
+
 def max_epoch(config_file: str, opts: Sequence[str]) -> int:
     """OPTIM.MAX_EPOCH as train.py resolves it: trailing opts > config file > Dassl's default."""
     return int(config_value(config_file, list(opts), "OPTIM.MAX_EPOCH"))

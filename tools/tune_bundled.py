@@ -116,10 +116,6 @@ def _empl_grid(trainings: Tuple[List[str], List[str]], costly: bool) -> List[str
         f"{t} {e}" for t in points if costly and t in costly_points for e in _COSTLY_EVALUATIONS]
 
 
-def _fractions(lr: str, divisors: Sequence[int]) -> Tuple[str, ...]:
-    return tuple(f"{float(lr) / d:g}" for d in divisors)
-
-
 # Benchmark v4 (docs/EMPL.md, "Choosing the defaults"): the hosts' budgets are read from their
 # bundled.yaml (their grids' choices), and each EMPL grid spans the neighbourhood of what v3's
 # wider grid chose (docs/EMPL.md; the v3 grid: `git show 2b7f7e1:tools/tune_bundled.py`), to fit the
@@ -132,12 +128,12 @@ def _fractions(lr: str, divisors: Sequence[int]) -> Tuple[str, ...]:
 _COOP_LR, _COOP_EPOCHS = protocols.bundled_budget("CoOp")
 GRID["EMPL_CoOp"] = _empl_grid(_empl_trainings(
     _COOP_LR, _COOP_EPOCHS, ("mixture",), scratch_depths=("0.25",), two_stage_depths=(),
-    fine_tune_lrs=_fractions(_COOP_LR, (10, 4)), fine_tune_depths=("0.25", "0.5"), fine_tune_loss="mixture"),
+    fine_tune_lrs=tuple(protocols.lr_fraction(_COOP_LR, d) for d in (10, 4)), fine_tune_depths=("0.25", "0.5"), fine_tune_loss="mixture"),
     costly=False)
 _PRODA_LR, _PRODA_EPOCHS = protocols.bundled_budget("ProDA")
 GRID["EMPL_ProDA"] = _empl_grid(_empl_trainings(
     _PRODA_LR, _PRODA_EPOCHS, ("mixture", "per_prompt"), scratch_depths=("0.25", "0.5"), two_stage_depths=(),
-    fine_tune_lrs=_fractions(_PRODA_LR, (10,)), fine_tune_depths=("0.25",), fine_tune_loss="per_prompt"),
+    fine_tune_lrs=(protocols.lr_fraction(_PRODA_LR, 10),), fine_tune_depths=("0.25",), fine_tune_loss="per_prompt"),
     costly=False)
 SELECT_DEFAULT = {"EMPL_CoOp": "H", "EMPL_ProDA": "H", "EMPL_MaPLe": "H"}
 
