@@ -128,7 +128,8 @@ def _empl_grid(trainings: Tuple[List[str], List[str]], costly: bool) -> List[str
 _COOP_LR, _COOP_EPOCHS = protocols.bundled_budget("CoOp")
 GRID["EMPL_CoOp"] = _empl_grid(_empl_trainings(
     _COOP_LR, _COOP_EPOCHS, ("mixture",), scratch_depths=("0.25",), two_stage_depths=(),
-    fine_tune_lrs=tuple(protocols.lr_fraction(_COOP_LR, d) for d in (10, 4)), fine_tune_depths=("0.25", "0.5"), fine_tune_loss="mixture"),
+    fine_tune_lrs=tuple(protocols.lr_fraction(_COOP_LR, d) for d in (10, 4)), fine_tune_depths=("0.25", "0.5"),
+    fine_tune_loss="mixture"),
     costly=False)
 _PRODA_LR, _PRODA_EPOCHS = protocols.bundled_budget("ProDA")
 GRID["EMPL_ProDA"] = _empl_grid(_empl_trainings(

@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .clip_backbone import CLIP, LEARNED_DTYPE, clip, token_count, tokenize
+from .clip_backbone import CLIP, LEARNED_DTYPE, token_count, tokenize
 from .errors import UserValueError
 
 
@@ -24,7 +24,7 @@ def clean_classname(name: str) -> str:
 @torch.no_grad()
 def word_embeddings(clip_model: CLIP, words: str) -> torch.Tensor:
     """Token embeddings of `words` (no SOS/EOS): [n_tokens, d]."""
-    ids = clip.tokenize(words)
+    ids = tokenize([words])
     n_tokens = token_count(words)
     return clip_model.token_embedding(ids).type(clip_model.dtype)[0, 1 : 1 + n_tokens]
 
