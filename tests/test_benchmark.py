@@ -365,6 +365,54 @@ def test_selection_prefers_steady_points_and_the_cheaper_of_equals():
     # A transductive evaluation (conditioned on other test images) is never chosen.
     both = {"TRAINER.EMPL.INFERENCE sample_batch": result(90.0, 0.0, 1.0), "TRAINER.EMPL.INFERENCE sample": result(80.0, 0.0, 1.0)}
     assert tune_bundled.choose(both, "base") == "TRAINER.EMPL.INFERENCE sample"
+    # A point named ineligible (its anchor failed the check) is never chosen, however it scores.
+    assert tune_bundled.choose(results, "base", ineligible={short}) == long_
+    assert tune_bundled.choose_checked(results, "base", {short}) == (long_, False)
+    # When no point passes the check, the rule chooses among all and says the check was missed.
+    assert tune_bundled.choose_checked(results, "base", set(results)) == (short, True)
+
+
+def test_tuning_tool_checks_each_empl_points_anchor_against_its_host(world_root, tmp_path):
+    """An EMPL trainer's points are judged by their anchor too: the host's bundled point is
+    evaluated on the same validation data, each point's worst anchor - host cell is printed (read
+    here from the runs' logs), and a point more than ANCHOR_MARGIN below is not chosen. Opts after
+    '--' reach the evaluations' checkpoint epoch (one epoch everywhere)."""
+    import io
+
+    import parse_test_res
+    from tools import tune_bundled
+
+    output = tmp_path / "tune"
+    points = ["TRAINER.EMPL.INFERENCE anchor", "TRAINER.EMPL.INFERENCE amortized"]
+    out = io.StringIO()
+    rc = tune_bundled.main(["--trainers", "EMPL_CoOp", "--tasks", "world_textures", "--seeds", "1", "--root",
+                            str(world_root), "--output-dir", str(output), "--points", *points,
+                            "--", "OPTIM.MAX_EPOCH", "1"], out=out)
+    text = out.getvalue()
+    assert rc == 0, text
+
+    def accuracy(folder):
+        return parse_test_res.read_metric(str(folder / "log.txt"), "accuracy", parse_test_res.TEST_END_SIGNAL)
+
+    host = output / "CoOp" / "default" / "world_textures" / "seed1"
+    anchor = output / "EMPL_CoOp" / "EMPL.INFERENCE-anchor" / "world_textures" / "seed1"
+    worst = min(accuracy(anchor / split) - accuracy(host / split) for split in ("val_base", "heldout"))
+    rows = [line for line in text.splitlines() if line.startswith("| EMPL_CoOp")]
+    assert len(rows) == 2
+    for row in rows:  # both points share the training runs, so the same anchor and the same gap
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[7]) == pytest.approx(worst, abs=0.051)
+        assert ("not eligible" in cells[8]) == (worst < -tune_bundled.ANCHOR_MARGIN)
+
+
+def test_anchor_point_evaluates_the_same_training_with_the_anchor():
+    from tools import tune_bundled
+
+    point = ("TRAINER.EMPL.HOST_RUN '' OPTIM.LR 0.2 TRAINER.EMPL.INFERENCE sample TRAINER.EMPL.TEST_SGLD_STEPS 1 "
+             "TRAINER.EMPL.TEST_TOP_K 3")
+    anchor = tune_bundled.anchor_point(point)
+    assert anchor == "TRAINER.EMPL.HOST_RUN '' OPTIM.LR 0.2 TRAINER.EMPL.INFERENCE anchor"
+    assert tune_bundled.anchor_point(anchor) == anchor  # an anchor point is its own
 
 
 def test_empl_layer_grid_is_relative_to_the_text_encoders_depth():
@@ -463,7 +511,10 @@ def test_tuning_tool_tunes_empl_on_a_dataset_without_heldout_classes(synthetic_r
     rows = [line for line in text.splitlines() if line.startswith("| EMPL_CoOp")]
     assert len(rows) == 3 and sum("**chosen**" in row for row in rows) == 1
     logs = list(output.rglob("log.txt"))
-    assert sorted(p.parent.name for p in logs) == ["heldout"] * 3 + ["train"] * 2 + ["val_base"] * 3
+    # Each EMPL point's runs, the second point's anchor evaluation (the anchor check) and the
+    # host's bundled point (CoOp's training and evaluations: what the anchor is checked against).
+    assert sorted(p.parent.name for p in logs) == ["heldout"] * 5 + ["train"] * 3 + ["val_base"] * 5
+    assert sorted(p.parent.name for p in logs if "/CoOp/default/" in str(p)) == ["heldout", "train", "val_base"]
     anchor_eval = next(p for p in logs if "INFERENCE-anchor" in str(p) and p.parent.name == "val_base")
     assert "INFERENCE: anchor" in anchor_eval.read_text()
     for path in logs:

@@ -26,6 +26,7 @@ only, so the new classes are never read.
 import argparse
 import os
 import re
+import shlex
 import statistics
 import sys
 from typing import Dict, List, Sequence, Tuple
@@ -122,12 +123,14 @@ def _empl_grid(trainings: Tuple[List[str], List[str]], costly: bool) -> List[str
 # time: EMPL_CoOp two-stage, 10 epochs from CoOp's run at a tenth and a quarter of CoOp's LR
 # (restarting at the host's LR moves a trained prompt as far as a fresh run would), chains in a
 # quarter or half of the depth, the mixture loss; and once from CoOp's CTX_INIT at CoOp's budget,
-# for the two-stage comparison. EMPL_ProDA from ProDA's CTX_INIT at ProDA's budget with chains in
+# for the two-stage comparison, with both in-domain losses (the mixture, and per_prompt, which
+# makes the anchor classify on its own: added 2026-12-07 with the anchor check, ANCHOR_MARGIN).
+# EMPL_ProDA from ProDA's CTX_INIT at ProDA's budget with chains in
 # a quarter or half of the depth, both bounds (pooled, per chain position); and two-stage at a
 # tenth of ProDA's LR with the per-position bound.
 _COOP_LR, _COOP_EPOCHS = protocols.bundled_budget("CoOp")
 GRID["EMPL_CoOp"] = _empl_grid(_empl_trainings(
-    _COOP_LR, _COOP_EPOCHS, ("mixture",), scratch_depths=("0.25",), two_stage_depths=(),
+    _COOP_LR, _COOP_EPOCHS, ("mixture", "per_prompt"), scratch_depths=("0.25",), two_stage_depths=(),
     fine_tune_lrs=tuple(protocols.lr_fraction(_COOP_LR, d) for d in (10, 4)), fine_tune_depths=("0.25", "0.5"),
     fine_tune_loss="mixture"),
     costly=False)
@@ -176,7 +179,7 @@ def point_runs(trainer: str, point: str, tasks: Sequence[str], seeds: Sequence[i
     slug, train_slug = _slug(opts), _slug(train_opts)
     config_file = protocols.config_path(trainer, cfg)
     eval_only = protocols.is_eval_only(trainer)
-    load_epoch = None if eval_only else str(protocols.max_epoch(config_file, train_opts))
+    load_epoch = None if eval_only else str(protocols.max_epoch(config_file, [*common_opts, *train_opts]))
     host = protocols.TRAINER_DEFAULTS[trainer].host if trainer in protocols.TRAINER_DEFAULTS else None
     if host is None or str(protocols.config_value(config_file, opts, "TRAINER.EMPL.HOST_RUN")) != protocols.HOST_RUN_AUTO:
         host = None
@@ -300,6 +303,29 @@ def summarize(evals) -> Dict[str, float]:
 SELECTIONS = ("base", "H")
 TIE = 0.5
 COST_TIE = 0.1
+# An EMPL trainer predicts with (or around) its anchor, which must classify on its own: a training
+# point is eligible only if its anchor alone scores at least its host's bundled point minus
+# ANCHOR_MARGIN on every task, seed and validation split (issue 26's check, in its validation
+# form; added 2026-12-07 after v4's test missed the check, before the runs it judges).
+ANCHOR_MARGIN = 2.0
+
+
+def anchor_point(point: str) -> str:
+    """The grid point that evaluates the same training runs with the anchor alone."""
+    opts = protocols.without_keys(sweep.parse_point(point), lambda key: key in EVALUATION_KEYS)
+    return shlex.join([*opts, f"{_E}INFERENCE", "anchor"])  # (parse_point's inverse: '' for an empty value)
+
+
+def anchor_gaps(anchor_evals, host_evals) -> List[float]:
+    """Anchor - host accuracy per task, seed and validation split (val base, held-out), for the
+    cells both have results for."""
+    gaps = []
+    for cell, runs in anchor_evals.items():
+        for anchor_run, host_run in zip(runs[:2], host_evals.get(cell, ())[:2]):
+            a, h = _accuracy(anchor_run), _accuracy(host_run)
+            if a is not None and h is not None:
+                gaps.append(a - h)
+    return gaps
 
 
 def transductive(point: str) -> bool:
@@ -309,10 +335,10 @@ def transductive(point: str) -> bool:
                for key, value in protocols.opt_pairs(sweep.parse_point(point)))
 
 
-def choose(results: Dict[str, Dict[str, float]], rule: str):
+def choose(results: Dict[str, Dict[str, float]], rule: str, ineligible=frozenset()):
     """The chosen point of one trainer's results ({point: summarize(...)}), or None. Transductive
-    points are not eligible."""
-    scored = {p: r for p, r in results.items() if r and not transductive(p)}
+    points and those in ineligible are not eligible."""
+    scored = {p: r for p, r in results.items() if r and not transductive(p) and p not in ineligible}
     if not scored:
         return None
     best = max(r[f"score_{rule}"] for r in scored.values())
@@ -320,6 +346,15 @@ def choose(results: Dict[str, Dict[str, float]], rule: str):
     cheapest = min(scored[p]["minutes"] for p in eligible)
     same_cost = [p for p in eligible if scored[p]["minutes"] <= cheapest * (1 + COST_TIE)]
     return max(same_cost, key=lambda p: (scored[p][f"score_{rule}"], -scored[p]["minutes"]))
+
+
+def choose_checked(results: Dict[str, Dict[str, float]], rule: str, ineligible):
+    """(chosen point, whether the anchor check was given up): choose among the points not in
+    ineligible; when every point is in it, the check is missed and the choice is made among all."""
+    best = choose(results, rule, ineligible)
+    if best is None and ineligible:
+        return choose(results, rule), True
+    return best, False
 
 
 def agreement(results: Dict[str, Dict[str, float]]):
@@ -361,6 +396,7 @@ def main(argv=None, out=None) -> int:
     try:
         sweep.check_extra_opts(common_opts)
         planned = {}  # trainer -> {point: evals}
+        checks = {}  # EMPL trainer -> {point: (its anchor's evals, its host's bundled point's evals)}
         point_plans = []
         for trainer in args.trainers:
             points = [""] if protocols.is_eval_only(trainer) else args.points or (GRID.get(trainer) or [""])
@@ -372,6 +408,17 @@ def main(argv=None, out=None) -> int:
                                          common_opts=common_opts)
                 point_plans.append(runs)  # a two-stage host's run is its own "" point's: run_sweep runs it once
                 planned[trainer][point] = evals
+            host = protocols.TRAINER_DEFAULTS[trainer].host if trainer in protocols.TRAINER_DEFAULTS else None
+            if host is not None:  # the anchor check: the host's bundled point and each point's anchor
+                checks[trainer] = {}
+                plan = lambda t, p: point_runs(t, p, args.tasks, args.seeds, args.root, args.output_dir,
+                                               args.shots, args.cfg, args.python, common_opts=common_opts)
+                host_runs, host_evals = plan(host, "")
+                point_plans.append(host_runs)
+                for point in points:
+                    anchor_runs, anchor_evals = plan(trainer, anchor_point(point))
+                    point_plans.append(anchor_runs)
+                    checks[trainer][point] = (anchor_evals, host_evals)
         n_failed = sweep.run_sweep(point_plans, args, out, in_process=not args.subprocess)[1]
         if n_failed:
             print(f"{n_failed} run(s) failed", file=out)
@@ -384,14 +431,23 @@ def main(argv=None, out=None) -> int:
     rules = {t: args.select or SELECT_DEFAULT.get(t, "base") for t in planned}
     rows = []
     for trainer, point_results in results.items():
-        best = choose(point_results, rules[trainer]) if len(point_results) > 1 else None
+        # The worst anchor - host cell of each point (EMPL trainers); below -ANCHOR_MARGIN, or
+        # without every cell, a point is not eligible.
+        worst = {p: min(gaps, default=None) for p, gaps in
+                 ((p, anchor_gaps(*checks[trainer][p])) for p in point_results)} if trainer in checks else {}
+        ineligible = {p for p, w in worst.items() if w is None or w < -ANCHOR_MARGIN}
+        best, unchecked = choose_checked(point_results, rules[trainer], ineligible) if len(point_results) > 1 else (None, False)
         for point, r in point_results.items():
             cells = ["–"] * 5
             if r:
                 cells = [f"{r['base']:.2f} ± {r['base_sd']:.2f}", f"{r['heldout']:.2f} ± {r['heldout_sd']:.2f}",
                          f"{r['H']:.2f}", f"{r[f'score_{rules[trainer]}']:.2f}", f"{r['minutes']:.1f}"]
-            mark = "**chosen**" if point == best else ("transductive: not eligible" if transductive(point) else "")
-            rows.append([trainer, point or "(bundled.yaml)", *cells, mark])
+            mark = (("**chosen**" + (" (no point passes the anchor check)" if unchecked else "")) if point == best
+                    else "transductive: not eligible" if transductive(point)
+                    else f"anchor below host - {ANCHOR_MARGIN:g}: not eligible" if point in ineligible and not unchecked
+                    else "")
+            anchor = "" if worst.get(point) is None else f"{worst[point]:+.1f}"
+            rows.append([trainer, point or "(bundled.yaml)", *cells, anchor, mark])
     described = args.select or ", ".join(f"{t}: {rules[t]}" for t in planned)
     print(f"\n## Tuning on validation data (selection: {described}; seeds {' '.join(map(str, args.seeds))}; "
           f"tasks {', '.join(args.tasks)})\n", file=out)
@@ -399,8 +455,12 @@ def main(argv=None, out=None) -> int:
           f"Score: the rule's quantity, mean minus std over seeds; the chosen point is the one with the least "
           f"training and evaluation time (Minutes) among those within {TIE} of the best score; times within "
           f"{COST_TIE:.0%} of the least are the same cost, and of those the best score is chosen.\n", file=out)
+    if checks:
+        print(f"Anchor - host: an EMPL point's worst cell (task, seed, val base or held-out) of its anchor alone "
+              f"against its host's bundled point; below -{ANCHOR_MARGIN:g} the point is not eligible, unless no "
+              f"point passes (then the rule chooses among all, and the check is missed).\n", file=out)
     print(md_table(["Trainer", "Config opts over bundled.yaml", "Val base", "Held-out", "H", "Score",
-                                "Minutes", ""], rows), file=out)
+                    "Minutes", "Anchor - host", ""], rows), file=out)
     if args.test_new_after_choice:
         print_agreement(results, out)
     return 0
