@@ -315,31 +315,3 @@ def test_mid_epoch_checkpoints_resume_exactly(tmp_path, capsys):
     assert lines(out) == full_lines[16:]
     assert torch.equal(resumed.model.weight, full.model.weight) and torch.equal(resumed.model.bias, full.model.bias)
     assert sorted(os.listdir(model_dir)) == sorted(os.listdir(tmp_path / "full" / "model"))
-
-
-def test_write_scalars_shows_the_same_curves_as_one_write_scalar_per_value(tmp_path):
-    """A step's scalars go to tensorboard as one event: TensorBoard reads the same (step, value)
-    pairs per tag as from one add_scalar per value."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from torch.utils.tensorboard import SummaryWriter
-
-    from dassl.engine.trainer import SimpleTrainer
-
-    class Logger:  # the trainer's writer is all write_scalar(s) use
-        def __init__(self, folder):
-            self._writer = SummaryWriter(str(folder))
-
-    batched, separate = Logger(tmp_path / "batched"), Logger(tmp_path / "separate")
-    for step in range(5):
-        scalars = {"train/loss": 1.5 / (step + 1), "train/acc": 10.0 * step, "train/lr": torch.tensor(0.002 * step).item()}
-        SimpleTrainer.write_scalars(batched, scalars, step)
-        for tag, value in scalars.items():
-            SimpleTrainer.write_scalar(separate, tag, value, step)
-    curves = []
-    for logger, folder in ((batched, "batched"), (separate, "separate")):
-        logger._writer.close()
-        acc = EventAccumulator(str(tmp_path / folder))
-        acc.Reload()
-        curves.append({tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]})
-    assert set(curves[0]) == {"train/loss", "train/acc", "train/lr"}
-    assert curves[0] == curves[1] and len(curves[0]["train/loss"]) == 5
