@@ -247,7 +247,7 @@ def bench_ours(trainer_name, n_classes, args, device):
                 peak_gib=peak, eval_ms_per_batch=1000 * eval_s, eval_img_s=args.eval_batch_size / eval_s,
                 train_gflop=train_gflop, eval_gflop_once=eval_once_gflop, eval_gflop_per_batch=eval_gflop,
             ))
-        del trainer
+        trainer = None  # free it before the next size (the closures above hold the name, not a copy)
         if device.type == "cuda":
             torch.cuda.empty_cache()
         return rows
@@ -310,7 +310,7 @@ def bench_reference(repo, trainer_name, n_classes, args, device, clip_model):
     images = torch.randn(args.eval_batch_size, 3, size, size, device=device)
     with autocast():
         eval_s = measure_evaluation(lambda: None, model, images, device, args.eval_batches)
-    del model
+    model = None  # free it before the caller's next measurement
     return [dict(
         trainer=trainer_name, code="reference", classes=n_classes, batch=batch_size, prec=prec,
         train_ms=train_ms, train_img_s=batch_size / train_ms * 1000, peak_gib=peak,

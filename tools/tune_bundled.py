@@ -15,8 +15,12 @@ For every grid point (config opts on top of configs/trainers/<T>/bundled.yaml), 
 The table gives each point's mean over tasks and seeds of val base, held-out and their H. The
 selection rule (--select) picks a point per trainer; by default ``base`` (the best val base
 accuracy, the quantity every method trains for) for the baselines' budgets and ``H`` for the
-EMPL trainers' sampling settings (EMPL exists for new-class accuracy; SELECT_DEFAULT). Nothing
-here reads a test split of a reported task; the held-out tasks' images are used for nothing else.
+EMPL trainers' sampling settings (EMPL exists for new-class accuracy; SELECT_DEFAULT). An EMPL
+point is eligible only if its anchor alone scores at least its host's bundled point minus
+ANCHOR_MARGIN on every task, seed and validation split (the host's point is run and evaluated
+for that); when no point passes, the rule chooses among all and the table says the check was
+missed. Nothing here reads a test split of a reported task; the held-out tasks' images are used
+for nothing else.
 
 The same command tunes on a real dataset (--root $DATA --tasks eurosat --cfg vit_b16_ep50_ctxv1):
 a task without a <task>_heldout config trains on the first half of its base classes
@@ -411,8 +415,10 @@ def main(argv=None, out=None) -> int:
             host = protocols.TRAINER_DEFAULTS[trainer].host if trainer in protocols.TRAINER_DEFAULTS else None
             if host is not None:  # the anchor check: the host's bundled point and each point's anchor
                 checks[trainer] = {}
-                plan = lambda t, p: point_runs(t, p, args.tasks, args.seeds, args.root, args.output_dir,
-                                               args.shots, args.cfg, args.python, common_opts=common_opts)
+                def plan(name, point):
+                    return point_runs(name, point, args.tasks, args.seeds, args.root, args.output_dir, args.shots,
+                                      args.cfg, args.python, common_opts=common_opts)
+
                 host_runs, host_evals = plan(host, "")
                 point_plans.append(host_runs)
                 for point in points:
@@ -432,7 +438,7 @@ def main(argv=None, out=None) -> int:
     rows = []
     for trainer, point_results in results.items():
         # The worst anchor - host cell of each point (EMPL trainers); below -ANCHOR_MARGIN, or
-        # without every cell, a point is not eligible.
+        # with no cell measured, a point is not eligible.
         worst = {p: min(gaps, default=None) for p, gaps in
                  ((p, anchor_gaps(*checks[trainer][p])) for p in point_results)} if trainer in checks else {}
         ineligible = {p for p, w in worst.items() if w is None or w < -ANCHOR_MARGIN}
