@@ -308,6 +308,7 @@ def test_tuning_tool_reads_only_validation_data(world_root, tmp_path):
     assert rc == 0, text
     rows = [line for line in text.splitlines() if line.startswith("| CoOp")]
     assert len(rows) == 2 and sum("**chosen**" in row for row in rows) == 1
+    assert "Anchor - host" not in text  # the anchor check is the EMPL trainers' alone
     for row in rows:
         base, heldout = (float(cell.split(" ± ")[0]) for cell in row.split(" | ")[2:4])
         assert 0 <= base <= 100 and 0 <= heldout <= 100

@@ -452,8 +452,8 @@ def main(argv=None, out=None) -> int:
                     else "transductive: not eligible" if transductive(point)
                     else f"anchor below host - {ANCHOR_MARGIN:g}: not eligible" if point in ineligible and not unchecked
                     else "")
-            anchor = "" if worst.get(point) is None else f"{worst[point]:+.1f}"
-            rows.append([trainer, point or "(bundled.yaml)", *cells, anchor, mark])
+            anchor = ["" if worst.get(point) is None else f"{worst[point]:+.1f}"] if checks else []
+            rows.append([trainer, point or "(bundled.yaml)", *cells, *anchor, mark])
     described = args.select or ", ".join(f"{t}: {rules[t]}" for t in planned)
     print(f"\n## Tuning on validation data (selection: {described}; seeds {' '.join(map(str, args.seeds))}; "
           f"tasks {', '.join(args.tasks)})\n", file=out)
@@ -465,8 +465,8 @@ def main(argv=None, out=None) -> int:
         print(f"Anchor - host: an EMPL point's worst cell (task, seed, val base or held-out) of its anchor alone "
               f"against its host's bundled point; below -{ANCHOR_MARGIN:g} the point is not eligible, unless no "
               f"point passes (then the rule chooses among all, and the check is missed).\n", file=out)
-    print(md_table(["Trainer", "Config opts over bundled.yaml", "Val base", "Held-out", "H", "Score",
-                    "Minutes", "Anchor - host", ""], rows), file=out)
+    print(md_table(["Trainer", "Config opts over bundled.yaml", "Val base", "Held-out", "H", "Score", "Minutes",
+                    *(["Anchor - host"] if checks else []), ""], rows), file=out)
     if args.test_new_after_choice:
         print_agreement(results, out)
     return 0
