@@ -399,8 +399,8 @@ def sample_sheet(path: str, per_row: int = 10, seed: int = 0, scale: int = 3) ->
             kind = "scene" if style == "aerial" else "object"
             row.append(render_scene(sample_scene(rng, kind=kind), rng, style))
         rows.append(np.concatenate(row, axis=1))
-    rng = np.random.default_rng([seed, 99])
-    rows.append(np.concatenate([render_scene(sample_scene(rng, kind="texture"), rng, "photo") for _ in range(per_row)],
+    rng = np.random.default_rng([seed, 99])  # texture close-ups in WorldTextures' style (benchmark/tasks.py)
+    rows.append(np.concatenate([render_scene(sample_scene(rng, kind="texture"), rng, "noisy") for _ in range(per_row)],
                                axis=1))
     sheet = np.concatenate(rows, axis=0)
     Image.fromarray(sheet).resize((sheet.shape[1] * scale, sheet.shape[0] * scale), Image.NEAREST).save(path)
