@@ -200,6 +200,11 @@ def config_value(config_file: str, opts: Sequence[str], key: str):
     return cfg
 
 
+def host_trainer(trainer: str) -> Optional[str]:
+    """The trainer an EMPL trainer fine-tunes in two-stage training (TRAINER_DEFAULTS), else None."""
+    return TRAINER_DEFAULTS[trainer].host if trainer in TRAINER_DEFAULTS else None
+
+
 def bundled_budget(trainer: str) -> Tuple[str, int]:
     """(OPTIM.LR, OPTIM.MAX_EPOCH) of a trainer's bundled.yaml: the budget validation chose for
     it on the bundled benchmark (docs/BENCHMARK.md, "Budgets")."""
@@ -281,7 +286,7 @@ def plan_protocol(
     eval_only = is_eval_only(trainer)
     extra_opts = list(extra_opts)
     runs: List[Run] = []
-    host = TRAINER_DEFAULTS[trainer].host if trainer in TRAINER_DEFAULTS else None
+    host = host_trainer(trainer)
     two_stage = host is not None and str(config_value(config_file, extra_opts, "TRAINER.EMPL.HOST_RUN")) == HOST_RUN_AUTO
 
     def host_training(dataset, seed) -> Optional[Run]:

@@ -121,15 +121,15 @@ def _empl_grid(trainings: Tuple[List[str], List[str]], costly: bool) -> List[str
         f"{t} {e}" for t in points if costly and t in costly_points for e in _COSTLY_EVALUATIONS]
 
 
-# Benchmark v4 (docs/EMPL.md, "Choosing the defaults"): the hosts' budgets are read from their
-# bundled.yaml (their grids' choices), and each EMPL grid spans the neighbourhood of what v3's
-# wider grid chose (docs/EMPL.md; the v3 grid: `git show 2b7f7e1:tools/tune_bundled.py`), to fit the
-# time: EMPL_CoOp two-stage, 10 epochs from CoOp's run at a tenth and a quarter of CoOp's LR
-# (restarting at the host's LR moves a trained prompt as far as a fresh run would), chains in a
-# quarter or half of the depth, the mixture loss; and once from CoOp's CTX_INIT at CoOp's budget,
-# for the two-stage comparison, with both in-domain losses (the mixture, and per_prompt, which
-# makes the anchor classify on its own: added 2026-12-07 with the anchor check, ANCHOR_MARGIN).
-# EMPL_ProDA from ProDA's CTX_INIT at ProDA's budget with chains in
+# Since benchmark v4 (docs/EMPL.md, "Choosing the defaults"; v5 ran the same grid): the hosts'
+# budgets are read from their bundled.yaml (their grids' choices), and each EMPL grid spans the
+# neighbourhood of what v3's wider grid chose (docs/EMPL.md; the v3 grid: `git show
+# 2b7f7e1:tools/tune_bundled.py`), to fit the time: EMPL_CoOp two-stage, 10 epochs from CoOp's run
+# at a tenth and a quarter of CoOp's LR (restarting at the host's LR moves a trained prompt as far
+# as a fresh run would), chains in a quarter or half of the depth, the mixture loss; and once from
+# CoOp's CTX_INIT at CoOp's budget, for the two-stage comparison, with both in-domain losses (the
+# mixture, and per_prompt, which makes the anchor classify on its own: added 2026-12-07 with the
+# anchor check, ANCHOR_MARGIN). EMPL_ProDA from ProDA's CTX_INIT at ProDA's budget with chains in
 # a quarter or half of the depth, both bounds (pooled, per chain position); and two-stage at a
 # tenth of ProDA's LR with the per-position bound.
 _COOP_LR, _COOP_EPOCHS = protocols.bundled_budget("CoOp")
@@ -184,7 +184,7 @@ def point_runs(trainer: str, point: str, tasks: Sequence[str], seeds: Sequence[i
     config_file = protocols.config_path(trainer, cfg)
     eval_only = protocols.is_eval_only(trainer)
     load_epoch = None if eval_only else str(protocols.max_epoch(config_file, [*common_opts, *train_opts]))
-    host = protocols.TRAINER_DEFAULTS[trainer].host if trainer in protocols.TRAINER_DEFAULTS else None
+    host = protocols.host_trainer(trainer)
     if host is None or str(protocols.config_value(config_file, opts, "TRAINER.EMPL.HOST_RUN")) != protocols.HOST_RUN_AUTO:
         host = None
     runs, evals = [], {}
@@ -412,7 +412,7 @@ def main(argv=None, out=None) -> int:
                                          common_opts=common_opts)
                 point_plans.append(runs)  # a two-stage host's run is its own "" point's: run_sweep runs it once
                 planned[trainer][point] = evals
-            host = protocols.TRAINER_DEFAULTS[trainer].host if trainer in protocols.TRAINER_DEFAULTS else None
+            host = protocols.host_trainer(trainer)
             if host is not None:  # the anchor check: the host's bundled point and each point's anchor
                 checks[trainer] = {}
                 def plan(name, point):
@@ -442,7 +442,8 @@ def main(argv=None, out=None) -> int:
         worst = {p: min(gaps, default=None) for p, gaps in
                  ((p, anchor_gaps(*checks[trainer][p])) for p in point_results)} if trainer in checks else {}
         ineligible = {p for p, w in worst.items() if w is None or w < -ANCHOR_MARGIN}
-        best, unchecked = choose_checked(point_results, rules[trainer], ineligible) if len(point_results) > 1 else (None, False)
+        best, unchecked = (choose_checked(point_results, rules[trainer], ineligible) if len(point_results) > 1
+                           else (None, False))
         for point, r in point_results.items():
             cells = ["–"] * 5
             if r:
