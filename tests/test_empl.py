@@ -40,21 +40,22 @@ def test_no_shipped_empl_config_restates_a_default():
 
 
 def test_a_default_changed_in_code_reaches_the_shipped_configs(monkeypatch):
-    """PRIOR_STD changed in trainers/empl_config.py is the value of every shipped EMPL config's run."""
+    """SGLD_STEP_SIZE changed in trainers/empl_config.py is the value of every shipped EMPL config's
+    run (no config pins the sampler's step; the bundled EMPL_CoOp configs choose PRIOR_STD)."""
     import launch
     from trainers import empl_config
 
     declare = empl_config.add_config
 
-    def add_config_with_another_prior(cfg):
+    def add_config_with_another_step(cfg):
         declare(cfg)
-        cfg.TRAINER.EMPL.PRIOR_STD = 2.5
+        cfg.TRAINER.EMPL.SGLD_STEP_SIZE = 2.5
 
-    monkeypatch.setattr(empl_config, "add_config", add_config_with_another_prior)
+    monkeypatch.setattr(empl_config, "add_config", add_config_with_another_step)
     for path in shipped_empl_configs():
         trainer = os.path.basename(os.path.dirname(path))
         cfg = launch.config_from_argv(["--trainer", trainer, "--config-file", path])
-        assert cfg.TRAINER.EMPL.PRIOR_STD == 2.5, path
+        assert cfg.TRAINER.EMPL.SGLD_STEP_SIZE == 2.5, path
 
 
 def test_renamed_keys_still_load_with_a_one_line_note(tmp_path, capsys):

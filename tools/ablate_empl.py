@@ -55,7 +55,8 @@ ABLATIONS: Dict[str, List[Tuple[str, List[str]]]] = {
     "in_loss": [(v, [E + "IN_LOSS", v]) for v in ("mixture", "per_prompt")],
     "vocabulary": [("training classes removed", [E + "VOCAB_EXCLUDE", "training"]),
                    ("every class of the dataset removed (strict)", [E + "VOCAB_EXCLUDE", "dataset"])],
-    "inference": [("sample (per image)", [E + "INFERENCE", "sample"]),
+    # TEST_TOP_K stated on both sampled rows: a config may set it (EMPL_CoOp's bundled ones do).
+    "inference": [("sample, all classes", [E + "INFERENCE", "sample", E + "TEST_TOP_K", "0"]),
                   ("sample, top 3 classes", [E + "INFERENCE", "sample", E + "TEST_TOP_K", "3"]),
                   ("sample_batch (transductive)", [E + "INFERENCE", "sample_batch"]),
                   ("amortized", [E + "INFERENCE", "amortized"]), ("anchor", [E + "INFERENCE", "anchor"])],

@@ -88,15 +88,17 @@ _COSTLY_EVALUATIONS = [f"{_E}INFERENCE sample {_E}TEST_SGLD_STEPS {steps}" for s
 
 def _empl_trainings(host_lr: str, host_epochs: int, losses, scratch_depths=("1.0",),
                     two_stage_depths=("0.5", "1.0"), fine_tune_lrs=(), fine_tune_depths=(),
-                    fine_tune_loss="mixture") -> Tuple[List[str], List[str]]:
+                    fine_tune_losses=("mixture",), fine_tune_prior_stds=()) -> Tuple[List[str], List[str]]:
     """(training points, the ones that also get the costly evaluations).
 
     From scratch at the host's budget (chains at scratch_depths of the depth; token-level, as
     chosen before, by default), and two-stage from the host's run: a few epochs at the host's LR,
     chains at two_stage_depths of the depth (half or all by default); then two-stage for 10
     epochs at each of fine_tune_lrs (below the host's: the host's prompt is already trained, and
-    restarting at its LR moves it as far as a fresh run would), with fine_tune_loss and chains at
-    fine_tune_depths. The costly evaluations go to the scratch points and to the first two-stage
+    restarting at its LR moves it as far as a fresh run would), with each of fine_tune_losses and chains at
+    fine_tune_depths; and at the first of those LRs with the first loss, the samples nearer the anchor:
+    PRIOR_STD (INIT_STD following it, so the chains start from the prior) at each of
+    fine_tune_prior_stds. The costly evaluations go to the scratch points and to the first two-stage
     point with half-depth chains (host LR, 10 epochs, the first loss), where EMPL_CoOp's grid
     measured them."""
     def point(host_run, lr, epochs, loss, depth):
@@ -107,8 +109,10 @@ def _empl_trainings(host_lr: str, host_epochs: int, losses, scratch_depths=("1.0
     two_stage = [point("auto", lr, epochs, loss, f)
                  for lr, epoch_list, loss_list, depths in (
                      (host_lr, (10, 25), losses, two_stage_depths),
-                     *((lr, (10,), (fine_tune_loss,), fine_tune_depths) for lr in fine_tune_lrs))
+                     *((lr, (10,), fine_tune_losses, fine_tune_depths) for lr in fine_tune_lrs))
                  for epochs in epoch_list for loss in loss_list for f in depths]
+    two_stage += [f"{point('auto', fine_tune_lrs[0], 10, fine_tune_losses[0], f)} {_E}PRIOR_STD {p} {_E}INIT_STD {p}"
+                  for p in fine_tune_prior_stds for f in fine_tune_depths]
     costly = scratch + ([point("auto", host_lr, 10, losses[0], "0.5")] if "0.5" in two_stage_depths else [])
     return scratch + two_stage, costly
 
@@ -126,7 +130,10 @@ def _empl_grid(trainings: Tuple[List[str], List[str]], costly: bool) -> List[str
 # neighbourhood of what v3's wider grid chose (docs/EMPL.md; the v3 grid: `git show
 # 2b7f7e1:tools/tune_bundled.py`), to fit the time: EMPL_CoOp two-stage, 10 epochs from CoOp's run
 # at a tenth and a quarter of CoOp's LR (restarting at the host's LR moves a trained prompt as far
-# as a fresh run would), chains in a quarter or half of the depth, the mixture loss; and once from
+# as a fresh run would), chains in a quarter or half of the depth, both in-domain losses, and at a
+# tenth with the mixture the samples at a quarter and half of the prior's default distance (per_prompt
+# and PRIOR_STD added after v5's test, because no point passed the anchor check: docs/EMPL.md,
+# "The anchor check, again"); and once from
 # CoOp's CTX_INIT at CoOp's budget, for the two-stage comparison, with both in-domain losses (the
 # mixture, and per_prompt, which makes the anchor classify on its own: added 2026-12-07 with the
 # anchor check, ANCHOR_MARGIN). EMPL_ProDA from ProDA's CTX_INIT at ProDA's budget with chains in
@@ -136,12 +143,12 @@ _COOP_LR, _COOP_EPOCHS = protocols.bundled_budget("CoOp")
 GRID["EMPL_CoOp"] = _empl_grid(_empl_trainings(
     _COOP_LR, _COOP_EPOCHS, ("mixture", "per_prompt"), scratch_depths=("0.25",), two_stage_depths=(),
     fine_tune_lrs=tuple(protocols.lr_fraction(_COOP_LR, d) for d in (10, 4)), fine_tune_depths=("0.25", "0.5"),
-    fine_tune_loss="mixture"),
+    fine_tune_losses=("mixture", "per_prompt"), fine_tune_prior_stds=("0.25", "0.5")),
     costly=False)
 _PRODA_LR, _PRODA_EPOCHS = protocols.bundled_budget("ProDA")
 GRID["EMPL_ProDA"] = _empl_grid(_empl_trainings(
     _PRODA_LR, _PRODA_EPOCHS, ("mixture", "per_prompt"), scratch_depths=("0.25", "0.5"), two_stage_depths=(),
-    fine_tune_lrs=(protocols.lr_fraction(_PRODA_LR, 10),), fine_tune_depths=("0.25",), fine_tune_loss="per_prompt"),
+    fine_tune_lrs=(protocols.lr_fraction(_PRODA_LR, 10),), fine_tune_depths=("0.25",), fine_tune_losses=("per_prompt",)),
     costly=False)
 SELECT_DEFAULT = {"EMPL_CoOp": "H", "EMPL_ProDA": "H", "EMPL_MaPLe": "H"}
 
