@@ -582,3 +582,48 @@ def test_top_k_samples_each_image_on_its_anchors_best_classes(build_tiny_trainer
     assert torch.isfinite(out[kept]).all() and (out[kept] <= 0).all()  # log-probabilities of the mixture
     # Another batch size is another shape (other kernels on some CPUs): equal up to float32 rounding.
     torch.testing.assert_close(alone[0], out[0], atol=1e-5, rtol=0)
+
+
+def prompt_shape(host: str, cfg) -> tuple:
+    """What decides the shape of a host's learned prompts, which EMPL loads from the host's run:
+    CoOp's and ProDA's context is CTX_INIT's tokens when set (N_CTX and CSC then unused), else
+    N_CTX tokens (per class with CSC); MaPLe's is N_CTX tokens at PROMPT_DEPTH."""
+    if host == "MaPLe":
+        node = cfg.TRAINER.MAPLE
+        return node.N_CTX, node.PROMPT_DEPTH
+    node = cfg.TRAINER.COOP if host == "CoOp" else cfg.TRAINER.PRODA
+    context = ("words", node.CTX_INIT) if node.CTX_INIT else ("tokens", node.N_CTX, host == "CoOp" and node.CSC)
+    return (*context, node.CLASS_TOKEN_POSITION) if host == "CoOp" else (*context, node.N_PROMPTS)
+
+
+def test_every_shipped_two_stage_config_plans_a_host_with_its_prompts(tmp_path):
+    """A shipped config with HOST_RUN auto: the protocol driver's host run (from HOST_CONFIG or
+    the host's own config) has EMPL's backbone and prompt shape (EMPL_ProDA's real configs name
+    ProDA(x4), not the paper's 32-prompt ProDA that the config name alone would give)."""
+    import launch
+    from tools import protocols
+
+    def resolved(trainer, path):
+        return launch.config_from_argv(["--trainer", trainer, "--config-file", path])
+
+    checked = []
+    for path in shipped_empl_configs():
+        trainer, name = os.path.basename(os.path.dirname(path)), os.path.splitext(os.path.basename(path))[0]
+        if str(protocols.config_value(path, [], "TRAINER.EMPL.HOST_RUN")) != protocols.HOST_RUN_AUTO:
+            continue
+        bundled = name.startswith("bundled")
+        transfer = name.endswith("_xd") or "cross_datasets" in name
+        protocol = "cross_dataset" if transfer else "base2new"
+        datasets = [] if transfer else ["world_aerial" if bundled else "eurosat"]
+        source = "world_net" if bundled else protocols.DEFAULT_SOURCE
+        runs = protocols.plan_protocol(protocol, trainer, datasets, [1], "/d", str(tmp_path), cfg=name, source=source)
+        training = next(r for r in runs if r.trainer == trainer and not r.eval_only)
+        host = training.depends_on
+        assert host is not None and host.trainer == protocols.host_trainer(trainer), path
+        empl_cfg, host_cfg = resolved(trainer, path), resolved(host.trainer, protocols.config_path(host.trainer, host.cfg))
+        assert host_cfg.MODEL.BACKBONE.NAME == empl_cfg.MODEL.BACKBONE.NAME, (path, host.cfg)
+        assert prompt_shape(host.trainer, host_cfg) == prompt_shape(host.trainer, empl_cfg), (path, host.cfg)
+        checked.append(f"{trainer}/{name}")
+    # the bundled configs of both EMPL trainers and the real-data ones of EMPL_CoOp and EMPL_ProDA
+    assert {"EMPL_CoOp/bundled", "EMPL_ProDA/bundled", "EMPL_CoOp/vit_b16_ep50_ctxv1",
+            "EMPL_ProDA/vit_b16_ep50", "EMPL_ProDA/rn50_ep10_cross_datasets"} <= set(checked), checked
