@@ -584,6 +584,23 @@ def test_top_k_samples_each_image_on_its_anchors_best_classes(build_tiny_trainer
     torch.testing.assert_close(alone[0], out[0], atol=1e-5, rtol=0)
 
 
+def test_top_k_without_chains_ranks_the_anchors_best_classes_by_the_anchor(build_tiny_trainer):
+    """TEST_TOP_K with N_CHAINS 0: no samples, so each image's k best classes keep the anchor's
+    own log-probabilities among them (before the fix, the first k classes' values were written
+    into the top-k places: 26% base accuracy on benchmark v5 where the anchor scores 79%)."""
+    trainer = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.TEST_TOP_K", 2, "TRAINER.EMPL.N_CHAINS", 0)
+    trainer.set_model_mode("eval")
+    images, _ = fixed_batch(trainer, 6)
+    with torch.no_grad():
+        trainer.clear_eval_cache()
+        out = trainer.model_inference(images)
+        anchor_logits = trainer.model(images)
+    top = anchor_logits.topk(2, 1).indices
+    torch.testing.assert_close(out.gather(1, top), F.log_softmax(anchor_logits.gather(1, top), 1))
+    assert torch.equal(out.argmax(1), anchor_logits.argmax(1))
+    assert bool((out.scatter(1, top, torch.finfo(out.dtype).min) == torch.finfo(out.dtype).min).all())
+
+
 def prompt_shape(host: str, cfg) -> tuple:
     """What decides the shape of a host's learned prompts, which EMPL loads from the host's run:
     CoOp's and ProDA's context is CTX_INIT's tokens when set (N_CTX and CSC then unused), else

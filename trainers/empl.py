@@ -334,7 +334,12 @@ class EMPLMixin:
         anchors = self.split_text.context_states(hidden[:, 0])  # [K, M, d]: class-independent
         per_image = (condition or empl.CONDITION) == "image" and sample and empl.N_CHAINS > 0
         if not sample or empl.N_CHAINS == 0:
-            return self.split_text.features(hidden, eot, anchors.unsqueeze(1)), False, None
+            feats = self.split_text.features(hidden, eot, anchors.unsqueeze(1))  # [K, 1, P, D]
+            if class_index is None:
+                return feats, False, None
+            # No chains, but the caller ranks each image's k classes: the anchors' features on
+            # them, in the per-image layout [K, B, 1, k, D].
+            return feats[:, 0][:, class_index].unsqueeze(2), True, None
 
         n_sets, batch = anchors.shape[0], image_features.shape[0]
         groups = batch if per_image else 1
