@@ -637,7 +637,8 @@ def test_every_shipped_two_stage_config_plans_a_host_with_its_prompts(tmp_path):
         training = next(r for r in runs if r.trainer == trainer and not r.eval_only)
         host = training.depends_on
         assert host is not None and host.trainer == protocols.host_trainer(trainer), path
-        empl_cfg, host_cfg = resolved(trainer, path), resolved(host.trainer, protocols.config_path(host.trainer, host.cfg))
+        empl_cfg = resolved(trainer, path)
+        host_cfg = resolved(host.trainer, protocols.config_path(host.trainer, host.cfg))
         assert host_cfg.MODEL.BACKBONE.NAME == empl_cfg.MODEL.BACKBONE.NAME, (path, host.cfg)
         assert prompt_shape(host.trainer, host_cfg) == prompt_shape(host.trainer, empl_cfg), (path, host.cfg)
         checked.append(f"{trainer}/{name}")

@@ -95,10 +95,10 @@ def _empl_trainings(host_lr: str, host_epochs: int, losses, scratch_depths=("1.0
     chosen before, by default), and two-stage from the host's run: a few epochs at the host's LR,
     chains at two_stage_depths of the depth (half or all by default); then two-stage for 10
     epochs at each of fine_tune_lrs (below the host's: the host's prompt is already trained, and
-    restarting at its LR moves it as far as a fresh run would), with each of fine_tune_losses and chains at
-    fine_tune_depths; and at the first of those LRs with the first loss, the samples nearer the anchor:
-    PRIOR_STD (INIT_STD following it, so the chains start from the prior) at each of
-    fine_tune_prior_stds. The costly evaluations go to the scratch points and to the first two-stage
+    restarting at its LR moves it as far as a fresh run would), with each of fine_tune_losses and
+    chains at fine_tune_depths; and at the first of those LRs with the first loss, the samples
+    nearer the anchor: PRIOR_STD (INIT_STD following it, so the chains start from the prior) at
+    each of fine_tune_prior_stds. The costly evaluations go to the scratch points and to the first two-stage
     point with half-depth chains (host LR, 10 epochs, the first loss), where EMPL_CoOp's grid
     measured them."""
     def point(host_run, lr, epochs, loss, depth):
@@ -148,7 +148,8 @@ GRID["EMPL_CoOp"] = _empl_grid(_empl_trainings(
 _PRODA_LR, _PRODA_EPOCHS = protocols.bundled_budget("ProDA")
 GRID["EMPL_ProDA"] = _empl_grid(_empl_trainings(
     _PRODA_LR, _PRODA_EPOCHS, ("mixture", "per_prompt"), scratch_depths=("0.25", "0.5"), two_stage_depths=(),
-    fine_tune_lrs=(protocols.lr_fraction(_PRODA_LR, 10),), fine_tune_depths=("0.25",), fine_tune_losses=("per_prompt",)),
+    fine_tune_lrs=(protocols.lr_fraction(_PRODA_LR, 10),), fine_tune_depths=("0.25",),
+    fine_tune_losses=("per_prompt",)),
     costly=False)
 SELECT_DEFAULT = {"EMPL_CoOp": "H", "EMPL_ProDA": "H", "EMPL_MaPLe": "H"}
 
