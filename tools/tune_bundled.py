@@ -98,9 +98,9 @@ def _empl_trainings(host_lr: str, host_epochs: int, losses, scratch_depths=("1.0
     restarting at its LR moves it as far as a fresh run would), with each of fine_tune_losses and
     chains at fine_tune_depths; and at the first of those LRs with the first loss, the samples
     nearer the anchor: PRIOR_STD (INIT_STD following it, so the chains start from the prior) at
-    each of fine_tune_prior_stds. The costly evaluations go to the scratch points and to the first two-stage
-    point with half-depth chains (host LR, 10 epochs, the first loss), where EMPL_CoOp's grid
-    measured them."""
+    each of fine_tune_prior_stds. The costly evaluations go to the scratch points and to the
+    first two-stage point with half-depth chains (host LR, 10 epochs, the first loss), where
+    EMPL_CoOp's grid measured them."""
     def point(host_run, lr, epochs, loss, depth):
         return (f"{_E}HOST_RUN {host_run} OPTIM.LR {lr} OPTIM.MAX_EPOCH {epochs} {_E}IN_LOSS {loss} "
                 f"{_E}SGLD_LAYERS {{layers:{depth}}}")
@@ -131,12 +131,11 @@ def _empl_grid(trainings: Tuple[List[str], List[str]], costly: bool) -> List[str
 # 2b7f7e1:tools/tune_bundled.py`), to fit the time: EMPL_CoOp two-stage, 10 epochs from CoOp's run
 # at a tenth and a quarter of CoOp's LR (restarting at the host's LR moves a trained prompt as far
 # as a fresh run would), chains in a quarter or half of the depth, both in-domain losses, and at a
-# tenth with the mixture the samples at a quarter and half of the prior's default distance (per_prompt
-# and PRIOR_STD added after v5's test, because no point passed the anchor check: docs/EMPL.md,
-# "The anchor check, again"); and once from
-# CoOp's CTX_INIT at CoOp's budget, for the two-stage comparison, with both in-domain losses (the
-# mixture, and per_prompt, which makes the anchor classify on its own: added 2026-12-07 with the
-# anchor check, ANCHOR_MARGIN). EMPL_ProDA from ProDA's CTX_INIT at ProDA's budget with chains in
+# tenth with the mixture the samples at a quarter and half of the prior's default distance
+# (per_prompt and PRIOR_STD added after v5's test, because no point passed the anchor check:
+# docs/EMPL.md, "The anchor check, again"); and once from CoOp's CTX_INIT at CoOp's budget, for the
+# two-stage comparison, with both in-domain losses (the mixture, and per_prompt, which makes the
+# anchor classify on its own: added 2026-12-07 with the anchor check, ANCHOR_MARGIN). EMPL_ProDA from ProDA's CTX_INIT at ProDA's budget with chains in
 # a quarter or half of the depth, both bounds (pooled, per chain position); and two-stage at a
 # tenth of ProDA's LR with the per-position bound.
 _COOP_LR, _COOP_EPOCHS = protocols.bundled_budget("CoOp")
@@ -410,23 +409,22 @@ def main(argv=None, out=None) -> int:
         planned = {}  # trainer -> {point: evals}
         checks = {}  # EMPL trainer -> {point: (its anchor's evals, its host's bundled point's evals)}
         point_plans = []
+
+        def plan(name, point, test_new=False):
+            return point_runs(name, point, args.tasks, args.seeds, args.root, args.output_dir, args.shots,
+                              args.cfg, args.python, test_new=test_new, common_opts=common_opts)
+
         for trainer in args.trainers:
             points = [""] if protocols.is_eval_only(trainer) else args.points or (GRID.get(trainer) or [""])
             points = [expand_layers(p, text_depth(trainer, args.cfg)) for p in points] if "{layers:" in "".join(points) else points
             planned[trainer] = {}
             for point in points:
-                runs, evals = point_runs(trainer, point, args.tasks, args.seeds, args.root, args.output_dir,
-                                         args.shots, args.cfg, args.python, test_new=args.test_new_after_choice,
-                                         common_opts=common_opts)
+                runs, evals = plan(trainer, point, test_new=args.test_new_after_choice)
                 point_plans.append(runs)  # a two-stage host's run is its own "" point's: run_sweep runs it once
                 planned[trainer][point] = evals
             host = protocols.host_trainer(trainer)
             if host is not None:  # the anchor check: the host's bundled point and each point's anchor
                 checks[trainer] = {}
-                def plan(name, point):
-                    return point_runs(name, point, args.tasks, args.seeds, args.root, args.output_dir, args.shots,
-                                      args.cfg, args.python, common_opts=common_opts)
-
                 host_runs, host_evals = plan(host, "")
                 point_plans.append(host_runs)
                 for point in points:
