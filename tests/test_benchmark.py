@@ -441,12 +441,57 @@ def test_empl_grid_gives_the_costly_evaluations_to_the_points_it_names():
     assert len(scratch) == 2 and len(points) == 2 + 2 * 2 * 2  # 2 losses; 2 epochs x 2 losses x 2 depths
     half_depth = [p for p in costly_points if "HOST_RUN auto" in p]
     assert costly_points[:2] == scratch and half_depth == [points[3]]  # after the first loss's 0.25 point
-    assert "OPTIM.MAX_EPOCH 10 " in half_depth[0] and half_depth[0].endswith("{layers:0.5}")
+    assert "OPTIM.MAX_EPOCH 10 " in half_depth[0] and "{layers:0.5} " in half_depth[0]
     assert "IN_LOSS mixture" in half_depth[0] and "OPTIM.LR 0.05 " in half_depth[0]
     for costly, extra in ((True, len(costly_points) * len(tune_bundled._COSTLY_EVALUATIONS)), (False, 0)):
         grid = tune_bundled._empl_grid((points, costly_points), costly)
         assert len(grid) == len(points) * len(tune_bundled._EMPL_EVALUATIONS) + extra
     assert sum(tune_bundled.transductive(p) for p in grid) == len(points)  # one sample_batch each
+
+
+def test_every_empl_grid_point_states_the_prior_distance_it_runs_at():
+    """A grid point means the same run whatever a shipped config chose after it ran: every EMPL
+    training point states PRIOR_STD and INIT_STD (equal: the chains start from the prior), at
+    the sampler's 1.0 unless the point varies it; the near-host points sit at the LRs asked for,
+    each at PRIOR_STD 1.0 and at the extra distances."""
+    import re
+
+    from tools import tune_bundled
+
+    points, _ = tune_bundled._empl_trainings("0.05", 100, ("mixture",), two_stage_depths=(),
+                                             fine_tune_lrs=("0.005",), fine_tune_depths=("0.25",),
+                                             fine_tune_prior_stds=("0.25",), near_host_lrs=("0.002", "0.001"),
+                                             near_host_prior_stds=("0.5",))
+    stds = [re.search(r"PRIOR_STD (\S+) TRAINER.EMPL.INIT_STD (\S+)$", p).groups() for p in points]
+    assert all(prior == init for prior, init in stds)
+    assert [prior for prior, _ in stds] == ["1.0", "1.0", "0.25", "1.0", "0.5", "1.0", "0.5"]
+    near = points[3:]
+    assert [re.search(r"OPTIM.LR (\S+) ", p).group(1) for p in near] == ["0.002", "0.002", "0.001", "0.001"]
+    assert all("OPTIM.MAX_EPOCH 10 " in p and "IN_LOSS mixture" in p and "{layers:0.25}" in p for p in near)
+    for trainer in ("EMPL_CoOp", "EMPL_ProDA"):
+        assert all("PRIOR_STD" in p and "INIT_STD" in p for p in tune_bundled.GRID[trainer])
+
+
+def test_tuning_cost_is_the_cpu_time_a_log_reports_else_its_wall_time(tmp_path):
+    """The rule's cost: a run's CPU time where its log reports it (wall time grows with whatever
+    else runs on the machine), its wall time in logs from before the CPU line."""
+    from tools import protocols, tune_bundled
+
+    def run(name, text):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "log.txt").write_text(text)
+        return protocols.Run("CoOp", "bundled", "world_textures", 1, str(tmp_path / name), [], False)
+
+    new_train = run("a", "epoch ...\nElapsed: 0:01:05\nCPU time: 61.5 s\n")
+    old_train = run("b", "epoch ...\nElapsed: 0:01:05\n")
+    new_eval = run("c", "Evaluation time: 0.90 s for 160 images (CPU 0.75 s)\n* accuracy: 80.0%\n")
+    old_eval = run("d", "Evaluation time: 0.90 s for 160 images\n* accuracy: 80.0%\n")
+    assert tune_bundled._training_seconds(new_train) == 61.5
+    assert tune_bundled._training_seconds(old_train) == 65
+    assert tune_bundled._training_seconds(None) == 0.0
+    assert tune_bundled._evaluation_seconds(new_eval) == 0.75
+    assert tune_bundled._evaluation_seconds(old_eval) == 0.9
+    assert tune_bundled._evaluation_seconds(run("e", "no timing\n")) == 0.0
 
 
 def test_tuning_tool_reports_held_out_against_test_new_only_after_the_choice(world_root, tmp_path):

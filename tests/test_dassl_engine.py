@@ -105,7 +105,8 @@ def test_train_writes_dassl_layout_and_logs(tmp_path, capsys):
     assert line.search(out), out
     assert "epoch [2/4] batch [6/6]" in out and "lr 5.0000e-01" in out
     assert "Deploy the last-epoch model" in out and "* accuracy:" in out
-    assert re.search(r"Elapsed: \d+:\d\d:\d\d", out)
+    assert re.search(r"Elapsed: \d+:\d\d:\d\d\nCPU time: \d+\.\d s\n", out)
+    assert re.search(r"Evaluation time: \d+\.\d\d s for \d+ images \(CPU \d+\.\d\d s\)\n", out)
     acc = trainer.test()
     assert acc > 90.0  # separable blobs
     assert trainer.test(split="val") == pytest.approx(

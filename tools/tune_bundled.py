@@ -75,6 +75,9 @@ GRID: Dict[str, List[str]] = {
 # that differ only there share their training runs). The rule is H (EMPL exists for new-class
 # accuracy); a transductive evaluation (sample_batch) is shown but never chosen.
 _E = protocols.EMPL_PREFIX
+# The sampler's prior distance the grids were built around (the v2 sampler; trainers/empl_config.py's
+# default): grid points not varying it state it, since a shipped config may choose another.
+SAMPLER_PRIOR_STD = "1.0"
 # Evaluations of every training point: per-image sampling on each image's 3 best anchor classes,
 # amortized, anchor, and (shown, never chosen) batch-conditioned sampling.
 _EMPL_EVALUATIONS = [f"{_E}INFERENCE sample {_E}TEST_SGLD_STEPS 1 {_E}TEST_TOP_K 3"] + [
@@ -88,7 +91,8 @@ _COSTLY_EVALUATIONS = [f"{_E}INFERENCE sample {_E}TEST_SGLD_STEPS {steps}" for s
 
 def _empl_trainings(host_lr: str, host_epochs: int, losses, scratch_depths=("1.0",),
                     two_stage_depths=("0.5", "1.0"), fine_tune_lrs=(), fine_tune_depths=(),
-                    fine_tune_losses=("mixture",), fine_tune_prior_stds=()) -> Tuple[List[str], List[str]]:
+                    fine_tune_losses=("mixture",), fine_tune_prior_stds=(),
+                    near_host_lrs=(), near_host_prior_stds=()) -> Tuple[List[str], List[str]]:
     """(training points, the ones that also get the costly evaluations).
 
     From scratch at the host's budget (chains at scratch_depths of the depth; token-level, as
@@ -98,12 +102,15 @@ def _empl_trainings(host_lr: str, host_epochs: int, losses, scratch_depths=("1.0
     restarting at its LR moves it as far as a fresh run would), with each of fine_tune_losses and
     chains at fine_tune_depths; and at the first of those LRs with the first loss, the samples
     nearer the anchor: PRIOR_STD (INIT_STD following it, so the chains start from the prior) at
-    each of fine_tune_prior_stds. The costly evaluations go to the scratch points and to the
-    first two-stage point with half-depth chains (host LR, 10 epochs, the first loss), where
-    EMPL_CoOp's grid measured them."""
-    def point(host_run, lr, epochs, loss, depth):
+    each of fine_tune_prior_stds. near_host_lrs: two-stage for 10 epochs nearer the host's
+    prompt still (the first loss, chains at the first fine-tune depth), at PRIOR_STD 1 and each
+    of near_host_prior_stds. Every point states its PRIOR_STD and INIT_STD (SAMPLER_PRIOR_STD
+    unless varied), so that a point means the same whatever the shipped config chose since.
+    The costly evaluations go to the scratch points and to the first two-stage point with
+    half-depth chains (host LR, 10 epochs, the first loss), where EMPL_CoOp's grid measured them."""
+    def point(host_run, lr, epochs, loss, depth, prior=SAMPLER_PRIOR_STD):
         return (f"{_E}HOST_RUN {host_run} OPTIM.LR {lr} OPTIM.MAX_EPOCH {epochs} {_E}IN_LOSS {loss} "
-                f"{_E}SGLD_LAYERS {{layers:{depth}}}")
+                f"{_E}SGLD_LAYERS {{layers:{depth}}} {_E}PRIOR_STD {prior} {_E}INIT_STD {prior}")
 
     scratch = [point("''", host_lr, host_epochs, loss, f) for loss in losses for f in scratch_depths]
     two_stage = [point("auto", lr, epochs, loss, f)
@@ -111,8 +118,10 @@ def _empl_trainings(host_lr: str, host_epochs: int, losses, scratch_depths=("1.0
                      (host_lr, (10, 25), losses, two_stage_depths),
                      *((lr, (10,), fine_tune_losses, fine_tune_depths) for lr in fine_tune_lrs))
                  for epochs in epoch_list for loss in loss_list for f in depths]
-    two_stage += [f"{point('auto', fine_tune_lrs[0], 10, fine_tune_losses[0], f)} {_E}PRIOR_STD {p} {_E}INIT_STD {p}"
+    two_stage += [point("auto", fine_tune_lrs[0], 10, fine_tune_losses[0], f, p)
                   for p in fine_tune_prior_stds for f in fine_tune_depths]
+    two_stage += [point("auto", lr, 10, fine_tune_losses[0], fine_tune_depths[0], p)
+                  for lr in near_host_lrs for p in (SAMPLER_PRIOR_STD, *near_host_prior_stds)]
     costly = scratch + ([point("auto", host_lr, 10, losses[0], "0.5")] if "0.5" in two_stage_depths else [])
     return scratch + two_stage, costly
 
@@ -133,7 +142,8 @@ def _empl_grid(trainings: Tuple[List[str], List[str]], costly: bool) -> List[str
 # as a fresh run would), chains in a quarter or half of the depth, both in-domain losses, and at a
 # tenth with the mixture the samples at a quarter and half of the prior's default distance
 # (per_prompt and PRIOR_STD added after v5's test, because no point passed the anchor check:
-# docs/EMPL.md, "The anchor check, again"); and once from CoOp's CTX_INIT at CoOp's budget, for the
+# docs/EMPL.md, "The anchor check, again"; then, for the same reason, a 25th and a 50th of
+# CoOp's LR with the mixture at PRIOR_STD 1 and 0.5: "The anchor check, nearer the host"); and once from CoOp's CTX_INIT at CoOp's budget, for the
 # two-stage comparison, with both in-domain losses (the mixture, and per_prompt, which makes the
 # anchor classify on its own: added 2026-12-07 with the anchor check, ANCHOR_MARGIN). EMPL_ProDA from ProDA's CTX_INIT at ProDA's budget with chains in
 # a quarter or half of the depth, both bounds (pooled, per chain position); and two-stage at a
@@ -142,7 +152,8 @@ _COOP_LR, _COOP_EPOCHS = protocols.bundled_budget("CoOp")
 GRID["EMPL_CoOp"] = _empl_grid(_empl_trainings(
     _COOP_LR, _COOP_EPOCHS, ("mixture", "per_prompt"), scratch_depths=("0.25",), two_stage_depths=(),
     fine_tune_lrs=tuple(protocols.lr_fraction(_COOP_LR, d) for d in (10, 4)), fine_tune_depths=("0.25", "0.5"),
-    fine_tune_losses=("mixture", "per_prompt"), fine_tune_prior_stds=("0.25", "0.5")),
+    fine_tune_losses=("mixture", "per_prompt"), fine_tune_prior_stds=("0.25", "0.5"),
+    near_host_lrs=tuple(protocols.lr_fraction(_COOP_LR, d) for d in (25, 50)), near_host_prior_stds=("0.5",)),
     costly=False)
 _PRODA_LR, _PRODA_EPOCHS = protocols.bundled_budget("ProDA")
 GRID["EMPL_ProDA"] = _empl_grid(_empl_trainings(
@@ -246,22 +257,32 @@ def _accuracy(run) -> float:
     return parse_test_res.read_metric(run.log_path, "accuracy", parse_test_res.TEST_END_SIGNAL)
 
 
-def _training_seconds(run) -> float:
-    """The Elapsed line of a training run's log (0 for an evaluation-only point)."""
+def _log_text(run) -> str:
     if run is None or not os.path.isfile(run.log_path):
-        return 0.0
+        return ""
     with open(run.log_path, encoding="utf-8", errors="replace") as f:
-        found = re.findall(r"^Elapsed: (\d+):(\d\d):(\d\d)", f.read(), re.M)
+        return f.read()
+
+
+def _training_seconds(run) -> float:
+    """A training run's cost: the CPU time its log reports, else (logs from before 2026-12-07,
+    session 39) its wall time, the Elapsed line; 0 for an evaluation-only point."""
+    text = _log_text(run)
+    cpu = re.findall(r"^CPU time: ([0-9.]+) s", text, re.M)
+    if cpu:
+        return float(cpu[-1])
+    found = re.findall(r"^Elapsed: (\d+):(\d\d):(\d\d)", text, re.M)
     return sum(int(h) * 3600 + int(m) * 60 + int(sec) for h, m, sec in found[-1:])
 
 
 def _evaluation_seconds(run) -> float:
-    """The last "Evaluation time" line of an evaluation run's log (the engine's test())."""
-    if not os.path.isfile(run.log_path):
+    """An evaluation run's cost, from the last "Evaluation time" line of its log (the engine's
+    test()): its CPU time, else (older logs) its wall time."""
+    found = re.findall(r"^Evaluation time: ([0-9.]+) s for \d+ images(?: \(CPU ([0-9.]+) s\))?", _log_text(run), re.M)
+    if not found:
         return 0.0
-    with open(run.log_path, encoding="utf-8", errors="replace") as f:
-        found = re.findall(r"^Evaluation time: ([0-9.]+) s", f.read(), re.M)
-    return float(found[-1]) if found else 0.0
+    wall, cpu = found[-1]
+    return float(cpu or wall)
 
 
 def _mean_sd(values: Sequence[float]):
@@ -272,7 +293,7 @@ def summarize(evals) -> Dict[str, float]:
     """A point's results: the means over tasks and seeds of val base and held-out and the H of
     those means; the same per seed (each seed's task average) with their spread over seeds;
     ``score_base`` / ``score_H``: mean minus that spread (what the selection rules maximise);
-    ``minutes``: the measured time of its training runs and of its val base and held-out
+    ``minutes``: the measured (CPU, in logs that report it) time of its training runs and of its val base and held-out
     evaluations (the cost the selection weighs); ``test_new``: the test new classes' mean
     where they were evaluated (after the choice)."""
     by_seed: Dict[int, List[tuple]] = {}
@@ -310,7 +331,10 @@ def summarize(evals) -> Dict[str, float]:
 # cost) is paid for only when validation shows it buys accuracy. Times within COST_TIE of the
 # cheapest are the same cost (points of the same budget differ by timing noise: two inference
 # modes of one training run, or two LRs), and of those the best score is chosen. COST_TIE was
-# added on 2026-12-06 after every grid had run; it changes none of their choices.
+# added on 2026-12-06 after every grid had run; it changes none of their choices. The time is
+# each run's CPU time since 2026-12-07 (session 39): the wall time it replaced grew with whatever
+# else ran on the machine, and once decided EMPL_CoOp's default (docs/EMPL.md, "The anchor check,
+# nearer the host").
 SELECTIONS = ("base", "H")
 TIE = 0.5
 COST_TIE = 0.1
@@ -466,7 +490,8 @@ def main(argv=None, out=None) -> int:
           f"tasks {', '.join(args.tasks)})\n", file=out)
     print("Val base and held-out: mean over tasks and seeds ± the std over seeds of each seed's task average. "
           f"Score: the rule's quantity, mean minus std over seeds; the chosen point is the one with the least "
-          f"training and evaluation time (Minutes) among those within {TIE} of the best score; times within "
+          f"training and evaluation time (Minutes: CPU time where the runs' logs report it) among those within "
+          f"{TIE} of the best score; times within "
           f"{COST_TIE:.0%} of the least are the same cost, and of those the best score is chosen.\n", file=out)
     if checks:
         print(f"Anchor - host: an EMPL point's worst cell (task, seed, val base or held-out) of its anchor alone "

@@ -480,6 +480,7 @@ class SimpleTrainer(TrainerBase):
             mkdir_if_missing(writer_dir)
         self.init_writer(writer_dir, purge_step=self._resumed_step())
         self.time_start = time.time()
+        self.cpu_start = time.process_time()
 
     def after_train(self) -> None:
         print("Finish training")
@@ -492,6 +493,9 @@ class SimpleTrainer(TrainerBase):
             self.test()
         elapsed = str(datetime.timedelta(seconds=round(time.time() - self.time_start)))
         print(f"Elapsed: {elapsed}")
+        # The process's CPU time: the cost of the run, which other processes on the machine do
+        # not inflate as they do the wall time above (tools/tune_bundled.py weighs it).
+        print(f"CPU time: {time.process_time() - self.cpu_start:.1f} s")
         self.close_writer()
 
     def after_epoch(self) -> None:
@@ -612,14 +616,15 @@ class SimpleTrainer(TrainerBase):
             split, data_loader = "test", self.test_loader
         print(f"Evaluate on the *{split}* set")
         bar = self.cfg.TEST.get("PROGRESS_BAR", True)
-        start, n_images = time.time(), 0
+        start, cpu_start, n_images = time.time(), time.process_time(), 0
         for batch in _progress(data_loader, enabled=bar, desc=f"{split}"):
             input, label = self.parse_batch_test(batch)
             self.evaluator.process(self.model_inference(input), label)
             n_images += len(label)
         if is_distributed():  # each rank evaluated a shard: merge them before the metrics
             self.evaluator.sync()
-        print(f"Evaluation time: {time.time() - start:.2f} s for {n_images} images")  # before the result block
+        print(f"Evaluation time: {time.time() - start:.2f} s for {n_images} images "  # before the result block
+              f"(CPU {time.process_time() - cpu_start:.2f} s)")
         results = self.evaluator.evaluate()
         for k, v in results.items():
             self.write_scalar(f"{split}/{k}", v, self.epoch)
