@@ -16,14 +16,15 @@ def save_png_atomic(img, path):
     os.replace(tmp, path)
 
 
-def generate_image_split(dataset_dir, classnames, render, counts, seed, split_path, params):
+def generate_image_split(dataset_dir, classnames, render, counts, seed, split_path, params, first_image=None):
     """Render ``counts[split]`` images per class under ``dataset_dir/images/<class folder>/`` and
     write ``generator.json`` (``params``) and the CoOp split file (last and atomically: its
     presence means the set is complete). Returns the split dict.
 
     ``render(label, classname, rng)`` returns a PIL image; image ``i`` of split ``s`` of class
-    ``label`` draws from ``numpy.random.default_rng([seed, label, s, i])``, so the pixels do not
-    depend on the order the images are made in. Class folders are the class names with spaces
+    ``label`` draws from ``numpy.random.default_rng([seed, label, s, first_image[s] + i])``
+    (``first_image``: a split's first index in that stream, 0 where not given), so the pixels do
+    not depend on the order the images are made in. Class folders are the class names with spaces
     replaced by underscores.
     """
     import numpy as np
@@ -35,7 +36,7 @@ def generate_image_split(dataset_dir, classnames, render, counts, seed, split_pa
         os.makedirs(os.path.join(image_dir, folder), exist_ok=True)
         for s_idx, s in enumerate(GENERATED_SPLITS):
             for i in range(counts[s]):
-                rng = np.random.default_rng([seed, label, s_idx, i])
+                rng = np.random.default_rng([seed, label, s_idx, (first_image or {}).get(s, 0) + i])
                 rel = f"{folder}/{s}_{i:03d}.png"
                 save_png_atomic(render(label, classname, rng), os.path.join(image_dir, rel))
                 split[s].append([rel, label, classname])
@@ -50,13 +51,16 @@ class GeneratedDataset(CoOpDataset):
     Subclasses set ``dataset_dir`` and implement ``classnames_in_order()``, ``render(label,
     classname, rng)`` and ``generator_params()`` (a JSON-able dict saved as ``generator.json``;
     when it changes, the images, split and few-shot caches are made again). ``counts`` gives the
-    images per class of each split, ``seed`` the rendering seed.
+    images per class of each split, ``seed`` the rendering seed, ``first_image`` the index of
+    each split's first image in its stream of renders (0 where not given: see
+    ``generate_image_split``).
     """
 
     image_subdir = "images"
     generated = True
     counts = {"train": 20, "val": 10, "test": 20}
     seed = 0
+    first_image = {}
 
     def classnames_in_order(self):
         raise NotImplementedError
@@ -81,5 +85,5 @@ class GeneratedDataset(CoOpDataset):
                 shutil.rmtree(self.split_fewshot_dir, ignore_errors=True)  # stale few-shot caches
             print(f"Generating {type(self).__name__} under {self.dataset_dir}")
             generate_image_split(self.dataset_dir, self.classnames_in_order(), self.render, self.counts,
-                                 self.seed, self.split_path, params)
+                                 self.seed, self.split_path, params, self.first_image)
         return self.read_split(self.split_path, self.image_dir)

@@ -198,6 +198,25 @@ def test_task_generation_is_deterministic_and_splits_base_new(world_root, tmp_pa
     assert _hash_tree(tmp_path / "world_textures") == _hash_tree(world_root / "world_textures")
 
 
+def test_test_split_is_the_fresh_draw_and_train_val_are_unchanged(world_root):
+    """Benchmark v6 reads draw TEST_DRAW of each class's test renders (images d*n .. d*n+n-1 of
+    its stream) and draw 0 of train and val: a test set no choice has seen, with every training
+    image as before. Checked pixel for pixel against renders from the documented generators."""
+    from PIL import Image
+
+    task = build_world_dataset(str(world_root), "WorldTextures")
+    n_test = tasks.WorldTextures.counts["test"]
+    assert tasks.TEST_DRAW == 1 and task.first_image == {"test": n_test}
+    assert task.generator_params()["first_image"] == {"test": n_test}
+    label, classname = 3, task.classnames[3]
+    for s_idx, split, index, stream in ((0, "train", 5, 5), (1, "val", 2, 2), (2, "test", 7, n_test + 7)):
+        path = world_root / "world_textures" / "images" / classname / f"{split}_{index:03d}.png"
+        expected = task.render(label, classname, np.random.default_rng([task.seed, label, s_idx, stream]))
+        assert np.array_equal(np.asarray(Image.open(path)), np.asarray(expected)), split
+    v5_test = task.render(label, classname, np.random.default_rng([task.seed, label, 2, 7]))
+    assert not np.array_equal(np.asarray(Image.open(path)), np.asarray(v5_test))
+
+
 # ----------------------------------------------------------------------------- the world CLIP
 def test_shipped_world_clip_loads_through_load_clip_and_is_checked(tmp_path, monkeypatch):
     import benchmark
