@@ -263,19 +263,26 @@ def test_default_prediction_depends_on_its_image_alone(build_tiny_trainer):
     others = torch.randn(3, *images.shape[1:], generator=torch.Generator().manual_seed(5))
     batches = [images[:4], torch.cat([images[:1], others]), torch.cat([others[:2], images[:1], others[2:]])]
     positions = [0, 0, 2]
+    # EMPL_CoOp's bundled configs sample on each image's 3 best classes (TEST_TOP_K 3).
+    settings = [(mode, 0) for mode in (*inductive, "sample_batch")] + [("sample", 3)]
+    assert trainer.dm.num_classes > 3
     predictions = {}
-    for mode in (*inductive, "sample_batch"):
+    for mode, top_k in settings:
         trainer.cfg.defrost()
         trainer.cfg.TRAINER.EMPL.INFERENCE = mode
+        trainer.cfg.TRAINER.EMPL.TEST_TOP_K = top_k
         outputs = []
         for batch, position in zip(batches, positions):
             trainer.clear_eval_cache()
             with torch.no_grad():
                 outputs.append(trainer.model_inference(batch)[position])
-        predictions[mode] = outputs
-    for mode in inductive:
-        assert all(torch.equal(p, predictions[mode][0]) for p in predictions[mode]), mode
-    assert not torch.allclose(predictions["sample_batch"][0], predictions["sample_batch"][1])
+        predictions[mode, top_k] = outputs
+    for setting in predictions:
+        if setting[0] != "sample_batch":
+            assert all(torch.equal(p, predictions[setting][0]) for p in predictions[setting]), setting
+    assert not torch.allclose(predictions["sample_batch", 0][0], predictions["sample_batch", 0][1])
+    top3 = predictions["sample", 3][0]  # the top-k path ran: every other class is at the floor
+    assert int((top3 == torch.finfo(top3.dtype).min).sum()) == trainer.dm.num_classes - 3
 
 
 def get_cfg_default_inference():
