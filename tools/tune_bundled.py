@@ -103,8 +103,8 @@ def _empl_trainings(host_lr: str, host_epochs: int, losses, scratch_depths=("1.0
     chains at fine_tune_depths; and at the first of those LRs with the first loss, the samples
     nearer the anchor: PRIOR_STD (INIT_STD following it, so the chains start from the prior) at
     each of fine_tune_prior_stds. near_host_lrs: two-stage for 10 epochs nearer the host's
-    prompt still (the first loss, chains at the first fine-tune depth), at PRIOR_STD 1 and each
-    of near_host_prior_stds. Every point states its PRIOR_STD and INIT_STD (SAMPLER_PRIOR_STD
+    prompt still (the first loss, chains at the first fine-tune depth), at SAMPLER_PRIOR_STD and
+    each of near_host_prior_stds. Every point states its PRIOR_STD and INIT_STD (SAMPLER_PRIOR_STD
     unless varied), so that a point means the same whatever the shipped config chose since.
     The costly evaluations go to the scratch points and to the first two-stage point with
     half-depth chains (host LR, 10 epochs, the first loss), where EMPL_CoOp's grid measured them."""
@@ -142,12 +142,13 @@ def _empl_grid(trainings: Tuple[List[str], List[str]], costly: bool) -> List[str
 # as a fresh run would), chains in a quarter or half of the depth, both in-domain losses, and at a
 # tenth with the mixture the samples at a quarter and half of the prior's default distance
 # (per_prompt and PRIOR_STD added after v5's test, because no point passed the anchor check:
-# docs/EMPL.md, "The anchor check, again"; then, for the same reason, a 25th and a 50th of
-# CoOp's LR with the mixture at PRIOR_STD 1 and 0.5: "The anchor check, nearer the host"); and once from CoOp's CTX_INIT at CoOp's budget, for the
-# two-stage comparison, with both in-domain losses (the mixture, and per_prompt, which makes the
-# anchor classify on its own: added 2026-12-07 with the anchor check, ANCHOR_MARGIN). EMPL_ProDA from ProDA's CTX_INIT at ProDA's budget with chains in
-# a quarter or half of the depth, both bounds (pooled, per chain position); and two-stage at a
-# tenth of ProDA's LR with the per-position bound.
+# docs/EMPL.md, "The anchor check, again"; then, for the same reason, a 25th and a 50th of CoOp's
+# LR with the mixture at PRIOR_STD 1 and 0.5: "The anchor check, nearer the host"); and once from
+# CoOp's CTX_INIT at CoOp's budget, for the two-stage comparison, with both in-domain losses (the
+# mixture, and per_prompt, which makes the anchor classify on its own: added 2026-12-07 with the
+# anchor check, ANCHOR_MARGIN). EMPL_ProDA from ProDA's CTX_INIT at ProDA's budget with chains in a
+# quarter or half of the depth, both bounds (pooled, per chain position); and two-stage at a tenth
+# of ProDA's LR with the per-position bound.
 _COOP_LR, _COOP_EPOCHS = protocols.bundled_budget("CoOp")
 GRID["EMPL_CoOp"] = _empl_grid(_empl_trainings(
     _COOP_LR, _COOP_EPOCHS, ("mixture", "per_prompt"), scratch_depths=("0.25",), two_stage_depths=(),
