@@ -591,6 +591,21 @@ def test_top_k_samples_each_image_on_its_anchors_best_classes(build_tiny_trainer
     torch.testing.assert_close(alone[0], out[0], atol=1e-5, rtol=0)
 
 
+def test_top_k_is_read_by_per_image_sampling_only(build_tiny_trainer):
+    """TEST_TOP_K applies to INFERENCE sample (trainers/empl_config.py): batch-conditioned
+    sampling predicts on every class and builds no top-k features (a config may set the key for
+    its sample mode)."""
+    trainer = build_tiny_trainer("EMPL_CoOp", EMPL_COOP, "TRAINER.EMPL.TEST_TOP_K", 2,
+                                 "TRAINER.EMPL.INFERENCE", "sample_batch")
+    trainer.set_model_mode("eval")
+    images, _ = fixed_batch(trainer, 6)
+    with torch.no_grad():
+        trainer.clear_eval_cache()
+        out = trainer.model_inference(images)
+    assert trainer._eval_cache.anchor_features is None
+    assert bool((out > torch.finfo(out.dtype).min).all()) and torch.isfinite(out).all()
+
+
 def test_top_k_without_chains_ranks_the_anchors_best_classes_by_the_anchor(build_tiny_trainer):
     """TEST_TOP_K with N_CHAINS 0: no samples, so each image's k best classes keep the anchor's
     own log-probabilities among them (before the fix, the first k classes' values were written

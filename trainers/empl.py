@@ -550,8 +550,9 @@ class EMPLMixin:
         if self._eval_cache is None:
             hidden, eot = self.prefix_states([self.model.prompt_learner.classes])
             if mode in ("sample", "sample_batch"):
-                self._eval_cache = EvalCache(prefix_states=(hidden, eot),
-                                             anchor_features=self.anchor_features(hidden, eot))
+                # TEST_TOP_K ranks classes per image: batch-conditioned sampling ignores it.
+                top_k_features = self.anchor_features(hidden, eot) if mode == "sample" else None
+                self._eval_cache = EvalCache(prefix_states=(hidden, eot), anchor_features=top_k_features)
             else:  # anchor or amortized: the text features of the whole evaluation, once
                 calibration = self.calibration_features() if mode == "amortized" else None
                 feats, _, _ = self.sampled_features(
