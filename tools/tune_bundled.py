@@ -294,9 +294,9 @@ def summarize(evals) -> Dict[str, float]:
     """A point's results: the means over tasks and seeds of val base and held-out and the H of
     those means; the same per seed (each seed's task average) with their spread over seeds;
     ``score_base`` / ``score_H``: mean minus that spread (what the selection rules maximise);
-    ``minutes``: the measured (CPU, in logs that report it) time of its training runs and of its val base and held-out
-    evaluations (the cost the selection weighs); ``test_new``: the test new classes' mean
-    where they were evaluated (after the choice)."""
+    ``minutes``: the measured time (CPU time, in logs that report it) of its training runs and
+    of its val base and held-out evaluations (the cost the selection weighs); ``test_new``: the
+    test new classes' mean where they were evaluated (after the choice)."""
     by_seed: Dict[int, List[tuple]] = {}
     test_new = []
     seconds = 0.0

@@ -494,9 +494,9 @@ class EMPLMixin:
 
     def anchor_features(self, hidden, eot) -> Optional[torch.Tensor]:
         """The anchors' class text features [K, 1, C, D] when TEST_TOP_K needs them to rank each
-        image's classes (once per evaluation), else None."""
+        image's classes (once per evaluation; per-image sampling only), else None."""
         top_k = self.empl_cfg.TEST_TOP_K
-        if top_k <= 0 or top_k >= hidden.shape[1]:
+        if self.empl_cfg.INFERENCE != "sample" or top_k <= 0 or top_k >= hidden.shape[1]:
             return None
         anchors = self.split_text.context_states(hidden[:, 0]).unsqueeze(1)  # [K, 1, M, d]
         return self.split_text.features(hidden, eot, anchors)
@@ -550,9 +550,8 @@ class EMPLMixin:
         if self._eval_cache is None:
             hidden, eot = self.prefix_states([self.model.prompt_learner.classes])
             if mode in ("sample", "sample_batch"):
-                # TEST_TOP_K ranks classes per image: batch-conditioned sampling ignores it.
-                top_k_features = self.anchor_features(hidden, eot) if mode == "sample" else None
-                self._eval_cache = EvalCache(prefix_states=(hidden, eot), anchor_features=top_k_features)
+                self._eval_cache = EvalCache(prefix_states=(hidden, eot),
+                                             anchor_features=self.anchor_features(hidden, eot))
             else:  # anchor or amortized: the text features of the whole evaluation, once
                 calibration = self.calibration_features() if mode == "amortized" else None
                 feats, _, _ = self.sampled_features(
