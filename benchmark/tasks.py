@@ -17,11 +17,14 @@ Base-to-new tasks (mirroring the real suite's variety):
 | WorldTextures | DTD | 8 + 8 textures, as close-ups; 8 | noisy photo |
 | WorldAerial | EuroSAT | 8 + 8 background scenes seen from above; 8 | aerial (blue cast) |
 
-Cross-dataset source: WorldNet (ImageNet-like: 25 members, one of each family); its restyled
-copies WorldNetSketch, -Inverted, -Noisy and -Cluttered are the domain-generalization targets.
+Cross-dataset source: WorldNet (ImageNet-like: 25 objects, one member of each family, and 8
+textures and 8 scenes, in the photo style); its 25 objects restyled, WorldNetSketch, -Inverted,
+-Noisy and -Cluttered, are the domain-generalization targets.
 
 Each base-to-new task also names ``heldout`` classes: world words of the same kind that no
-task tests on, at least as many as its new classes. ``<Task>Heldout`` datasets hold them;
+base-to-new task tests on, at least as many as its new classes (the texture and aerial tasks'
+held-out words are also WorldNet's textures and scenes, so that none of these is a class of
+the transfer targets). ``<Task>Heldout`` datasets hold them;
 tuning (tools/tune_bundled.py) measures new-class behaviour on them, never on the test's new
 classes. A vocabulary is dealt into base, new and held-out classes in turn (``_deal``), so the
 three are alike: validation on the held-out classes stands for the new ones.
@@ -148,20 +151,33 @@ class WorldAerial(WorldTask):
     style = "aerial"
 
 
+# WorldNet's objects: one member of every family, every marking among them. They are also the
+# classes of WorldNet's restyled renderings (domain generalization), as ImageNet-R and -A hold a
+# subset of ImageNet's classes.
+_NET_OBJECTS = _members([world.FAMILIES[f][i % len(world.MARKINGS)] for i, f in enumerate(_FAMILY_NAMES)])
+
+
 @DATASET_REGISTRY.register()
 class WorldNet(WorldTask):
-    """25 member classes, one of every family, with every marking (the ImageNet-like source of
-    the cross-dataset and domain-generalization protocols)."""
+    """The ImageNet-like source of the cross-dataset and domain-generalization protocols: many
+    kinds of image, all in the photo style. 41 classes: 25 objects (one member of every family),
+    8 texture close-ups and 8 bare scenes. The textures and scenes are the texture and aerial
+    tasks' held-out words, so none is a target's base or new class (three objects are WorldBreeds
+    classes, as some Pets breeds are ImageNet classes; benchmark v7;
+    v3-v6 held the 25 objects alone, on which CoCoOp transferred no better than CoOp:
+    docs/BENCHMARK.md, "(e)'s CoCoOp half")."""
 
     dataset_dir = "world_net"
-    classes = _members([world.FAMILIES[f][i % len(world.MARKINGS)] for i, f in enumerate(_FAMILY_NAMES)])
-    counts = {"train": 32, "val": 20, "test": 40}  # 1000 test images
+    classes = {**_NET_OBJECTS,
+               **{t: {"kind": "texture", "texture": t} for t in _TEXTURE_HELDOUT},
+               **{s: {"kind": "scene", "scene": s} for s in _SCENE_HELDOUT}}
+    counts = {"train": 32, "val": 20, "test": 40}  # 1640 test images
 
 
 def _restyled(name: str, style: str, like: str):
     cls = type(name, (WorldNet,), {
-        "__doc__": f"WorldNet's classes in the {style} style ({like}); a domain-generalization target.",
-        "dataset_dir": f"world_net_{style}", "style": style, "__module__": __name__,
+        "__doc__": f"WorldNet's 25 objects in the {style} style ({like}); a domain-generalization target.",
+        "dataset_dir": f"world_net_{style}", "style": style, "classes": _NET_OBJECTS, "__module__": __name__,
     })
     return DATASET_REGISTRY.register()(cls)
 
