@@ -38,8 +38,10 @@ from datasets.generated import GeneratedDataset
 
 from . import render, world
 
-# Bump when a task's rendering or classes change: its images are re-made. 5: benchmark v6's fresh
-# test splits (TEST_DRAW).
+# Bump when a task's rendering changes in a way generator_params() does not record (its classes,
+# style, counts and first images are recorded, so a change there re-makes its images by itself):
+# every task's images are re-made. 5: benchmark v6's fresh test splits (TEST_DRAW); v7's WorldNet
+# is recorded by its classes.
 TASK_VERSION = 5
 # Which draw of each class's test images the test split holds: draw d is images d*n .. d*n+n-1 of
 # the class's stream of test renders (n: its test count). Benchmarks v3-v5 read draw 0; v6 reads
@@ -159,13 +161,13 @@ _NET_OBJECTS = _members([world.FAMILIES[f][i % len(world.MARKINGS)] for i, f in 
 
 @DATASET_REGISTRY.register()
 class WorldNet(WorldTask):
-    """The ImageNet-like source of the cross-dataset and domain-generalization protocols: many
-    kinds of image, all in the photo style. 41 classes: 25 objects (one member of every family),
-    8 texture close-ups and 8 bare scenes. The textures and scenes are the texture and aerial
-    tasks' held-out words, so none is a target's base or new class (three objects are WorldBreeds
-    classes, as some Pets breeds are ImageNet classes; benchmark v7;
-    v3-v6 held the 25 objects alone, on which CoCoOp transferred no better than CoOp:
-    docs/BENCHMARK.md, "(e)'s CoCoOp half")."""
+    """The ImageNet-like source of the cross-dataset and domain-generalization protocols
+    (benchmark v7): many kinds of image, all in the photo style. 41 classes: 25 objects (one
+    member of every family), 8 texture close-ups and 8 bare scenes. The textures and scenes are
+    the texture and aerial tasks' held-out words, so none is a target's class; three of the
+    objects are WorldBreeds classes, as some Pets breeds are ImageNet classes. v3-v6 held the 25
+    objects alone, from which CoCoOp transferred no better than CoOp (docs/BENCHMARK.md, "(e)'s
+    CoCoOp half")."""
 
     dataset_dir = "world_net"
     classes = {**_NET_OBJECTS,
